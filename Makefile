@@ -1,0 +1,117 @@
+# Reliable background work on Django + PostgreSQL. `make` prints the menu.
+SHELL := /bin/bash
+.DEFAULT_GOAL := usage
+
+PYTHON_SYS ?= $(shell command -v python3.11 || command -v python3)
+VENV       := .venv
+PY         := $(VENV)/bin/python
+MANAGE     := $(PY) manage.py
+LOCALPG    := $(PYTHON_SYS) project/localpg.py
+PROCS      := $(PYTHON_SYS) project/procs.py
+STAMP      := $(VENV)/.installed
+mode       ?= dual-write
+
+BOLD  := \033[1m
+CYAN  := \033[36m
+RESET := \033[0m
+
+.PHONY: usage setup venv db-start db-stop db-reset db-status migrate run demo stop status \
+        test test-fast lint format clean lock create-user show-state relay faults bench \
+        browser-deps
+
+usage: ## this menu
+	@printf "$(BOLD)Reliable background work on Django + PostgreSQL$(RESET)\n\n"
+	@printf "  $(BOLD)make demo$(RESET)   set everything up, start web + cluster + relay, print the login\n"
+	@printf "  $(BOLD)make test$(RESET)   set everything up from nothing, lint, run the whole suite\n\n"
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  $(CYAN)%-14s$(RESET) %s\n", $$1, $$2}'
+	@printf "\nThe talk's demo: make create-user name=mike [mode=dual-write|outbox|que] [fail=part1|part2]\n"
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $(STAMP)
+
+venv: $(STAMP) ## create .venv and install the pinned packages
+
+db-start: ## start the project-local PostgreSQL (initdb on first use)
+	@$(LOCALPG) start
+
+db-stop: ## stop the project-local PostgreSQL
+	@$(LOCALPG) stop
+
+db-status: ## is the project-local PostgreSQL running?
+	@$(LOCALPG) status
+
+db-reset: ## stop the cluster and delete its data (asks nothing: careful)
+	@$(LOCALPG) reset
+
+migrate: $(STAMP) db-start ## apply migrations
+	@$(MANAGE) migrate --no-input -v 0
+
+setup: $(STAMP) db-start migrate ## venv + packages + database + migrations (idempotent)
+	@echo "setup done: $(MANAGE) ... is ready"
+
+run: setup ## start web (127.0.0.1:8000), qcluster and relay in the background
+	@$(PROCS) start
+	@echo "admin: http://127.0.0.1:8000/admin/  logs: var/log/  stop with: make stop"
+
+demo: setup ## setup + run + a superuser whose password is printed once
+	@$(MANAGE) demo_superuser
+	@$(PROCS) start
+	@printf "\n$(BOLD)Open http://127.0.0.1:8000/admin/$(RESET)  (stop everything with: make stop)\n"
+
+stop: ## stop what run/demo started (web, cluster, relay) and the local PostgreSQL
+	@$(PROCS) stop
+	@$(LOCALPG) stop
+
+status: ## what is running
+	@$(PROCS) status || true
+	@$(LOCALPG) status || true
+
+test: $(STAMP) browser-deps ## lint + the whole suite against a real PostgreSQL (sets up from nothing)
+	@$(VENV)/bin/ruff check .
+	@$(LOCALPG) run -- $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## the suite without the browser tests
+	@$(LOCALPG) run -- $(VENV)/bin/pytest -m "not browser" $(PYTEST_ARGS)
+
+browser-deps: ## Debian's chromium for the browser tests (installed with apt when root)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing chromium (apt) for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing: browser tests will be skipped (sudo apt-get install chromium)"; fi; }
+
+lint: $(STAMP) ## ruff
+	@$(VENV)/bin/ruff check .
+
+format: $(STAMP) ## ruff --fix
+	@$(VENV)/bin/ruff check --fix .
+
+create-user: setup ## the talk's demo: name=NAME [mode=dual-write|outbox|que] [fail=part1|part2] [crash=part1|part2]
+	@$(MANAGE) create_user "$(name)" --mode $(mode) $(if $(fail),--fail $(fail)) $(if $(crash),--crash $(crash))
+
+show-state: setup ## users, their emails, the outbox and the queue (the talk's db-show)
+	@$(MANAGE) show_state
+
+relay: setup ## relay the outbox once
+	@$(MANAGE) relay_outbox --once
+
+faults: setup ## list the fault points
+	@$(MANAGE) faults list
+
+bench: setup ## throughput and latency numbers (see docs/benchmarks.md)
+	@$(LOCALPG) run -- $(PY) -m bench.run
+
+lock: ## rebuild requirements.txt from requirements.in in a scratch venv
+	@rm -rf /tmp/reliable-lock && $(PYTHON_SYS) -m venv /tmp/reliable-lock
+	@/tmp/reliable-lock/bin/pip install --quiet -r requirements.in
+	@{ echo "# Lock file: every package pinned. Regenerate with 'make lock' after editing requirements.in."; \
+	  /tmp/reliable-lock/bin/pip freeze; } > requirements.txt
+	@echo "requirements.txt updated"
+
+clean: ## remove the venv, logs, mail and caches (not the database: make db-reset)
+	@$(PROCS) stop >/dev/null 2>&1 || true
+	rm -rf $(VENV) var/log var/mail var/run .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

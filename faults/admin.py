@@ -1,0 +1,67 @@
+from django.contrib import admin, messages
+from django.http import HttpRequest
+
+from faults import services
+from faults.models import Action, Fault
+from faults.points import POINTS
+
+
+def _arm_action(action: str, times: int | None, label: str):
+    @admin.action(description=label, permissions=["arm"])
+    def arm(modeladmin, request: HttpRequest, queryset) -> None:
+        names = []
+        for fault in queryset.filter(scope=""):
+            try:
+                services.arm(point=fault.point, action=action, times=times, delay_ms=2000)
+            except services.FaultError as e:
+                modeladmin.message_user(request, str(e), messages.ERROR)
+                return
+            names.append(fault.point)
+        modeladmin.message_user(request, f"Armed {', '.join(names)}: {label.lower()}.")
+
+    arm.__name__ = f"arm_{action}_{'always' if times is None else times}"
+    return arm
+
+
+@admin.register(Fault)
+class FaultAdmin(admin.ModelAdmin):
+    list_display = ["point", "description", "armed", "action", "remaining", "fired",
+                    "last_fired_at", "scope"]
+    list_filter = ["action", ("scope", admin.EmptyFieldListFilter)]
+    search_fields = ["point", "scope"]
+    actions = [
+        _arm_action(Action.RAISE, 1, "Arm: raise once"),
+        _arm_action(Action.CRASH, 1, "Arm: crash once"),
+        _arm_action(Action.DELAY, 1, "Arm: delay 2 s once"),
+        _arm_action(Action.RAISE, None, "Arm: raise always"),
+        "disarm",
+    ]
+
+    def changelist_view(self, request, extra_context=None):
+        services.sync_points()
+        return super().changelist_view(request, extra_context)
+
+    @admin.display(description="what it interrupts")
+    def description(self, obj: Fault) -> str:
+        return POINTS.get(obj.point, "(no longer declared)")
+
+    @admin.display(boolean=True)
+    def armed(self, obj: Fault) -> bool:
+        return obj.is_armed
+
+    @admin.action(description="Disarm", permissions=["arm"])
+    def disarm(self, request: HttpRequest, queryset) -> None:
+        n = sum(services.disarm(point=f.point, scope=f.scope) for f in queryset)
+        self.message_user(request, f"Disarmed {n} fault point(s).")
+
+    def has_arm_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_superuser
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False

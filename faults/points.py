@@ -1,0 +1,19 @@
+"""Every fault point in the code base, declared once with what it interrupts.
+
+`faults.fire(name)` refuses names that are not declared here, so a typo fails loudly.
+"""
+
+SAGA_SERVICES = ("hotel", "car", "flight")
+
+POINTS: dict[str, str] = {
+    "signup.part1": "inside the signup transaction, after the user row (and its outbox row or job) "
+    "is written: the transaction rolls back",
+    "signup.part2": "after the signup transaction committed, before anything else happens "
+    "(the dual-write mode has not enqueued the email job yet)",
+    "email.send": "inside the welcome email job, after the mail is handed over, before the "
+    "EmailSend row commits",
+    "relay.publish": "in the outbox relay, after claiming a batch, before any message is handled",
+}
+for _service in SAGA_SERVICES:
+    POINTS[f"saga.{_service}.book"] = f"in the {_service} service, while booking a trip step"
+    POINTS[f"saga.{_service}.cancel"] = f"in the {_service} service, while cancelling a trip step"

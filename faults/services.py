@@ -1,0 +1,166 @@
+"""Fault injection: arm named points, and fire them where the code passes them.
+
+All bookkeeping runs on a separate autocommit connection (faults.sideconn), never in the
+caller's transaction: a fault that fires inside a transaction which then rolls back stays
+fired, so the retry of that work runs clean (the trap DESIGN.md names).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+
+from django.conf import settings
+
+from faults.models import Action
+from faults.points import POINTS
+from faults.sideconn import side_cursor
+
+logger = logging.getLogger(__name__)
+
+CRASH_EXIT_CODE = 70
+UNKNOWN_POINT = "unknown fault point {point!r}; known points: {known}"
+BAD_ACTION = "unknown action {action!r}; use raise, crash or delay"
+BAD_TIMES = "--times must be 1 or more (leave it out to fire always)"
+FAULTS_DISABLED = "fault injection is off (FAULTS_ENABLED is false): arming would have no effect"
+
+_scope: contextvars.ContextVar[str] = contextvars.ContextVar("fault_scope", default="")
+
+
+class FaultError(Exception):
+    """A request about faults that cannot be honoured (unknown point, bad action...)."""
+
+
+class InjectedFault(RuntimeError):
+    """Raised by a fault point armed with the `raise` action."""
+
+    def __init__(self, point: str) -> None:
+        super().__init__(f"injected fault at {point}")
+        self.point = point
+
+
+def enabled() -> bool:
+    return bool(getattr(settings, "FAULTS_ENABLED", False))
+
+
+def check_point(point: str) -> None:
+    if point not in POINTS:
+        raise FaultError(UNKNOWN_POINT.format(point=point, known=", ".join(sorted(POINTS))))
+
+
+def check_action(action: str) -> None:
+    if action not in Action.values:
+        raise FaultError(BAD_ACTION.format(action=action))
+
+
+@contextlib.contextmanager
+def scoped(token: str | None) -> Iterator[None]:
+    """Faults armed for `token` (one job's own faults) fire inside this block only."""
+    reset = _scope.set(token or "")
+    try:
+        yield
+    finally:
+        _scope.reset(reset)
+
+
+def fire(point: str) -> None:
+    """Called where a fault may strike. Costs one settings lookup when faults are off."""
+    if not enabled():
+        return
+    check_point(point)
+    taken = _take(point, _scope.get())
+    if taken is None:
+        return
+    action, delay_ms = taken
+    if action == Action.DELAY:
+        logger.warning("fault %s: sleeping %s ms", point, delay_ms)
+        time.sleep(delay_ms / 1000)
+    elif action == Action.RAISE:
+        logger.warning("fault %s: raising", point)
+        raise InjectedFault(point)
+    elif action == Action.CRASH:
+        logger.warning("fault %s: crashing process %s", point, os.getpid())
+        sys.stderr.write(f"fault {point}: crashing process {os.getpid()} (os._exit)\n")
+        sys.stderr.flush()
+        os._exit(CRASH_EXIT_CODE)
+
+
+_TAKE_SQL = """
+UPDATE faults_fault
+   SET remaining = remaining - 1, fired = fired + 1, last_fired_at = now()
+ WHERE point = %s AND scope = %s AND action <> ''
+   AND (remaining IS NULL OR remaining > 0)
+RETURNING action, delay_ms
+"""
+
+
+def _take(point: str, scope: str) -> tuple[str, int] | None:
+    """Atomically use up one firing: this job's own fault first, then a global one."""
+    with side_cursor() as cur:
+        for s in ([scope, ""] if scope else [""]):
+            cur.execute(_TAKE_SQL, [point, s])
+            row = cur.fetchone()
+            if row:
+                return row[0], row[1]
+    return None
+
+
+def arm(
+    *, point: str, action: str, times: int | None = 1, delay_ms: int = 1000, scope: str = ""
+) -> None:
+    """Arm `point` to do `action` the next `times` passes (None: every pass)."""
+    check_point(point)
+    check_action(action)
+    if times is not None and times < 1:
+        raise FaultError(BAD_TIMES)
+    if not enabled():
+        raise FaultError(FAULTS_DISABLED)
+    with side_cursor() as cur:
+        cur.execute(
+            """
+            INSERT INTO faults_fault (point, scope, action, remaining, delay_ms, fired, armed_at)
+            VALUES (%s, %s, %s, %s, %s, 0, now())
+            ON CONFLICT (point, scope) DO UPDATE
+               SET action = EXCLUDED.action, remaining = EXCLUDED.remaining,
+                   delay_ms = EXCLUDED.delay_ms, armed_at = now()
+            """,
+            [point, scope, action, times, delay_ms],
+        )
+
+
+def disarm(*, point: str, scope: str = "") -> bool:
+    """Disarm `point`. True if it was armed."""
+    check_point(point)
+    with side_cursor() as cur:
+        cur.execute(
+            "UPDATE faults_fault SET action = '' WHERE point = %s AND scope = %s "
+            "AND action <> '' AND (remaining IS NULL OR remaining > 0)",
+            [point, scope],
+        )
+        return cur.rowcount > 0
+
+
+def disarm_all() -> int:
+    """Disarm every point, global and per job. Returns how many were armed."""
+    with side_cursor() as cur:
+        cur.execute(
+            "UPDATE faults_fault SET action = '' WHERE action <> '' "
+            "AND (remaining IS NULL OR remaining > 0)"
+        )
+        return cur.rowcount
+
+
+def sync_points() -> None:
+    """Make sure every declared point has its (global) row, so the admin lists them all."""
+    with side_cursor() as cur:
+        for point in POINTS:
+            cur.execute(
+                "INSERT INTO faults_fault (point, scope, action, delay_ms, fired) "
+                "VALUES (%s, '', '', 1000, 0) ON CONFLICT (point, scope) DO NOTHING",
+                [point],
+            )

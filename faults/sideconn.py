@@ -1,0 +1,46 @@
+"""A second, autocommit connection to the default database, one per process and thread.
+
+Statements on it commit on their own, whatever transaction Django's own connection is in.
+It follows the default alias's settings at connect time, so under pytest-django it reaches
+the test database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+
+import psycopg
+
+from project.db import connection_params, open_autocommit
+
+_local = threading.local()
+
+
+def _connection() -> psycopg.Connection:
+    params = connection_params()
+    key = (os.getpid(), tuple(sorted(params.items())))
+    conn = getattr(_local, "conn", None)
+    if conn is not None and (_local.key != key or conn.closed or conn.broken):
+        if _local.key[0] == os.getpid():
+            conn.close()
+        conn = None
+    if conn is None:
+        conn = open_autocommit("faults")
+        _local.conn, _local.key = conn, key
+    return conn
+
+
+@contextlib.contextmanager
+def side_cursor() -> Iterator[psycopg.Cursor]:
+    with _connection().cursor() as cur:
+        yield cur
+
+
+def close() -> None:
+    conn = getattr(_local, "conn", None)
+    if conn is not None and _local.key[0] == os.getpid():
+        conn.close()
+    _local.conn = None

@@ -1,0 +1,33 @@
+from django.contrib import admin
+from django.http import HttpRequest
+
+from jobs import services
+from jobs.models import JobRun
+
+
+@admin.register(JobRun)
+class JobRunAdmin(admin.ModelAdmin):
+    list_display = ["key", "func", "state", "attempts", "last_pid", "last_started_at",
+                    "finished_at", "parked_at", "short_error"]
+    list_filter = [("parked_at", admin.EmptyFieldListFilter),
+                   ("finished_at", admin.EmptyFieldListFilter), "func"]
+    search_fields = ["key"]
+    readonly_fields = [f.name for f in JobRun._meta.fields]
+    actions = ["retry_parked"]
+
+    @admin.display(description="last error")
+    def short_error(self, obj: JobRun) -> str:
+        return obj.last_error[:80]
+
+    @admin.action(description="Retry parked jobs (fresh attempts)")
+    def retry_parked(self, request: HttpRequest, queryset) -> None:
+        runs = list(queryset.filter(parked_at__isnull=False, finished_at__isnull=True))
+        for run in runs:
+            services.retry_parked(run=run)
+        self.message_user(request, f"{len(runs)} parked job(s) will run on their next delivery.")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False

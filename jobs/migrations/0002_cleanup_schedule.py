@@ -1,0 +1,28 @@
+from django.db import migrations
+from django.utils import timezone
+
+
+def add_schedule(apps, schema_editor):
+    Schedule = apps.get_model("django_q", "Schedule")
+    Schedule.objects.update_or_create(
+        name="cleanup task results",
+        defaults={
+            "func": "jobs.tasks.cleanup_task_results",
+            "schedule_type": "D",
+            "repeats": -1,
+            "next_run": timezone.now(),
+        },
+    )
+
+
+def remove_schedule(apps, schema_editor):
+    apps.get_model("django_q", "Schedule").objects.filter(name="cleanup task results").delete()
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("jobs", "0001_initial"),
+        ("django_q", "0018_task_success_index"),
+    ]
+
+    operations = [migrations.RunPython(add_schedule, remove_schedule)]

@@ -1,0 +1,36 @@
+from django.db import models
+
+
+class JobRun(models.Model):
+    """Our own attempt counter for one logical job (a signup, one user's welcome email...).
+
+    django-q2 never counts an attempt that killed its worker, so a job that crashes its
+    process would be redelivered forever (facts 2.6). Each attempt is counted here, in its own
+    commit, before the job's side effects; after JOB_MAX_ATTEMPTS the job is parked.
+    """
+
+    key = models.CharField(max_length=200, unique=True)
+    func = models.CharField(max_length=200, help_text="dotted path of the django-q2 task")
+    kwargs = models.JSONField(default=dict, blank=True, help_text="to enqueue it again")
+    attempts = models.PositiveIntegerField(default=0)
+    last_pid = models.IntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    parked_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "job run"
+
+    def __str__(self) -> str:
+        return self.key
+
+    @property
+    def state(self) -> str:
+        if self.finished_at:
+            return "done"
+        if self.parked_at:
+            return "parked"
+        return "pending"

@@ -1,0 +1,74 @@
+import signal
+import time
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import close_old_connections
+
+from outbox import services
+from project.db import open_autocommit
+
+
+class Command(BaseCommand):
+    help = "Relay due outbox messages to their topic handlers (which enqueue django-q2 tasks)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        mode = parser.add_mutually_exclusive_group()
+        mode.add_argument("--once", action="store_true",
+                          help="relay everything due now, print the counts and exit (default)")
+        mode.add_argument("--follow", action="store_true",
+                          help="keep relaying, woken by LISTEN/NOTIFY with a poll as fallback; "
+                               "stops cleanly on SIGTERM or SIGINT")
+        parser.add_argument("--batch", type=int, default=None,
+                            help="messages claimed per transaction (default OUTBOX_BATCH_SIZE)")
+
+    def handle(self, *args, once: bool, follow: bool, batch: int | None, **options) -> None:
+        if batch is not None and batch < 1:
+            raise CommandError("--batch must be 1 or more")
+        if follow:
+            self.follow(batch)
+            return
+        try:
+            result = services.relay_outbox(batch=batch)
+        except services.OutboxError as e:
+            raise CommandError(str(e)) from e
+        self.stdout.write(self.style.SUCCESS(
+            f"published {result.published}, failed {result.failed} (will retry), "
+            f"dead {result.dead}"))
+
+    def follow(self, batch: int | None) -> None:
+        stopping = False
+
+        def stop(signum, frame):
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        poll = settings.OUTBOX_POLL_SECONDS
+        listener = open_autocommit("outbox-relay-listen")
+        listener.execute(f"LISTEN {services.CHANNEL}")
+        self.stdout.write(f"relaying outbox messages (LISTEN {services.CHANNEL}, poll {poll}s); "
+                          "SIGTERM or Ctrl-C to stop")
+        try:
+            while not stopping:
+                close_old_connections()
+                try:
+                    result = services.relay_outbox(batch=batch)
+                except Exception as e:  # a crash of one pass must not end the relay
+                    self.stderr.write(f"relay pass failed: {e!r}; retrying in 1s")
+                    time.sleep(1)
+                    continue
+                if result.handled:
+                    self.stdout.write(f"published {result.published}, failed {result.failed}, "
+                                      f"dead {result.dead}")
+                due = services.next_due_in()
+                wait = poll if due is None else min(poll, max(due, 0.05))
+                deadline = time.monotonic() + wait
+                while not stopping and time.monotonic() < deadline:
+                    slice_ = min(1.0, max(0.0, deadline - time.monotonic()))
+                    if any(True for _ in listener.notifies(timeout=slice_, stop_after=1)):
+                        break
+        finally:
+            listener.close()
+        self.stdout.write("relay stopped")

@@ -1,0 +1,45 @@
+import uuid
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class OutboxMessage(models.Model):
+    """A message written in the same transaction as the business change that caused it.
+
+    The relay hands it to its topic's handler and marks it published in one transaction.
+    Pending: neither published nor dead. Dead: gave up after OUTBOX_MAX_ATTEMPTS (or could
+    never work: unknown topic, payload rejected), kept with its error, retryable.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    topic = models.CharField(max_length=100)
+    payload = models.JSONField()
+    created_at = models.DateTimeField(default=timezone.now)
+    available_at = models.DateTimeField(default=timezone.now)
+    published_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    dead_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [
+            models.Index(
+                fields=["available_at"],
+                name="outbox_pending_idx",
+                condition=Q(published_at__isnull=True, dead_at__isnull=True),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.topic} {self.id}"
+
+    @property
+    def state(self) -> str:
+        if self.published_at:
+            return "published"
+        if self.dead_at:
+            return "dead"
+        return "pending"

@@ -1,0 +1,310 @@
+"""The project-local PostgreSQL cluster (the talk's `make pg-init pg-start`).
+
+Standard library only: the Makefile runs it with the system Python before the venv exists,
+and settings import `default_database_url()` from it, so both agree on where the cluster is.
+
+The cluster listens on a unix socket only (no TCP), in a directory of its own, on port
+PGPORT (default 54329, which names the socket file). As a normal user it runs as that user
+with its data under var/pg/. PostgreSQL refuses to run as root, so as root it runs as the
+`postgres` system user with its data under /tmp/reliable-pg-<hash of the checkout path>/,
+which that user can reach and which two clones never share.
+
+With DATABASE_URL set, nothing here starts or stops anything.
+
+    python3 project/localpg.py start|stop|status|reset|url
+    python3 project/localpg.py run -- CMD...   # start if needed, run CMD, stop if we started it
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DB_NAME = os.environ.get("PGDATABASE_NAME", "reliable")
+DB_USER = "postgres"
+SOCKET_PATH_LIMIT = 100  # sun_path is 108 bytes; leave room for "/.s.PGSQL.NNNNN"
+
+
+class LocalPgError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Cluster:
+    root: Path
+    data_dir: Path
+    socket_dir: Path
+    log_file: Path
+    port: int
+    run_as: str | None  # system user to run the server as (root case), or None for ourselves
+
+    @property
+    def url(self) -> str:
+        quoted = str(self.socket_dir).replace("/", "%2F")
+        return f"postgresql://{DB_USER}@{quoted}:{self.port}/{DB_NAME}"
+
+
+def is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+def cluster() -> Cluster:
+    port = int(os.environ.get("PGPORT_LOCAL", "54329"))
+    if is_root():
+        key = hashlib.sha1(str(BASE_DIR).encode()).hexdigest()[:10]
+        root = Path("/tmp") / f"reliable-pg-{key}"
+        run_as = "postgres"
+    else:
+        root = BASE_DIR / "var" / "pg"
+        run_as = None
+    socket_dir = root / "run"
+    if len(str(socket_dir)) + 16 > SOCKET_PATH_LIMIT:
+        key = hashlib.sha1(str(BASE_DIR).encode()).hexdigest()[:10]
+        socket_dir = Path("/tmp") / f"reliable-pg-sock-{key}"
+    return Cluster(
+        root=root,
+        data_dir=root / "data",
+        socket_dir=socket_dir,
+        log_file=root / "server.log",
+        port=port,
+        run_as=run_as,
+    )
+
+
+def default_database_url() -> str:
+    return cluster().url
+
+
+def find_bindir() -> Path | None:
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
+        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
+    )
+    return Path(candidates[-1]).parent if candidates else None
+
+
+def ensure_bindir() -> Path:
+    bindir = find_bindir()
+    if bindir:
+        return bindir
+    if is_root() and shutil.which("apt-get"):
+        say("PostgreSQL server binaries not found: installing them with apt-get (postgresql)")
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", "postgresql"],
+            check=True,
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+        bindir = find_bindir()
+        if bindir:
+            return bindir
+    raise LocalPgError(
+        "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found on PATH or under "
+        "/usr/lib/postgresql/*/bin.\nInstall them, e.g. 'sudo apt-get install postgresql' on "
+        "Debian/Ubuntu or 'brew install postgresql@15' on macOS, or set DATABASE_URL to an "
+        "existing server."
+    )
+
+
+def say(message: str) -> None:
+    print(f"[localpg] {message}", flush=True)
+
+
+def _as_owner(cmd: list[str], c: Cluster) -> list[str]:
+    if c.run_as:
+        return ["runuser", "-u", c.run_as, "--", *cmd]
+    return cmd
+
+
+def _run(cmd: list[str], c: Cluster, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(_as_owner(cmd, c), **kwargs)
+
+
+def _prepare_dirs(c: Cluster) -> None:
+    for d in (c.root, c.socket_dir):
+        d.mkdir(parents=True, exist_ok=True)
+        if c.run_as:
+            shutil.chown(d, user=c.run_as, group=c.run_as)
+        d.chmod(0o700)
+    if c.run_as:
+        # Point var/pg at the real location so people can find the logs.
+        link = BASE_DIR / "var" / "pg"
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.exists() and not link.is_symlink():
+            link.symlink_to(c.root)
+
+
+def initdb(c: Cluster, bindir: Path) -> None:
+    if (c.data_dir / "PG_VERSION").exists():
+        return
+    _prepare_dirs(c)
+    say(f"initdb {c.data_dir}")
+    _run(
+        [
+            str(bindir / "initdb"),
+            "-D", str(c.data_dir),
+            "-U", DB_USER,
+            "--auth=trust",  # unix socket only, in a 0700 directory: only this user (and root)
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
+        ],
+        c,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    conf = c.data_dir / "postgresql.conf"
+    extra = (
+        "\n# project-local cluster (project/localpg.py)\n"
+        "listen_addresses = ''\n"
+        f"port = {c.port}\n"
+        f"unix_socket_directories = '{c.socket_dir}'\n"
+        "max_connections = 100\n"
+        "shared_buffers = 128MB\n"
+        "fsync = on\n"
+        "log_min_messages = warning\n"
+    )
+    if c.run_as:
+        _run(["sh", "-c", f"cat >> {conf}"], c, input=extra.encode(), check=True)
+    else:
+        with conf.open("a") as f:
+            f.write(extra)
+
+
+def is_running(c: Cluster, bindir: Path) -> bool:
+    if not (c.data_dir / "PG_VERSION").exists():
+        return False
+    r = _run([str(bindir / "pg_ctl"), "status", "-D", str(c.data_dir)], c, capture_output=True)
+    return r.returncode == 0
+
+
+def start() -> bool:
+    """Start the cluster (initdb first if needed) and create the database. True if we started it."""
+    if os.environ.get("DATABASE_URL"):
+        say("DATABASE_URL is set: using that server, starting nothing")
+        return False
+    c = cluster()
+    bindir = ensure_bindir()
+    initdb(c, bindir)
+    started = False
+    if not is_running(c, bindir):
+        _prepare_dirs(c)
+        say(f"starting PostgreSQL on socket {c.socket_dir} port {c.port} (log {c.log_file})")
+        r = _run(
+            [str(bindir / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(c.data_dir),
+             "-l", str(c.log_file)],
+            c,
+            stdout=subprocess.DEVNULL,
+        )
+        if r.returncode != 0:
+            tail = c.log_file.read_text()[-2000:] if c.log_file.exists() else ""
+            raise LocalPgError(f"pg_ctl start failed (exit {r.returncode}).\n{tail}")
+        started = True
+    create_database(c, bindir)
+    return started
+
+
+def create_database(c: Cluster, bindir: Path) -> None:
+    psql = [str(bindir / "psql"), "-h", str(c.socket_dir), "-p", str(c.port), "-U", DB_USER,
+            "-d", "postgres", "-tAq"]
+    r = subprocess.run([*psql, "-c", f"SELECT 1 FROM pg_database WHERE datname = '{DB_NAME}'"],
+                       capture_output=True, text=True, check=True)
+    if r.stdout.strip() != "1":
+        say(f"creating database {DB_NAME}")
+        subprocess.run([*psql, "-c", f'CREATE DATABASE "{DB_NAME}"'], check=True)
+
+
+def stop() -> None:
+    if os.environ.get("DATABASE_URL"):
+        say("DATABASE_URL is set: nothing to stop")
+        return
+    c = cluster()
+    bindir = find_bindir()
+    if bindir is None or not is_running(c, bindir):
+        say("not running")
+        return
+    say("stopping PostgreSQL")
+    _run([str(bindir / "pg_ctl"), "stop", "-w", "-m", "fast", "-D", str(c.data_dir)], c,
+         check=True, stdout=subprocess.DEVNULL)
+
+
+def reset() -> None:
+    stop()
+    c = cluster()
+    if c.root.exists():
+        say(f"removing {c.root}")
+        shutil.rmtree(c.root)
+    link = BASE_DIR / "var" / "pg"
+    if link.is_symlink():
+        link.unlink()
+
+
+def status() -> int:
+    if os.environ.get("DATABASE_URL"):
+        say("DATABASE_URL is set: the project uses that server")
+        return 0
+    c = cluster()
+    bindir = find_bindir()
+    running = bindir is not None and is_running(c, bindir)
+    say(f"{'running' if running else 'stopped'}: data {c.data_dir}, socket {c.socket_dir}, "
+        f"port {c.port}")
+    return 0 if running else 3
+
+
+def run_wrapped(cmd: list[str]) -> int:
+    """Run cmd with the cluster up; stop it afterwards only if this call started it."""
+    started = start()
+    try:
+        return subprocess.call(cmd)
+    finally:
+        if started:
+            stop()
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__)
+        return 2
+    verb, rest = argv[0], argv[1:]
+    try:
+        if verb == "start":
+            start()
+        elif verb == "stop":
+            stop()
+        elif verb == "reset":
+            reset()
+        elif verb == "status":
+            return status()
+        elif verb == "url":
+            print(os.environ.get("DATABASE_URL") or default_database_url())
+        elif verb == "run":
+            if rest[:1] == ["--"]:
+                rest = rest[1:]
+            if not rest:
+                raise LocalPgError("run needs a command: localpg.py run -- CMD ...")
+            return run_wrapped(rest)
+        else:
+            print(__doc__)
+            return 2
+    except LocalPgError as e:
+        print(f"[localpg] error: {e}", file=sys.stderr)
+        return 1
+    except subprocess.CalledProcessError as e:
+        print(f"[localpg] error: {' '.join(map(str, e.cmd))} failed (exit {e.returncode})",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,117 @@
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import transaction
+
+from faults import services
+from faults.models import Fault
+from faults.services import InjectedFault, fire, scoped
+
+
+def fired(point: str, scope: str = "") -> int:
+    return Fault.objects.get(point=point, scope=scope).fired
+
+
+def test_an_armed_point_raises_the_given_number_of_times_then_disarms(db):
+    services.arm(point="email.send", action="raise", times=2)
+    for _ in range(2):
+        with pytest.raises(InjectedFault, match="email.send"):
+            fire("email.send")
+    fire("email.send")  # spent: passes quietly
+    assert fired("email.send") == 2
+
+
+def test_always_keeps_firing(db):
+    services.arm(point="email.send", action="raise", times=None)
+    for _ in range(5):
+        with pytest.raises(InjectedFault):
+            fire("email.send")
+    assert services.disarm(point="email.send") is True
+    fire("email.send")
+
+
+def test_a_fault_fired_in_a_rolled_back_transaction_stays_fired(db):
+    services.arm(point="signup.part1", action="raise", times=1)
+    with pytest.raises(InjectedFault), transaction.atomic():
+        fire("signup.part1")
+    # the retry runs clean: the firing was counted outside the rolled-back transaction
+    fire("signup.part1")
+    assert fired("signup.part1") == 1
+
+
+def test_a_scoped_fault_fires_only_inside_its_scope(db):
+    services.arm(point="signup.part2", action="raise", times=1, scope="job-a")
+    with scoped("job-b"):
+        fire("signup.part2")
+    fire("signup.part2")
+    with scoped("job-a"), pytest.raises(InjectedFault):
+        fire("signup.part2")
+    with scoped("job-a"):
+        fire("signup.part2")  # once only
+
+
+def test_delay_sleeps(db, monkeypatch):
+    slept = []
+    monkeypatch.setattr(services.time, "sleep", slept.append)
+    services.arm(point="email.send", action="delay", times=1, delay_ms=250)
+    fire("email.send")
+    assert slept == [0.25]
+
+
+def test_crash_exits_the_process(db, monkeypatch):
+    exits = []
+
+    def fake_exit(code):
+        exits.append(code)
+        raise SystemExit(code)
+
+    monkeypatch.setattr(services.os, "_exit", fake_exit)
+    services.arm(point="email.send", action="crash", times=1)
+    with pytest.raises(SystemExit):
+        fire("email.send")
+    assert exits == [services.CRASH_EXIT_CODE]
+
+
+def test_faults_do_nothing_when_disabled(db, settings, monkeypatch):
+    services.arm(point="email.send", action="raise", times=1)
+    settings.FAULTS_ENABLED = False
+    monkeypatch.setattr(services, "_take", lambda *a: pytest.fail("disabled faults must not query"))
+    fire("email.send")
+    with pytest.raises(services.FaultError, match="FAULTS_ENABLED"):
+        services.arm(point="email.send", action="raise")
+    monkeypatch.undo()
+    settings.FAULTS_ENABLED = True
+    with pytest.raises(InjectedFault):  # the disabled pass did not use up the firing
+        fire("email.send")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"point": "no.such.point", "action": "raise"}, "unknown fault point 'no.such.point'"),
+        ({"point": "email.send", "action": "explode"}, "unknown action 'explode'"),
+        ({"point": "email.send", "action": "raise", "times": 0}, "--times must be 1 or more"),
+    ],
+)
+def test_bad_arming_requests_are_refused_and_write_nothing(db, kwargs, message):
+    with pytest.raises(services.FaultError, match=message):
+        services.arm(**kwargs)
+    assert not Fault.objects.exclude(action="").exists()
+
+
+def test_firing_an_undeclared_point_is_a_programming_error(db):
+    with pytest.raises(services.FaultError, match="unknown fault point"):
+        fire("typo.point")
+
+
+def test_faults_command_arms_lists_and_disarms(db, capsys):
+    call_command("faults", "arm", "signup.part2", "--action", "crash", "--times", "1")
+    call_command("faults", "list")
+    out = capsys.readouterr().out
+    assert "armed signup.part2: crash, 1 time(s)" in out
+    assert "ARMED crash" in out
+    call_command("faults", "disarm-all")
+    call_command("faults", "list")
+    assert "ARMED" not in capsys.readouterr().out.split("disarmed")[-1]
+    with pytest.raises(CommandError, match="unknown fault point"):
+        call_command("faults", "arm", "nope", "--action", "raise")

@@ -1,0 +1,90 @@
+"""Real processes for tests: a qcluster or a relay against the test database, and waiting."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import quote
+
+from django.db import connection
+
+from project.procs import stop_pid
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+# Short task timeout in tests: lease (retry) = 4 x 3 s = 12 s, so a killed worker's task comes
+# back within seconds, and still no running task is redelivered (see Q_RETRY in settings).
+TEST_Q_TIMEOUT = 3
+
+
+def test_database_url() -> str:
+    s = connection.settings_dict
+    host = quote(s["HOST"] or "", safe="")
+    user = quote(s["USER"] or "", safe="")
+    password = f":{quote(s['PASSWORD'], safe='')}" if s["PASSWORD"] else ""
+    port = f":{s['PORT']}" if s["PORT"] else ""
+    return f"postgresql://{user}{password}@{host}{port}/{s['NAME']}"
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment of a process that must work on the test database, like the tests."""
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=test_database_url(),
+        Q_TIMEOUT=str(TEST_Q_TIMEOUT),
+        Q_POLL="0.05",
+        FAULTS_ENABLED="1",
+        EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend",
+        OUTBOX_POLL_SECONDS="1",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+class Process:
+    """A manage.py command running in its own process group, logging to a file."""
+
+    def __init__(self, *args: str, log_dir: Path, name: str, **env: str) -> None:
+        self.log_path = log_dir / f"{name}.log"
+        self.name = name
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "manage.py", *args], cwd=BASE_DIR, env=subprocess_env(**env),
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float = 30) -> None:
+        wait_until(lambda: text in self.log(), timeout=timeout,
+                   message=f"{self.name} never logged {text!r}:\n{self.log()[-3000:]}")
+
+    def children(self) -> list[int]:
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.pid)], capture_output=True,
+                             text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def stop(self, grace: float = 30) -> str:
+        return stop_pid(self.pid, grace=grace, name=self.name, wait=self.proc.wait)
+
+
+def wait_until(predicate: Callable[[], object], *, timeout: float = 60, interval: float = 0.1,
+               message: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)

@@ -1,0 +1,78 @@
+import pytest
+from django_q.models import OrmQ
+from django_q.tasks import async_task
+
+from faults import services as faults
+from jobs import services
+from jobs.models import JobRun
+from tests.helpers import wait_until
+from users.models import EmailSend, User
+
+# transactional_db: run_job commits each attempt before the body runs, as in a worker.
+
+
+def test_attempts_are_counted_and_a_job_is_parked_after_the_limit(transactional_db, settings):
+    settings.JOB_MAX_ATTEMPTS = 3
+    calls = []
+
+    def body():
+        calls.append(1)
+        raise ValueError("boom")
+
+    for _ in range(3):
+        with pytest.raises(ValueError):
+            services.run_job(key="k", func="f", kwargs={}, body=body)
+    assert services.run_job(key="k", func="f", kwargs={}, body=body).startswith("parked")
+    run = JobRun.objects.get(key="k")
+    assert run.state == "parked"
+    assert run.attempts == 4
+    assert "ValueError: boom" in run.last_error
+    assert len(calls) == 3
+
+
+def test_a_finished_job_is_not_run_again(transactional_db):
+    calls = []
+    ok = services.run_job(key="k", func="f", kwargs={}, body=lambda: calls.append(1) or "ok")
+    assert ok == "ok"
+    assert services.run_job(key="k", func="f", kwargs={}, body=lambda: calls.append(1)) == (
+        "already done")
+    assert calls == [1]
+
+
+def test_retry_parked_gives_fresh_attempts_and_enqueues_again(transactional_db, settings):
+    settings.JOB_MAX_ATTEMPTS = 1
+    with pytest.raises(ValueError):
+        services.run_job(key="email:1", func="users.tasks.send_welcome_email",
+                         kwargs={"user_id": 1}, body=lambda: int("x"))
+    services.run_job(key="email:1", func="users.tasks.send_welcome_email",
+                     kwargs={"user_id": 1}, body=lambda: None)
+    run = JobRun.objects.get()
+    assert run.state == "parked"
+    services.retry_parked(run=run)
+    run.refresh_from_db()
+    assert (run.state, run.attempts) == ("pending", 0)
+    (queued,) = OrmQ.objects.all()
+    assert queued.func() == "users.tasks.send_welcome_email"
+    assert queued.task["kwargs"] == {"user_id": 1}
+
+
+def test_run_job_refuses_to_run_inside_a_transaction(db):
+    with pytest.raises(RuntimeError, match="must not run inside a transaction"):
+        services.run_job(key="k", func="f", kwargs={}, body=lambda: None)
+
+
+@pytest.mark.cluster
+def test_a_job_that_kills_its_worker_every_time_is_parked_not_retried_forever(
+    transactional_db, start_process
+):
+    # django-q2 never counts these attempts (facts 2.6); our ledger does.
+    cluster = start_process("qcluster", ready="running.", JOB_MAX_ATTEMPTS="2")
+    user = User.objects.create_user(username="poison")
+    faults.arm(point="email.send", action="crash", times=None)
+    async_task("users.tasks.send_welcome_email", user_id=user.pk)
+    wait_until(lambda: JobRun.objects.filter(parked_at__isnull=False).exists(), timeout=90,
+               interval=0.5, message="the poison job to be parked:\n" + cluster.log()[-2000:])
+    wait_until(lambda: not OrmQ.objects.exists(), timeout=30, message="the parked job's ack")
+    run = JobRun.objects.get()
+    assert run.attempts == 3  # two crashes, then the third delivery parks it
+    assert not EmailSend.objects.exists()

@@ -1,0 +1,164 @@
+import pytest
+from django.core.management import call_command
+from django.db import transaction
+from django.utils import timezone
+from django_q.models import OrmQ
+
+from faults import services as faults
+from outbox import services
+from outbox.handlers import HANDLERS
+from outbox.models import OutboxMessage
+from tests.helpers import wait_until
+
+TOPIC = "user.welcome_email"
+
+
+def publish_committed(n: int, payload=None) -> list[OutboxMessage]:
+    with transaction.atomic():
+        return [services.publish(topic=TOPIC, payload=payload or {"user_id": i + 1})
+                for i in range(n)]
+
+
+# transactional_db: the claim is about autocommit, which the db fixture's transaction hides.
+def test_publish_refuses_to_run_outside_a_transaction(transactional_db):
+    with pytest.raises(services.OutboxError, match="must run inside transaction.atomic"):
+        services.publish(topic=TOPIC, payload={"user_id": 1})
+    assert not OutboxMessage.objects.exists()
+
+
+def test_a_rolled_back_transaction_takes_its_message_with_it(db):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        services.publish(topic=TOPIC, payload={"user_id": 1})
+        raise RuntimeError("rollback")
+    assert not OutboxMessage.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "message"),
+    [
+        ("no.such.topic", {}, "unknown outbox topic 'no.such.topic'"),
+        (TOPIC, {"when": timezone.now()}, "is not JSON-serialisable"),
+    ],
+)
+def test_publish_refuses_bad_input_and_writes_nothing(db, topic, payload, message):
+    with pytest.raises(services.OutboxError, match=message), transaction.atomic():
+        services.publish(topic=topic, payload=payload)
+    assert not OutboxMessage.objects.exists()
+
+
+def test_relay_refuses_to_run_inside_a_transaction(db):
+    with pytest.raises(services.OutboxError, match="must not run inside a transaction"):
+        services.relay_outbox()
+
+
+# transactional_db below: the relay commits batch by batch, in autocommit, as in production.
+
+
+def test_relay_publishes_each_due_message_and_enqueues_its_task(transactional_db):
+    publish_committed(3)
+    result = services.relay_outbox(batch=2)
+    assert (result.published, result.failed, result.dead) == (3, 0, 0)
+    assert OutboxMessage.objects.filter(published_at__isnull=False).count() == 3
+    assert sorted(q.task["kwargs"]["user_id"] for q in OrmQ.objects.all()) == [1, 2, 3]
+    assert services.relay_outbox().handled == 0
+
+
+def test_an_unknown_topic_goes_dead_with_a_clear_error(transactional_db):
+    OutboxMessage.objects.create(topic="billing.invoice", payload={"id": 1})
+    result = services.relay_outbox()
+    assert result.dead == 1
+    msg = OutboxMessage.objects.get()
+    assert msg.state == "dead"
+    assert "no handler for topic 'billing.invoice'" in msg.last_error
+    assert not OrmQ.objects.exists()
+
+
+def test_a_payload_the_handler_rejects_goes_dead_at_once_and_the_batch_goes_on(transactional_db):
+    publish_committed(1, payload={"user_id": "not-a-number"})
+    publish_committed(1, payload={"user_id": 7})
+    result = services.relay_outbox()
+    assert (result.published, result.dead) == (1, 1)
+    dead = OutboxMessage.objects.get(dead_at__isnull=False)
+    assert "payload needs a positive integer user_id" in dead.last_error
+    assert [q.task["kwargs"]["user_id"] for q in OrmQ.objects.all()] == [7]
+
+
+def test_a_failing_handler_backs_off_then_goes_dead_after_max_attempts(
+    transactional_db, monkeypatch, settings
+):
+    settings.OUTBOX_MAX_ATTEMPTS = 3
+
+    def flaky(payload):
+        raise ConnectionError("broker unreachable")
+
+    monkeypatch.setitem(HANDLERS, TOPIC, flaky)
+    (msg,) = publish_committed(1)
+    for attempt in (1, 2):
+        result = services.relay_outbox()
+        assert result.failed == 1
+        msg.refresh_from_db()
+        assert msg.attempts == attempt
+        assert msg.available_at > timezone.now()  # backed off: not due again yet
+        assert services.relay_outbox().handled == 0
+        OutboxMessage.objects.filter(pk=msg.pk).update(available_at=timezone.now())
+    assert services.relay_outbox().dead == 1
+    msg.refresh_from_db()
+    assert msg.state == "dead"
+    assert "ConnectionError: broker unreachable" in msg.last_error
+
+    monkeypatch.undo()  # the broker is back
+    assert services.retry_dead(messages=OutboxMessage.objects.all()) == 1
+    assert services.relay_outbox().published == 1
+    assert OrmQ.objects.count() == 1
+
+
+def test_a_fault_in_the_relay_loses_nothing(transactional_db):
+    publish_committed(2)
+    faults.arm(point="relay.publish", action="raise", times=1)
+    with pytest.raises(faults.InjectedFault):
+        services.relay_outbox()
+    assert services.pending().count() == 2  # the claimed batch rolled back, untouched
+    assert services.relay_outbox().published == 2
+
+
+def test_relay_once_command_prints_the_counts(transactional_db, capsys):
+    publish_committed(2)
+    call_command("relay_outbox", "--once")
+    assert "published 2, failed 0 (will retry), dead 0" in capsys.readouterr().out
+
+
+def test_two_relays_at_once_publish_each_message_exactly_once(transactional_db, start_process):
+    publish_committed(300)
+    relays = [start_process("relay_outbox", "--once", "--batch", "7", name=f"relay{i}")
+              for i in range(2)]
+    for relay in relays:
+        assert relay.proc.wait(timeout=60) == 0, relay.log()
+    assert OutboxMessage.objects.filter(published_at__isnull=False).count() == 300
+    user_ids = [q.task["kwargs"]["user_id"] for q in OrmQ.objects.all()]
+    assert sorted(user_ids) == list(range(1, 301)), "each message enqueued its task once"
+    counts = [int(r.log().split("published ")[1].split(",")[0]) for r in relays]
+    assert sum(counts) == 300
+
+
+def test_a_crashed_relay_loses_nothing_and_the_next_one_delivers(transactional_db, start_process):
+    publish_committed(5)
+    faults.arm(point="relay.publish", action="crash", times=1)
+    crashed = start_process("relay_outbox", "--once", name="crashing-relay")
+    assert crashed.proc.wait(timeout=60) == faults.CRASH_EXIT_CODE
+    assert services.pending().count() == 5
+    again = start_process("relay_outbox", "--once", name="relay")
+    assert again.proc.wait(timeout=60) == 0
+    assert services.pending().count() == 0
+    assert OrmQ.objects.count() == 5
+
+
+def test_follow_wakes_on_notify_and_stops_cleanly_on_sigterm(transactional_db, start_process):
+    # OUTBOX_POLL_SECONDS=60: only NOTIFY can make it relay in time
+    relay = start_process("relay_outbox", "--follow", ready="relaying outbox messages",
+                          OUTBOX_POLL_SECONDS="60")
+    publish_committed(1)
+    wait_until(lambda: not services.pending().exists(), timeout=15,
+               message="the NOTIFY to wake the relay")
+    assert relay.stop(grace=10) == "terminated"
+    assert relay.proc.returncode == 0
+    assert "relay stopped" in relay.log()

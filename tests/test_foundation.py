@@ -1,0 +1,80 @@
+"""The layer everything stands on: settings, PostgreSQL, transactional enqueue, a real cluster."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from django.db import connection, transaction
+from django_q.models import OrmQ
+from django_q.tasks import async_task
+
+from faults.sideconn import side_cursor
+from tests.helpers import BASE_DIR, wait_until
+from users.models import EmailSend, User
+
+
+def _django_setup(env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=BASE_DIR, env=env, capture_output=True, text=True,
+    )
+
+
+def test_settings_refuse_to_start_with_debug_off_and_no_secret_key():
+    env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
+    env.update(DEBUG="0", DJANGO_SETTINGS_MODULE="project.settings")
+    result = _django_setup(env)
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
+
+
+def test_settings_start_with_debug_off_and_a_secret_key():
+    env = dict(os.environ, DEBUG="0", SECRET_KEY="x" * 50, DJANGO_SETTINGS_MODULE="project.settings")
+    assert _django_setup(env).returncode == 0
+
+
+def test_the_database_is_postgresql(db):
+    assert connection.vendor == "postgresql"
+    with connection.cursor() as cur:
+        cur.execute("SHOW server_version_num")
+        assert int(cur.fetchone()[0]) >= 140000
+
+
+def _committed_ormq_rows() -> int:
+    """Counted on a second connection: only committed rows are visible to it."""
+    with side_cursor() as cur:
+        cur.execute("SELECT count(*) FROM django_q_ormq")
+        return cur.fetchone()[0]
+
+
+# transactional_db: the claim is about what commits, seen from another connection.
+def test_a_task_enqueued_in_a_rolled_back_transaction_is_never_queued(transactional_db):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        async_task("jobs.tasks.cleanup_task_results")
+        assert OrmQ.objects.count() == 1  # visible inside the transaction...
+        assert _committed_ormq_rows() == 0  # ...and to nobody else
+        raise RuntimeError("roll back")
+    assert OrmQ.objects.count() == 0
+    assert _committed_ormq_rows() == 0
+
+
+def test_a_task_enqueued_in_a_committed_transaction_is_queued_exactly_once(transactional_db):
+    with transaction.atomic():
+        async_task("jobs.tasks.cleanup_task_results")
+        assert _committed_ormq_rows() == 0
+    assert _committed_ormq_rows() == 1
+
+
+@pytest.mark.cluster
+def test_a_real_qcluster_runs_an_enqueued_task_and_stops_cleanly(qcluster):
+    user = User.objects.create_user(username="ada")
+    async_task("users.tasks.send_welcome_email", user_id=user.pk)
+    wait_until(lambda: EmailSend.objects.filter(user=user).exists(), timeout=30,
+               message="the cluster to send the email")
+    wait_until(lambda: not OrmQ.objects.exists(), timeout=30, message="the task to be acked")
+    children = qcluster.children()
+    assert children, "qcluster should have a sentinel"
+    assert qcluster.stop() == "terminated"
+    assert qcluster.proc.returncode == 0
+    assert not [pid for pid in children if os.path.exists(f"/proc/{pid}")]

@@ -1,0 +1,151 @@
+"""Signup in-process: what each mode writes, what a rollback leaves, and bad input."""
+
+import json
+import re
+
+import pytest
+from django.core import mail
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django_q.models import OrmQ
+
+from faults import services as faults
+from faults.models import Fault
+from faults.services import InjectedFault
+from jobs.models import JobRun
+from outbox.models import OutboxMessage
+from users import services
+from users.models import EmailSend, Mode, User
+
+
+def email_jobs() -> list[int]:
+    return [q.task["kwargs"]["user_id"] for q in OrmQ.objects.all()
+            if q.func() == services.SEND_EMAIL_TASK]
+
+
+@pytest.mark.parametrize("mode", Mode.values)
+def test_part1_fault_rolls_back_the_user_and_everything_written_with_it(db, mode):
+    faults.arm(point="signup.part1", action="raise", times=1)
+    with pytest.raises(InjectedFault):
+        services.create_user(name="kevin", mode=mode)
+    assert not User.objects.filter(username="kevin").exists()
+    assert not OutboxMessage.objects.exists()
+    assert email_jobs() == []
+
+
+@pytest.mark.parametrize(
+    ("mode", "jobs", "messages"),
+    [("dual-write", 0, 0), ("outbox", 0, 1), ("que", 1, 0)],
+)
+def test_part2_fault_leaves_the_user_committed_and_only_outbox_or_que_remember_the_email(
+    db, mode, jobs, messages
+):
+    faults.arm(point="signup.part2", action="raise", times=1)
+    with pytest.raises(InjectedFault):
+        services.create_user(name="matt", mode=mode)
+    user = User.objects.get(username="matt")
+    assert user.signup_mode == mode
+    assert len(email_jobs()) == jobs
+    assert OutboxMessage.objects.filter(payload__user_id=user.pk).count() == messages
+
+
+def test_a_retry_of_a_committed_signup_gives_up_without_writing(db):
+    services.create_user(name="mike", mode="que")
+    assert services.create_user(name="mike", mode="que") is None
+    assert User.objects.filter(username="mike").count() == 1
+    assert len(email_jobs()) == 1
+
+
+def test_the_welcome_email_is_sent_once_however_often_the_job_runs(db):
+    user = User.objects.create_user(username="mike", signup_mode="que")
+    first = services.send_welcome_email(user_id=user.pk)
+    second = services.send_welcome_email(user_id=user.pk)
+    assert first == second
+    assert EmailSend.objects.filter(user=user).count() == 1
+    assert len(mail.outbox) == 1
+    assert mail.outbox[0].extra_headers["Message-ID"] == first.message_id == (
+        f"<welcome-{user.pk}@reliable.example>"
+    )
+
+
+def test_an_email_job_that_fails_before_commit_leaves_no_email_send(db):
+    user = User.objects.create_user(username="mike", signup_mode="que")
+    faults.arm(point="email.send", action="raise", times=1)
+    with pytest.raises(InjectedFault):
+        services.send_welcome_email(user_id=user.pk)
+    assert not EmailSend.objects.exists()
+    services.send_welcome_email(user_id=user.pk)
+    assert EmailSend.objects.count() == 1
+
+
+def test_an_email_for_a_missing_user_sends_nothing(db):
+    assert services.send_welcome_email(user_id=999_999) is None
+    assert not EmailSend.objects.exists()
+    assert mail.outbox == []
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("", services.NAME_EMPTY),
+        ("   ", services.NAME_EMPTY),
+        ("x" * 151, services.NAME_TOO_LONG),
+        ("robert'); drop table users;--", services.NAME_INVALID),
+        ("a b", services.NAME_INVALID),
+    ],
+)
+def test_bad_names_are_refused_and_nothing_is_written(db, name, message):
+    with pytest.raises(services.InvalidName, match=re.escape(message)):
+        services.enqueue_signup(name=name, mode="que", fail="part1")
+    assert not User.objects.exists()
+    assert not OrmQ.objects.exists()
+    assert not Fault.objects.exists()
+
+
+def test_a_taken_name_is_refused_by_the_command_with_exit_status_1(db):
+    User.objects.create_user(username="mike")
+    with pytest.raises(CommandError, match="a user named 'mike' already exists") as exc:
+        call_command("create_user", "mike", "--mode", "outbox")
+    assert exc.value.returncode == 1
+    assert not OrmQ.objects.exists()
+
+
+def test_an_unknown_mode_is_refused(db):
+    with pytest.raises(services.SignupError, match="unknown mode 'carrier-pigeon'"):
+        services.enqueue_signup(name="mike", mode="carrier-pigeon")
+
+
+def test_the_command_enqueues_the_signup_with_its_own_fault(db, capsys):
+    call_command("create_user", "matt", "--mode", "que", "--fail", "part2")
+    assert "enqueued signup of matt (que)" in capsys.readouterr().out
+    (job,) = OrmQ.objects.all()
+    assert job.func() == services.CREATE_USER_TASK
+    kwargs = job.task["kwargs"]
+    assert kwargs["name"] == "matt"
+    assert kwargs["mode"] == "que"
+    armed = Fault.objects.get(scope=kwargs["signup_id"])
+    assert (armed.point, armed.action, armed.remaining) == ("signup.part2", "raise", 1)
+    assert not Fault.objects.exclude(scope=kwargs["signup_id"]).exclude(action="").exists()
+
+
+# transactional_db: --sync runs the job as the cluster would, committing its attempt first.
+def test_sync_part2_in_dual_write_reports_the_lost_email(transactional_db, capsys):
+    with pytest.raises(CommandError, match="injected fault at signup.part2"):
+        call_command("create_user", "matt", "--fail", "part2", "--sync")
+    out = capsys.readouterr().out
+    assert "user matt (dual-write) committed" in out
+    assert "it is lost" in out
+    assert JobRun.objects.get().last_error.startswith("faults.services.InjectedFault")
+
+
+def test_show_state_json_has_the_stable_shape(db, capsys):
+    user = User.objects.create_user(username="mike", signup_mode="que")
+    services.send_welcome_email(user_id=user.pk)
+    User.objects.create_user(username="admin")  # not a demo signup: not listed
+    call_command("show_state", "--json")
+    state = json.loads(capsys.readouterr().out)
+    assert state == {
+        "users": [{"name": "mike", "mode": "que", "emails": 1}],
+        "outbox": {"pending": 0, "published": 0, "dead": 0},
+        "queue": {"queued": 0, "failed": 0},
+    }

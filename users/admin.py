@@ -1,0 +1,36 @@
+from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.db.models import Count
+from django.http import HttpRequest
+
+from users.models import EmailSend, User
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    list_display = ["username", "signup_mode", "welcome_emails", "date_joined", "is_staff"]
+    list_filter = ["signup_mode", "is_staff", "is_superuser"]
+    fieldsets = [*DjangoUserAdmin.fieldsets, ("Signup", {"fields": ["signup_mode"]})]
+
+    def get_queryset(self, request: HttpRequest):
+        return super().get_queryset(request).annotate(_emails=Count("email_sends"))
+
+    @admin.display(description="welcome emails", ordering="_emails")
+    def welcome_emails(self, obj: User) -> int:
+        return obj._emails
+
+
+@admin.register(EmailSend)
+class EmailSendAdmin(admin.ModelAdmin):
+    list_display = ["key", "user", "message_id", "sent_at"]
+    search_fields = ["key", "user__username"]
+    readonly_fields = ["user", "key", "message_id", "sent_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False

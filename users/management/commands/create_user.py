@@ -1,0 +1,69 @@
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from faults.services import FaultError, InjectedFault
+from users import services
+from users.models import EmailSend, Mode, User
+
+
+class Command(BaseCommand):
+    help = (
+        "Sign up a user and send the welcome email, wired as dual-write, outbox or que "
+        "(the talk's demo). By default the create-user job goes to the cluster."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("name", help="the new user's name (letters, digits, @.+-_)")
+        parser.add_argument("--mode", default=Mode.DUAL_WRITE.value, choices=Mode.values,
+                            help="how the welcome email is wired (default dual-write)")
+        parser.add_argument("--fail", choices=["part1", "part2"],
+                            help="raise in part 1 (inside the transaction) or part 2 (after "
+                                 "commit), once, for this signup only")
+        parser.add_argument("--crash", choices=["part1", "part2"],
+                            help="kill the process (os._exit) in part 1 or part 2, once, for "
+                                 "this signup only")
+        parser.add_argument("--sync", action="store_true",
+                            help="run the job body in this process and report what happened")
+
+    def handle(self, *args, name: str, mode: str, fail, crash, sync: bool, **options) -> None:
+        try:
+            if sync:
+                self.run_sync(name, mode, fail, crash)
+            else:
+                signup_id = services.enqueue_signup(name=name, mode=mode, fail=fail, crash=crash)
+                self.stdout.write(self.style.SUCCESS(
+                    f"enqueued signup of {name.strip()} ({mode}), signup id {signup_id}; "
+                    "watch it with: manage.py show_state"))
+        except (services.SignupError, FaultError) as e:
+            raise CommandError(str(e)) from e
+
+    def run_sync(self, name: str, mode: str, fail, crash) -> None:
+        name = name.strip()
+        try:
+            services.signup_sync(name=name, mode=mode, fail=fail, crash=crash)
+        except InjectedFault as e:
+            self.report(name, mode)
+            raise CommandError(
+                f"the job failed: {e}. On the cluster the queue would retry it "
+                "(see what the retry does: run without --sync)") from e
+        self.report(name, mode)
+
+    def report(self, name: str, mode: str) -> None:
+        from django_q.models import OrmQ
+
+        from outbox.services import pending
+
+        user = User.objects.filter(username=name).first()
+        if user is None:
+            self.stdout.write(f"user {name}: not created (the transaction rolled back)")
+            return
+        emails = EmailSend.objects.filter(user=user).count()
+        queued = sum(1 for q in OrmQ.objects.all()
+                     if q.func() == services.SEND_EMAIL_TASK
+                     and q.task.get("kwargs", {}).get("user_id") == user.pk)
+        outbox = pending().filter(payload__user_id=user.pk).count()
+        self.stdout.write(self.style.SUCCESS(f"user {name} ({mode}) committed, id {user.pk}"))
+        self.stdout.write(f"  welcome emails sent: {emails}; email jobs queued: {queued}; "
+                          f"outbox messages pending: {outbox}")
+        if emails + queued + outbox == 0:
+            self.stdout.write(self.style.ERROR(
+                "  nothing will ever send this user's welcome email: it is lost"))

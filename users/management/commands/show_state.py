@@ -1,0 +1,33 @@
+import json
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from users.selectors import system_state
+
+
+class Command(BaseCommand):
+    help = "Show users and their welcome emails, the outbox and the queue (the talk's db-show)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--json", action="store_true", dest="as_json",
+                            help="machine-readable output")
+
+    def handle(self, *args, as_json: bool = False, **options) -> None:
+        state = system_state()
+        if as_json:
+            self.stdout.write(json.dumps(state, indent=2))
+            return
+        self.stdout.write(f"{'user':<20} {'mode':<11} emails")
+        for u in state["users"]:
+            line = f"{u['name']:<20} {u['mode']:<11} {u['emails']}"
+            if u["emails"] == 0:
+                line = self.style.ERROR(line + "   <- no welcome email")
+            elif u["emails"] > 1:
+                line = self.style.ERROR(line + "   <- duplicated")
+            self.stdout.write(line)
+        if not state["users"]:
+            self.stdout.write("(no users yet: manage.py create_user NAME)")
+        o, q = state["outbox"], state["queue"]
+        self.stdout.write(f"outbox: {o['pending']} pending, {o['published']} published, "
+                          f"{o['dead']} dead")
+        self.stdout.write(f"queue:  {q['queued']} queued, {q['failed']} failed")
