@@ -29,7 +29,8 @@ usage: ## this menu
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON_SYS) -m venv $(VENV)
-	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@set -o pipefail; $(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt 2>&1 \
+	  | { grep -v 'is ignored: it is neither a file' || true; }
 	@touch $(STAMP)
 
 venv: $(STAMP) ## create .venv and install the pinned packages
