@@ -224,7 +224,7 @@ def create_database(c: Cluster, bindir: Path) -> None:
         subprocess.run([*psql, "-c", f'CREATE DATABASE "{DB_NAME}"'], check=True)
 
 
-def stop() -> None:
+def stop(*, quiet: bool = False) -> None:
     if os.environ.get("DATABASE_URL"):
         say("DATABASE_URL is set: nothing to stop")
         return
@@ -233,7 +233,8 @@ def stop() -> None:
     if bindir is None or not is_running(c, bindir):
         say("not running")
         return
-    say("stopping PostgreSQL")
+    if not quiet:
+        say("stopping PostgreSQL")
     _run([str(bindir / "pg_ctl"), "stop", "-w", "-m", "fast", "-D", str(c.data_dir)], c,
          check=True, stdout=subprocess.DEVNULL)
 
@@ -262,13 +263,14 @@ def status() -> int:
 
 
 def run_wrapped(cmd: list[str]) -> int:
-    """Run cmd with the cluster up; stop it afterwards only if this call started it."""
+    """Run cmd with the cluster up; stop it afterwards only if this call started it (quietly:
+    the command's own last line, e.g. pytest's summary, stays the last line)."""
     started = start()
     try:
         return subprocess.call(cmd)
     finally:
         if started:
-            stop()
+            stop(quiet=True)
 
 
 def main(argv: list[str]) -> int:
