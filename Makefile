@@ -16,7 +16,7 @@ CYAN  := \033[36m
 RESET := \033[0m
 
 .PHONY: usage setup venv db-start db-stop db-reset db-status migrate run demo stop status \
-        test test-fast lint format clean lock create-user show-state relay faults bench \
+        test test-fast lint format clean lock create-user show-state relay faults bench book-trip show-saga recover \
         browser-deps
 
 usage: ## this menu
@@ -53,7 +53,7 @@ migrate: $(STAMP) db-start ## apply migrations
 setup: $(STAMP) db-start migrate ## venv + packages + database + migrations (idempotent)
 	@echo "setup done: $(MANAGE) ... is ready"
 
-run: setup ## start web (127.0.0.1:8000), qcluster and relay in the background
+run: setup ## start web (127.0.0.1:8000), qcluster, relay and saga recoverer in the background
 	@$(PROCS) start
 	@echo "admin: http://127.0.0.1:8000/admin/  logs: var/log/  stop with: make stop"
 
@@ -62,7 +62,7 @@ demo: setup ## setup + run + a superuser whose password is printed once
 	@$(PROCS) start
 	@printf "\n$(BOLD)Open http://127.0.0.1:8000/admin/$(RESET)  (stop everything with: make stop)\n"
 
-stop: ## stop what run/demo started (web, cluster, relay) and the local PostgreSQL
+stop: ## stop what run/demo started and the local PostgreSQL
 	@$(PROCS) stop
 	@$(LOCALPG) stop
 
@@ -95,6 +95,15 @@ create-user: setup ## the talk's demo: name=NAME [mode=dual-write|outbox|que] [f
 
 show-state: setup ## users, their emails, the outbox and the queue (the talk's db-show)
 	@$(MANAGE) show_state
+
+book-trip: setup ## a trip saga: customer=NAME [fail=hotel|car|flight] [crash=hotel|car|flight]
+	@$(MANAGE) book_trip "$(customer)" --wait --timeout 60 $(if $(fail),--fail $(fail)) $(if $(crash),--crash $(crash))
+
+show-saga: setup ## a saga's log and bookings: id=N
+	@$(MANAGE) show_saga $(id)
+
+recover: setup ## recover sagas whose coordinator died (one pass)
+	@$(MANAGE) recover_sagas --once
 
 relay: setup ## relay the outbox once
 	@$(MANAGE) relay_outbox --once

@@ -15,5 +15,9 @@ POINTS: dict[str, str] = {
     "relay.publish": "in the outbox relay, after claiming a batch, before any message is handled",
 }
 for _service in SAGA_SERVICES:
-    POINTS[f"saga.{_service}.book"] = f"in the {_service} service, while booking a trip step"
-    POINTS[f"saga.{_service}.cancel"] = f"in the {_service} service, while cancelling a trip step"
+    POINTS[f"saga.{_service}.book"] = (
+        f"in the {_service} service, right after a booking committed (the answer is lost)"
+    )
+    POINTS[f"saga.{_service}.cancel"] = (
+        f"in the {_service} service, before a cancellation (nothing is cancelled)"
+    )

@@ -1,6 +1,6 @@
 """Fault injection: arm named points, and fire them where the code passes them.
 
-All bookkeeping runs on a separate autocommit connection (faults.sideconn), never in the
+All bookkeeping runs on a separate autocommit connection (project.sideconn), never in the
 caller's transaction: a fault that fires inside a transaction which then rolls back stays
 fired, so the retry of that work runs clean (the trap DESIGN.md names).
 """
@@ -19,7 +19,7 @@ from django.conf import settings
 
 from faults.models import Action
 from faults.points import POINTS
-from faults.sideconn import side_cursor
+from project.sideconn import side_cursor
 
 logger = logging.getLogger(__name__)
 

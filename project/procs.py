@@ -31,6 +31,7 @@ PROCESSES: dict[str, list[str]] = {
     "web": [PYTHON, "manage.py", "runserver", HOST_PORT, "--noreload"],
     "qcluster": [PYTHON, "manage.py", "qcluster"],
     "relay": [PYTHON, "manage.py", "relay_outbox", "--follow"],
+    "recoverer": [PYTHON, "manage.py", "recover_sagas", "--follow"],
 }
 GRACE_SECONDS = {"qcluster": 45.0}
 DEFAULT_GRACE = 10.0

@@ -1,0 +1,77 @@
+from django.db import models
+
+
+class State(models.TextChoices):
+    RUNNING = "running"
+    COMPENSATING = "compensating"
+    COMPLETED = "completed"
+    COMPENSATED = "compensated"
+    STUCK = "stuck"  # a compensation keeps failing: a person has to look
+
+
+FINAL_STATES = (State.COMPLETED, State.COMPENSATED)
+ACTIVE_STATES = (State.RUNNING, State.COMPENSATING)
+
+
+class Event(models.TextChoices):
+    SAGA_START = "SAGA_START"
+    STEP_START = "STEP_START"
+    STEP_END = "STEP_END"
+    STEP_FAIL = "STEP_FAIL"
+    SAGA_ABORT = "SAGA_ABORT"
+    COMP_START = "COMP_START"
+    COMP_END = "COMP_END"
+    COMP_FAIL = "COMP_FAIL"
+    SAGA_END = "SAGA_END"
+
+
+class Saga(models.Model):
+    """One long-lived transaction. What happened is in its log; `state` is a summary of it.
+
+    `lease_until`: whoever advances the saga extends it with every log event. A saga that is
+    not final and whose lease ran out is due for recovery (its coordinator died, or it waits
+    to retry a compensation).
+    """
+
+    kind = models.CharField(max_length=50)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.RUNNING)
+    payload = models.JSONField(default=dict, blank=True)
+    fault_scope = models.CharField(max_length=64, blank=True, default="",
+                                   help_text="faults armed for this saga only")
+    lease_until = models.DateTimeField(null=True, blank=True)
+    retry_from_seq = models.PositiveIntegerField(
+        default=0, help_text="compensation failures before this log entry are forgiven (retry)")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["state", "lease_until"], name="saga_due_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} saga {self.pk} ({self.state})"
+
+    @property
+    def is_final(self) -> bool:
+        return self.state in FINAL_STATES
+
+
+class SagaLog(models.Model):
+    """Append-only: one row per event, numbered per saga, each committed on its own."""
+
+    saga = models.ForeignKey(Saga, on_delete=models.CASCADE, related_name="log")
+    seq = models.PositiveIntegerField()
+    event = models.CharField(max_length=20, choices=Event.choices)
+    step = models.CharField(max_length=50, blank=True, default="")
+    detail = models.TextField(blank=True, default="")
+    pid = models.IntegerField(help_text="process that wrote the event (the coordinator)")
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["saga", "seq"]
+        constraints = [models.UniqueConstraint(fields=["saga", "seq"], name="saga_log_seq")]
+        verbose_name = "saga log entry"
+        verbose_name_plural = "saga log"
+
+    def __str__(self) -> str:
+        return f"{self.seq} {self.event} {self.step}".strip()

@@ -2,7 +2,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from faults import sideconn
+from project import sideconn
 from tests.helpers import Process
 
 

@@ -9,7 +9,7 @@ from django.db import connection, transaction
 from django_q.models import OrmQ
 from django_q.tasks import async_task
 
-from faults.sideconn import side_cursor
+from project.sideconn import side_cursor
 from tests.helpers import BASE_DIR, wait_until
 from users.models import EmailSend, User
 

@@ -28,7 +28,7 @@ def _connection() -> psycopg.Connection:
             conn.close()
         conn = None
     if conn is None:
-        conn = open_autocommit("faults")
+        conn = open_autocommit("side")
         _local.conn, _local.key = conn, key
     return conn
 

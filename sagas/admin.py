@@ -1,0 +1,116 @@
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from faults.services import FaultError
+from sagas import services
+from sagas.forms import StartTripForm
+from sagas.models import Saga, SagaLog, State
+from sagas.selectors import timeline
+from travel.services import booking_states
+
+
+class SagaLogInline(admin.TabularInline):
+    model = SagaLog
+    fields = ["seq", "event", "step", "detail", "pid", "at"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    ordering = ["seq"]
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(Saga)
+class SagaAdmin(admin.ModelAdmin):
+    list_display = ["id", "kind", "customer", "colored_state", "bookings", "lease_until",
+                    "created_at"]
+    list_filter = ["state", "kind"]
+    search_fields = ["id", "payload__customer"]
+    readonly_fields = ["kind", "state", "payload", "fault_scope", "lease_until",
+                       "retry_from_seq", "created_at", "updated_at"]
+    inlines = [SagaLogInline]
+    actions = ["retry_stuck", "recover_now"]
+    change_form_template = "admin/sagas/saga/change_form.html"
+    change_list_template = "admin/sagas/saga/change_list.html"
+
+    @admin.display(description="customer")
+    def customer(self, obj: Saga) -> str:
+        return obj.payload.get("customer", "")
+
+    @admin.display(description="state", ordering="state")
+    def colored_state(self, obj: Saga):
+        color = {State.COMPLETED: "#2e7d32", State.COMPENSATED: "#ef6c00",
+                 State.STUCK: "#c62828"}.get(obj.state, "#1565c0")
+        return format_html('<b style="color:{}">{}</b>', color, obj.state)
+
+    @admin.display(description="bookings")
+    def bookings(self, obj: Saga) -> str:
+        return ", ".join(f"{k} {v}" for k, v in booking_states(saga_id=obj.pk).items())
+
+    @admin.action(description="Retry selected stuck sagas")
+    def retry_stuck(self, request: HttpRequest, queryset) -> None:
+        stuck = list(queryset.filter(state=State.STUCK))
+        for saga in stuck:
+            services.retry_stuck(saga=saga)
+        self.message_user(request, f"Retrying {len(stuck)} stuck saga(s).")
+
+    @admin.action(description="Recover sagas now (every one whose lease ran out)")
+    def recover_now(self, request: HttpRequest, queryset) -> None:
+        self._recover(request)
+
+    def _recover(self, request: HttpRequest) -> None:
+        result = services.recover_sagas()
+        self.message_user(request, f"Recovered {result.count} saga(s)."
+                          + (f" {result.advanced}" if result.count else ""))
+
+    def get_urls(self):
+        return [
+            path("start/", self.admin_site.admin_view(self.start_view), name="sagas_saga_start"),
+            path("recover/", self.admin_site.admin_view(self.recover_view),
+                 name="sagas_saga_recover"),
+            *super().get_urls(),
+        ]
+
+    def start_view(self, request: HttpRequest):
+        if not request.user.is_superuser:
+            raise PermissionDenied
+        form = StartTripForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                saga = services.start_trip(customer=form.cleaned_data["customer"],
+                                           fail=form.cleaned_data["fail"] or None,
+                                           crash=form.cleaned_data["crash"] or None)
+            except (services.SagaError, FaultError) as e:
+                form.add_error(None, str(e))
+            else:
+                self.message_user(request, f"Trip saga {saga.pk} started.")
+                return HttpResponseRedirect(reverse("admin:sagas_saga_change", args=[saga.pk]))
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta,
+                   "form": form, "title": "Start a trip saga"}
+        return TemplateResponse(request, "admin/sagas/saga/start.html", context)
+
+    def recover_view(self, request: HttpRequest):
+        if request.method != "POST" or not request.user.is_superuser:
+            raise PermissionDenied
+        self._recover(request)
+        return HttpResponseRedirect(reverse("admin:sagas_saga_changelist"))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        saga = get_object_or_404(Saga, pk=object_id)
+        extra = {**(extra_context or {}), "timeline": timeline(saga), "saga": saga}
+        return super().change_view(request, object_id, form_url, extra)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False

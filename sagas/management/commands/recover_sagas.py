@@ -1,0 +1,55 @@
+import signal
+import time
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import close_old_connections
+
+from sagas import services
+
+
+class Command(BaseCommand):
+    help = ("Resume every unfinished saga whose lease ran out: in-doubt idempotent steps run "
+            "again (forward), others are compensated (backward).")
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        mode = parser.add_mutually_exclusive_group()
+        mode.add_argument("--once", action="store_true", help="one pass, then exit (default)")
+        mode.add_argument("--follow", action="store_true",
+                          help="keep recovering, once a second; stops cleanly on SIGTERM/SIGINT")
+        parser.add_argument("--interval", type=float, default=1.0,
+                            help="seconds between passes with --follow (default 1)")
+        parser.add_argument("--batch", type=int, default=10,
+                            help="sagas claimed per transaction (default 10)")
+
+    def handle(self, *args, once: bool, follow: bool, interval: float, batch: int,
+               **options) -> None:
+        if batch < 1:
+            raise CommandError("--batch must be 1 or more")
+        if not follow:
+            self.report(services.recover_sagas(batch=batch), always=True)
+            return
+        stopping = False
+
+        def stop(signum, frame):
+            nonlocal stopping
+            stopping = True
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        self.stdout.write(f"recovering sagas every {interval:g}s; SIGTERM or Ctrl-C to stop")
+        while not stopping:
+            close_old_connections()
+            try:
+                self.report(services.recover_sagas(batch=batch), always=False)
+            except Exception as e:  # a failed pass must not end the recoverer
+                self.stderr.write(f"recovery pass failed: {e!r}")
+            deadline = time.monotonic() + interval
+            while not stopping and time.monotonic() < deadline:
+                time.sleep(0.1)
+        self.stdout.write("recoverer stopped")
+
+    def report(self, result: services.RecoveryResult, *, always: bool) -> None:
+        if result.count or always:
+            states = ", ".join(f"{i}: {s}" for i, s in result.advanced.items())
+            self.stdout.write(self.style.SUCCESS(
+                f"recovered {result.count} saga(s)" + (f" ({states})" if states else "")))

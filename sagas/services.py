@@ -1,0 +1,293 @@
+"""The saga execution coordinator (SEC): start sagas, advance them, recover them.
+
+Every log event is appended and committed on its own, so the log tells what may have
+happened. What to do next is decided from the log alone (sagas.decide). Two coordinators never
+advance one saga at once: advancing holds a PostgreSQL advisory lock on a separate session,
+which the server releases by itself when a coordinator dies. The lease (`Saga.lease_until`) is
+how a dead coordinator is noticed: every event extends it, and `recover_sagas` resumes
+non-final sagas whose lease ran out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Max
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from faults import services as faults
+from faults.models import Action
+from project.sideconn import side_cursor
+from sagas import decide as d
+from sagas.definitions import DEFINITIONS, TRIP, SagaDefinition
+from sagas.models import ACTIVE_STATES, Event, Saga, SagaLog, State
+
+logger = logging.getLogger(__name__)
+
+RUN_SAGA_TASK = "sagas.tasks.run_saga"
+LOCK_CLASS = 0x5A6A  # first key of the two-key advisory lock: "saga"
+UNKNOWN_SERVICE = "unknown service {service!r}; use one of: {services}"
+SAME_SERVICE = "--fail and --crash cannot both target {service}"
+CUSTOMER_EMPTY = "the customer name is empty"
+CUSTOMER_TOO_LONG = "the customer name is longer than 100 characters"
+UNKNOWN_KIND = "unknown saga kind {kind!r}"
+NOT_STUCK = "saga {id} is {state}, not stuck: only stuck sagas can be retried"
+ADVANCE_IN_TRANSACTION = "advance() must not run inside a transaction: each event commits"
+
+
+class SagaError(Exception):
+    """A saga request that cannot be honoured."""
+
+
+class StepTimeout(Exception):
+    """The service did not answer within the step's deadline."""
+
+
+def lease_seconds() -> float:
+    return float(settings.SAGA_LEASE_SECONDS)
+
+
+# --- starting ---------------------------------------------------------------------------------
+
+
+def start_saga(*, kind: str, payload: dict, fault_plan: dict[str, str] | None = None) -> Saga:
+    """Create the saga and its SAGA_START, and enqueue its coordinator, in one transaction.
+
+    `fault_plan` ({point: action}) arms faults for this saga only, once each.
+    """
+    if kind not in DEFINITIONS:
+        raise SagaError(UNKNOWN_KIND.format(kind=kind))
+    scope = f"saga-{uuid.uuid4().hex}" if fault_plan else ""
+    # `slow` answers after twice the step deadline
+    slow_ms = int(float(settings.SAGA_STEP_DEADLINE_SECONDS) * 2000)
+    for point, action in (fault_plan or {}).items():
+        faults.arm(point=point, action=action, times=1, scope=scope, delay_ms=slow_ms)
+    with transaction.atomic():
+        saga = Saga.objects.create(kind=kind, payload=payload, fault_scope=scope,
+                                   lease_until=timezone.now() + timedelta(seconds=lease_seconds()))
+        _append(saga, Event.SAGA_START, detail=_describe(payload, fault_plan))
+        async_task(RUN_SAGA_TASK, saga_id=saga.pk, task_name=f"saga {saga.pk}")
+    return saga
+
+
+def _describe(payload: dict, fault_plan: dict[str, str] | None) -> str:
+    text = ", ".join(f"{k}={v}" for k, v in payload.items())
+    if fault_plan:
+        text += "; faults: " + ", ".join(f"{p} {a}" for p, a in fault_plan.items())
+    return text
+
+
+def start_trip(
+    *, customer: str, fail: str | None = None, crash: str | None = None,
+    slow: str | None = None,
+) -> Saga:
+    """The talk's trip: book hotel, car, flight for `customer`.
+
+    fail/crash/slow name a service whose booking raises, kills the coordinator, or answers
+    after the deadline, once, in this saga only.
+    """
+    customer = (customer or "").strip()
+    if not customer:
+        raise SagaError(CUSTOMER_EMPTY)
+    if len(customer) > 100:
+        raise SagaError(CUSTOMER_TOO_LONG)
+    plan: dict[str, str] = {}
+    services = [s.name for s in TRIP.steps]
+    for service, action in ((fail, Action.RAISE), (crash, Action.CRASH), (slow, Action.DELAY)):
+        if not service:
+            continue
+        if service not in services:
+            raise SagaError(UNKNOWN_SERVICE.format(service=service, services=", ".join(services)))
+        point = f"saga.{service}.book"
+        if point in plan:
+            raise SagaError(SAME_SERVICE.format(service=service))
+        plan[point] = action
+    return start_saga(kind=TRIP.kind, payload={"customer": customer}, fault_plan=plan)
+
+
+# --- advancing --------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def saga_lock(saga_id: int) -> Iterator[bool]:
+    """Try the saga's advisory lock on the side session; yields whether we hold it."""
+    with side_cursor() as cur:
+        cur.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_CLASS, saga_id])
+        got = cur.fetchone()[0]
+    try:
+        yield got
+    finally:
+        if got:
+            with side_cursor() as cur:
+                cur.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_CLASS, saga_id])
+
+
+def _append(saga: Saga, event: str, *, step: str = "", detail: str = "",
+            state: str | None = None, lease_for: float | None = None) -> SagaLog:
+    """Append one event (and the state it implies), extending the lease. Commits on its own
+    unless the caller holds a transaction (start_saga does)."""
+    with transaction.atomic():
+        locked = Saga.objects.select_for_update().get(pk=saga.pk)
+        seq = (locked.log.aggregate(m=Max("seq"))["m"] or 0) + 1
+        entry = SagaLog.objects.create(saga=locked, seq=seq, event=event, step=step,
+                                       detail=detail[:2000], pid=os.getpid())
+        seconds = lease_seconds() if lease_for is None else lease_for
+        locked.lease_until = timezone.now() + timedelta(seconds=seconds)
+        if state:
+            locked.state = state
+        locked.save(update_fields=["lease_until", "state", "updated_at"])
+        saga.state, saga.lease_until = locked.state, locked.lease_until
+    logger.info("saga %s: %s %s %s", saga.pk, seq, event, step)
+    return entry
+
+
+def _call_step(call, saga: Saga, step: str, *, deadline: float | None) -> None:
+    """Call a service. An answer later than `deadline` counts as no answer: the step failed
+    (its late effect, if any, is undone by its compensation like any other)."""
+    started = time.monotonic()
+    with faults.scoped(saga.fault_scope):
+        call(saga_id=saga.pk, step=step)
+    took = time.monotonic() - started
+    if deadline is not None and took > deadline:
+        raise StepTimeout(f"no answer within {deadline:g}s (answered after {took:.1f}s)")
+
+
+def _error(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
+
+
+def comp_backoff(attempt: int) -> float:
+    base = float(settings.SAGA_COMP_BACKOFF_SECONDS)
+    return min(base * 2 ** (attempt - 1), 60.0)
+
+
+def advance(*, saga_id: int) -> str:
+    """Advance one saga as far as it can go now. Returns its state, or "busy" when another
+    coordinator holds it."""
+    if connection.in_atomic_block:
+        raise SagaError(ADVANCE_IN_TRANSACTION)
+    with saga_lock(saga_id) as locked:
+        if not locked:
+            return "busy"
+        while True:
+            saga = Saga.objects.get(pk=saga_id)
+            definition = DEFINITIONS[saga.kind]
+            outcome = _advance_once(saga, definition)
+            if outcome is not None:
+                return outcome
+
+
+def _advance_once(saga: Saga, definition: SagaDefinition) -> str | None:
+    """Take one decision and act on it. Returns the state to stop at, or None to go on."""
+    if saga.state == State.STUCK:
+        return saga.state
+    log = list(saga.log.order_by("seq"))
+    decision = d.decide(
+        log, definition.steps,
+        max_comp_attempts=settings.SAGA_MAX_COMP_ATTEMPTS,
+        max_forward_attempts=settings.SAGA_MAX_FORWARD_ATTEMPTS,
+        since_seq=saga.retry_from_seq,
+    )
+    match decision:
+        case d.Done(outcome):
+            return outcome
+        case d.RunStep(step, recovery):
+            _append(saga, Event.STEP_START, step=step,
+                    detail="forward recovery: in doubt, idempotent, run again" if recovery else "")
+            try:
+                _call_step(definition.step(step).action, saga, step,
+                           deadline=float(settings.SAGA_STEP_DEADLINE_SECONDS))
+            except Exception as e:
+                _append(saga, Event.STEP_FAIL, step=step, detail=_error(e))
+            else:
+                _append(saga, Event.STEP_END, step=step)
+        case d.Complete():
+            _append(saga, Event.SAGA_END, detail="completed", state=State.COMPLETED)
+        case d.Abort(reason):
+            _append(saga, Event.SAGA_ABORT, detail=reason, state=State.COMPENSATING)
+        case d.Compensate(step, attempt):
+            _append(saga, Event.COMP_START, step=step, detail=f"attempt {attempt}")
+            try:
+                _call_step(definition.step(step).compensation, saga, step, deadline=None)
+            except Exception as e:
+                wait = comp_backoff(attempt)
+                _append(saga, Event.COMP_FAIL, step=step, lease_for=wait,
+                        detail=f"{_error(e)}; retry in {wait:g}s")
+                return saga.state  # recovery retries it when the lease (the backoff) runs out
+            _append(saga, Event.COMP_END, step=step)
+        case d.FinishCompensated():
+            _append(saga, Event.SAGA_END, detail="compensated", state=State.COMPENSATED)
+        case d.Stuck(step, failures):
+            Saga.objects.filter(pk=saga.pk).update(state=State.STUCK, lease_until=None)
+            logger.error("saga %s is stuck: compensating %s failed %s times", saga.pk, step,
+                         failures)
+            return State.STUCK
+    return None
+
+
+# --- recovery ---------------------------------------------------------------------------------
+
+
+@dataclass
+class RecoveryResult:
+    advanced: dict[int, str] = field(default_factory=dict)  # saga id -> state it reached
+
+    @property
+    def count(self) -> int:
+        return len(self.advanced)
+
+
+def recover_sagas(*, batch: int = 10) -> RecoveryResult:
+    """Resume every active saga whose lease ran out (its coordinator died, or a compensation
+    waits for its retry), `batch` at a time. Each batch is claimed with SKIP LOCKED and a fresh
+    lease, so recoverers running at once take disjoint sets."""
+    result = RecoveryResult()
+    while True:
+        now = timezone.now()
+        with transaction.atomic():
+            ids = list(
+                Saga.objects.select_for_update(skip_locked=True)
+                .filter(state__in=ACTIVE_STATES, lease_until__lt=now)
+                .order_by("lease_until")
+                .values_list("pk", flat=True)[:batch]
+            )
+            Saga.objects.filter(pk__in=ids).update(
+                lease_until=now + timedelta(seconds=lease_seconds()))
+        for saga_id in ids:
+            logger.warning("recovering saga %s", saga_id)
+            result.advanced[saga_id] = advance(saga_id=saga_id)
+        if len(ids) < batch:
+            return result
+
+
+def retry_stuck(*, saga: Saga) -> None:
+    """Give a stuck saga's compensations a fresh set of attempts, and run it now."""
+    with transaction.atomic():
+        locked = Saga.objects.select_for_update().get(pk=saga.pk)
+        if locked.state != State.STUCK:
+            raise SagaError(NOT_STUCK.format(id=saga.pk, state=locked.state))
+        last = locked.log.aggregate(m=Max("seq"))["m"] or 0
+        Saga.objects.filter(pk=saga.pk).update(
+            state=State.COMPENSATING, retry_from_seq=last,
+            lease_until=timezone.now() + timedelta(seconds=lease_seconds()))
+        async_task(RUN_SAGA_TASK, saga_id=saga.pk, task_name=f"saga {saga.pk} retry")
+
+
+def wait_for(*, saga_id: int, timeout: float, poll: float = 0.2) -> Saga:
+    """Poll until the saga is final or stuck, or the timeout passes; returns it as it is."""
+    deadline = time.monotonic() + timeout
+    while True:
+        saga = Saga.objects.get(pk=saga_id)
+        if saga.state not in ACTIVE_STATES or time.monotonic() > deadline:
+            return saga
+        time.sleep(poll)

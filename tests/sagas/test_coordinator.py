@@ -1,0 +1,192 @@
+"""The coordinator in-process against the real database (transactional_db: every log event
+commits on its own, and the advisory lock lives on a second session)."""
+
+import json
+import time
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from faults import services as faults
+from sagas import services
+from sagas.models import Saga, State
+from sagas.selectors import saga_as_dict, timeline
+from travel.models import CarBooking, FlightBooking, HotelBooking
+from travel.services import booking_states
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def log_of(saga: Saga) -> list[str]:
+    return [f"{e.event} {e.step}".strip() for e in saga.log.order_by("seq")]
+
+
+def run(saga: Saga) -> Saga:
+    services.advance(saga_id=saga.pk)
+    saga.refresh_from_db()
+    return saga
+
+
+def test_happy_path_books_all_three_and_completes():
+    saga = run(services.start_trip(customer="alice"))
+    assert saga.state == State.COMPLETED
+    assert log_of(saga) == ["SAGA_START", "STEP_START hotel", "STEP_END hotel",
+                            "STEP_START car", "STEP_END car", "STEP_START flight",
+                            "STEP_END flight", "SAGA_END"]
+    assert booking_states(saga_id=saga.pk) == {"hotel": "booked", "car": "booked",
+                                               "flight": "booked"}
+
+
+FAILURE_LOGS = {
+    "hotel": ["STEP_START hotel", "STEP_FAIL hotel", "SAGA_ABORT",
+              "COMP_START hotel", "COMP_END hotel"],
+    "car": ["STEP_START hotel", "STEP_END hotel", "STEP_START car", "STEP_FAIL car",
+            "SAGA_ABORT", "COMP_START car", "COMP_END car", "COMP_START hotel", "COMP_END hotel"],
+    "flight": ["STEP_START hotel", "STEP_END hotel", "STEP_START car", "STEP_END car",
+               "STEP_START flight", "STEP_FAIL flight", "SAGA_ABORT",
+               "COMP_START flight", "COMP_END flight", "COMP_START car", "COMP_END car",
+               "COMP_START hotel", "COMP_END hotel"],
+}
+
+
+@pytest.mark.parametrize("service", ["hotel", "car", "flight"])
+def test_a_failing_service_aborts_and_compensates_in_reverse_order(service):
+    saga = run(services.start_trip(customer="bob", fail=service))
+    assert saga.state == State.COMPENSATED
+    assert log_of(saga) == ["SAGA_START", *FAILURE_LOGS[service], "SAGA_END"]
+    states = booking_states(saga_id=saga.pk)
+    assert "booked" not in states.values(), "nothing is left booked"
+    fail = saga.log.get(event="STEP_FAIL")
+    assert fail.detail == f"InjectedFault: injected fault at saga.{service}.book"
+
+
+def test_a_fault_armed_for_one_saga_does_not_hit_another():
+    failing = services.start_trip(customer="bob", fail="car")
+    other = run(services.start_trip(customer="carol"))
+    assert other.state == State.COMPLETED
+    assert run(failing).state == State.COMPENSATED
+
+
+def test_a_service_answering_after_the_deadline_counts_as_failed(settings):
+    settings.SAGA_STEP_DEADLINE_SECONDS = 0.2
+    saga = run(services.start_trip(customer="dan", slow="car"))  # answers after 0.4 s
+    assert saga.state == State.COMPENSATED
+    assert "no answer within 0.2s" in saga.log.get(event="STEP_FAIL").detail
+    # the late booking happened, and its compensation cancelled it
+    assert CarBooking.objects.get(saga_id=saga.pk).status == "cancelled"
+
+
+def recover_until_settled(saga: Saga, timeout: float = 10) -> Saga:
+    deadline = time.monotonic() + timeout
+    while True:
+        services.recover_sagas()
+        saga.refresh_from_db()
+        if saga.state not in (State.RUNNING, State.COMPENSATING) or time.monotonic() > deadline:
+            return saga
+        time.sleep(0.02)
+
+
+def test_a_compensation_that_fails_twice_is_retried_with_backoff_until_it_succeeds(settings):
+    settings.SAGA_COMP_BACKOFF_SECONDS = 0.05
+    saga = services.start_trip(customer="erin", fail="car")
+    faults.arm(point="saga.hotel.cancel", action="raise", times=2, scope=saga.fault_scope)
+    saga = run(saga)
+    assert saga.state == State.COMPENSATING  # waiting for its retry
+    saga = recover_until_settled(saga)
+    assert saga.state == State.COMPENSATED
+    hotel = [line for line in log_of(saga) if line.endswith("hotel") and "COMP" in line]
+    assert hotel == ["COMP_START hotel", "COMP_FAIL hotel", "COMP_START hotel",
+                     "COMP_FAIL hotel", "COMP_START hotel", "COMP_END hotel"]
+    fails = saga.log.filter(event="COMP_FAIL").order_by("seq")
+    assert [f.detail.split("; ")[1] for f in fails] == ["retry in 0.05s", "retry in 0.1s"]
+    assert HotelBooking.objects.get(saga_id=saga.pk).status == "cancelled"
+
+
+def test_a_compensation_that_always_fails_leaves_the_saga_stuck_and_retryable(settings):
+    settings.SAGA_COMP_BACKOFF_SECONDS = 0.01
+    settings.SAGA_MAX_COMP_ATTEMPTS = 3
+    saga = services.start_trip(customer="fay", fail="car")
+    faults.arm(point="saga.hotel.cancel", action="raise", times=None, scope=saga.fault_scope)
+    saga = recover_until_settled(run(saga))
+    assert saga.state == State.STUCK
+    assert saga.log.filter(event="COMP_FAIL", step="hotel").count() == 3
+    assert HotelBooking.objects.get(saga_id=saga.pk).status == "booked"
+    assert services.recover_sagas().count == 0, "a stuck saga waits for a person"
+
+    faults.disarm(point="saga.hotel.cancel", scope=saga.fault_scope)  # the person fixed it
+    services.retry_stuck(saga=saga)
+    saga = run(saga)
+    assert saga.state == State.COMPENSATED
+    assert HotelBooking.objects.get(saga_id=saga.pk).status == "cancelled"
+    with pytest.raises(services.SagaError, match="is compensated, not stuck"):
+        services.retry_stuck(saga=saga)
+
+
+def test_a_saga_held_by_another_coordinator_is_not_advanced():
+    saga = services.start_trip(customer="gus")
+    with services.saga_lock(saga.pk) as got:
+        assert got
+        # same process, other thread = other session: the lock is per session
+        import threading
+
+        result = {}
+        t = threading.Thread(target=lambda: result.update(r=services.advance(saga_id=saga.pk)))
+        t.start()
+        t.join()
+    assert result["r"] == "busy"
+    assert log_of(Saga.objects.get(pk=saga.pk)) == ["SAGA_START"]
+
+
+def test_a_booking_that_arrives_after_its_cancellation_is_refused():
+    from travel import services as travel
+
+    travel.cancel(service="hotel", saga_id=99, step="hotel")
+    with pytest.raises(travel.BookingRefused, match="was cancelled"):
+        travel.book(service="hotel", saga_id=99, step="hotel")
+    assert HotelBooking.objects.get(saga_id=99).times_booked == 0
+
+
+def test_the_flight_service_books_again_on_every_call_hotel_and_car_do_not():
+    from travel import services as travel
+
+    for _ in range(2):
+        for service in ("hotel", "car", "flight"):
+            travel.book(service=service, saga_id=7, step=service)
+    assert HotelBooking.objects.get().times_booked == 1
+    assert CarBooking.objects.get().times_booked == 1
+    assert FlightBooking.objects.get().times_booked == 2
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["", "--fail", "car"], "the customer name is empty"),
+    (["x" * 101], "longer than 100 characters"),
+    (["bob", "--fail", "car", "--crash", "car"], "cannot both target car"),
+])
+def test_book_trip_refuses_bad_input_and_starts_nothing(args, message):
+    with pytest.raises(CommandError, match=message):
+        call_command("book_trip", *args)
+    assert not Saga.objects.exists()
+
+
+def test_show_saga_json_has_the_stable_shape(capsys):
+    saga = run(services.start_trip(customer="hal", fail="flight"))
+    call_command("show_saga", str(saga.pk), "--json")
+    data = json.loads(capsys.readouterr().out)
+    assert data == saga_as_dict(saga)
+    assert set(data) == {"id", "state", "log", "bookings"}
+    assert data["state"] == "compensated"
+    assert data["log"][0] == {"seq": 1, "event": "SAGA_START", "step": ""}
+    assert data["bookings"] == {"hotel": "cancelled", "car": "cancelled", "flight": "cancelled"}
+    with pytest.raises(CommandError, match="no saga with id 999999"):
+        call_command("show_saga", "999999")
+
+
+def test_the_timeline_draws_one_arrow_per_event_in_the_talks_lanes():
+    saga = run(services.start_trip(customer="ivy", fail="car"))
+    t = timeline(saga)
+    assert [lane["name"] for lane in t["lanes"]] == [
+        "Customer", "Saga Log", "SEC", "Hotel Srv", "Car Srv", "Flight Srv"]
+    labels = [a.label for a in t["arrows"]]
+    assert labels.index("C: cancel car") < labels.index("C: cancel hotel")
+    assert [a.kind for a in t["arrows"] if "FAIL" in a.label] == ["fail"]

@@ -1,0 +1,109 @@
+"""Coordinator crashes on a real cluster: a real SIGKILL of the worker between STEP_START and
+STEP_END (and an os._exit at the same place), then recovery by a real `recover_sagas`."""
+
+import os
+import signal
+
+import pytest
+from django.core.management import call_command
+from django.test import override_settings
+
+from faults import services as faults
+from faults.models import Fault
+from sagas import services
+from sagas.models import Saga, SagaLog, State
+from tests.helpers import Process, wait_until
+from travel.services import MODELS, booking_states
+
+SERVICES = ["hotel", "car", "flight"]
+CASES = [(how, service) for how in ("sigkill", "exit") for service in SERVICES]
+ENV = {"SAGA_LEASE_SECONDS": "2", "SAGA_STEP_DEADLINE_SECONDS": "15"}
+
+
+@pytest.fixture(scope="module")
+def crash_outcomes(django_db_setup, django_db_blocker, tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("sagas")
+    with django_db_blocker.unblock(), override_settings(SAGA_STEP_DEADLINE_SECONDS=15):
+        cluster = Process("qcluster", log_dir=log_dir, name="qcluster", **ENV)
+        recoverer = Process("recover_sagas", "--follow", "--interval", "0.5", log_dir=log_dir,
+                            name="recoverer", **ENV)
+        try:
+            cluster.wait_for_log("running.")
+            sagas = {}
+            for how, service in CASES:
+                kwargs = {"slow": service} if how == "sigkill" else {"crash": service}
+                sagas[(how, service)] = services.start_trip(customer=f"{how}-{service}", **kwargs)
+            for service in SERVICES:
+                saga = sagas[("sigkill", service)]
+                # The booking committed and the service is "slow": the coordinator is between
+                # STEP_START and STEP_END. Kill the process that wrote STEP_START.
+                wait_until(lambda s=saga, v=service: Fault.objects.filter(
+                    point=f"saga.{v}.book", scope=s.fault_scope, fired=1).exists(),
+                    timeout=60, message=f"{service} to be mid-step:\n{cluster.log()[-2000:]}")
+                start = SagaLog.objects.get(saga=saga, event="STEP_START", step=service)
+                os.kill(start.pid, signal.SIGKILL)
+            ids = [s.pk for s in sagas.values()]
+            wait_until(lambda: not Saga.objects.filter(pk__in=ids, state__in=[
+                State.RUNNING, State.COMPENSATING]).exists(), timeout=120, interval=0.5,
+                message="every saga to end:\n" + recoverer.log()[-2000:])
+            return {
+                key: {
+                    "state": Saga.objects.get(pk=s.pk).state,
+                    "log": list(SagaLog.objects.filter(saga=s).order_by("seq")),
+                    "bookings": booking_states(saga_id=s.pk),
+                    "times": {v: m.objects.get(saga_id=s.pk).times_booked
+                              for v, m in MODELS.items() if m.objects.filter(saga_id=s.pk)},
+                }
+                for key, s in sagas.items()
+            }
+        finally:
+            for proc in (recoverer, cluster):
+                proc.stop()
+            faults.disarm_all()
+            call_command("flush", interactive=False, verbosity=0)
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize(("how", "service"), CASES, ids=[f"{h}-{s}" for h, s in CASES])
+def test_a_coordinator_killed_mid_step_is_recovered(crash_outcomes, how, service):
+    out = crash_outcomes[(how, service)]
+    events = [(e.event, e.step) for e in out["log"]]
+    # no step's effect happened twice, whatever was re-run
+    assert all(n == 1 for n in out["times"].values()), out["times"]
+    assert events.count(("STEP_START", service)) == (2 if service != "flight" else 1)
+    if service in ("hotel", "car"):  # idempotent: forward recovery
+        assert out["state"] == State.COMPLETED
+        assert out["bookings"] == {"hotel": "booked", "car": "booked", "flight": "booked"}
+        rerun = [e for e in out["log"] if e.event == "STEP_START" and e.step == service][1]
+        assert rerun.detail.startswith("forward recovery")
+    else:  # not idempotent: backward recovery
+        assert out["state"] == State.COMPENSATED
+        assert out["bookings"] == {"hotel": "cancelled", "car": "cancelled",
+                                   "flight": "cancelled"}
+        abort = next(e for e in out["log"] if e.event == "SAGA_ABORT")
+        assert "not idempotent: backward recovery" in abort.detail
+        assert [s for e, s in events if e == "COMP_END"] == ["flight", "car", "hotel"]
+    killed = next(e for e in out["log"] if e.event == "STEP_START" and e.step == service)
+    assert {e.pid for e in out["log"] if e.seq > killed.seq} != {killed.pid}, (
+        "someone other than the dead coordinator finished the saga")
+
+
+@pytest.mark.cluster
+def test_two_recoverers_at_once_advance_each_saga_exactly_once(transactional_db, start_process):
+    sagas = [services.start_trip(customer=f"c{i}") for i in range(60)]  # no cluster runs them
+    Saga.objects.update(lease_until="2000-01-01T00:00:00Z")  # every lease ran out
+    procs = [start_process("recover_sagas", "--once", "--batch", "3", name=f"recover{i}")
+             for i in range(2)]
+    for proc in procs:
+        assert proc.proc.wait(timeout=60) == 0, proc.log()
+    writers = set()
+    for saga in sagas:
+        saga.refresh_from_db()
+        assert saga.state == State.COMPLETED
+        log = list(saga.log.order_by("seq"))
+        assert [e.event for e in log].count("STEP_START") == 3
+        assert [e.event for e in log].count("SAGA_END") == 1
+        pids = {e.pid for e in log[1:]}
+        assert len(pids) == 1, f"saga {saga.pk} was advanced by {pids}"
+        writers |= pids
+    assert writers <= {p.pid for p in procs}

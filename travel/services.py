@@ -1,0 +1,67 @@
+"""book/cancel for each travel service, keyed by (saga, step)."""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from faults.services import fire
+from travel.models import Booking, CarBooking, FlightBooking, HotelBooking, Status
+
+MODELS: dict[str, type[Booking]] = {
+    "hotel": HotelBooking,
+    "car": CarBooking,
+    "flight": FlightBooking,
+}
+# Hotel and car bookings are idempotent by key; the flight service books again on every call.
+IDEMPOTENT = {"hotel": True, "car": True, "flight": False}
+
+ALREADY_CANCELLED = "{service} booking for saga {saga_id} was cancelled: refusing to book it"
+
+
+class BookingRefused(Exception):
+    """The service said no (a business failure)."""
+
+
+def book(*, service: str, saga_id: int, step: str) -> Booking:
+    """Book; the fault point fires after the booking committed (the answer may still be lost)."""
+    model = MODELS[service]
+    with transaction.atomic():
+        row, created = model.objects.select_for_update().get_or_create(
+            saga_id=saga_id, step=step,
+            defaults={"status": Status.BOOKED, "times_booked": 1, "booked_at": timezone.now()},
+        )
+        if not created:
+            if row.status == Status.CANCELLED:
+                raise BookingRefused(ALREADY_CANCELLED.format(service=service, saga_id=saga_id))
+            if not IDEMPOTENT[service]:
+                row.times_booked += 1
+                row.booked_at = timezone.now()
+                row.save(update_fields=["times_booked", "booked_at"])
+    fire(f"saga.{service}.book")
+    return row
+
+
+def cancel(*, service: str, saga_id: int, step: str) -> Booking:
+    """Cancel (idempotent); the fault point fires before anything is cancelled."""
+    fire(f"saga.{service}.cancel")
+    model = MODELS[service]
+    with transaction.atomic():
+        row, created = model.objects.select_for_update().get_or_create(
+            saga_id=saga_id, step=step,
+            defaults={"status": Status.CANCELLED, "cancelled_at": timezone.now()},
+        )
+        if not created and row.status != Status.CANCELLED:
+            row.status = Status.CANCELLED
+            row.cancelled_at = timezone.now()
+            row.save(update_fields=["status", "cancelled_at"])
+    return row
+
+
+def booking_states(*, saga_id: int) -> dict[str, str]:
+    """{"hotel": "booked"|"cancelled"|"none", ...} for one saga."""
+    states = {}
+    for service, model in MODELS.items():
+        row = model.objects.filter(saga_id=saga_id).first()
+        states[service] = row.status if row else "none"
+    return states
