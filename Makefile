@@ -16,7 +16,7 @@ CYAN  := \033[36m
 RESET := \033[0m
 
 .PHONY: usage setup venv db-start db-stop db-reset db-status migrate run demo stop status \
-        test test-fast lint format clean lock create-user show-state relay faults bench book-trip show-saga recover \
+        test test-fast lint format clean lock create-user show-state relay faults bench book-trip show-saga recover screenshots \
         browser-deps
 
 usage: ## this menu
@@ -83,6 +83,9 @@ browser-deps: ## Debian's chromium for the browser tests (installed with apt whe
 	    echo "installing chromium (apt) for the browser tests"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium is missing: browser tests will be skipped (sudo apt-get install chromium)"; fi; }
+
+screenshots: $(STAMP) browser-deps ## re-take the README's screenshots (docs/*.png) with the browser test
+	@SCREENSHOT_DIR=docs $(LOCALPG) run -- $(VENV)/bin/pytest -q tests/dashboard/test_browser.py
 
 lint: $(STAMP) ## ruff
 	@$(VENV)/bin/ruff check .

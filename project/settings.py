@@ -69,7 +69,7 @@ if DEBUG and not ALLOWED_HOSTS:
     ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "project.apps.ReliableAdminConfig",  # django.contrib.admin, plus the dashboard
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
@@ -83,6 +83,7 @@ INSTALLED_APPS = [
     "outbox",
     "travel",
     "sagas",
+    "dashboard",
 ]
 
 MIDDLEWARE = [

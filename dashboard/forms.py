@@ -1,0 +1,34 @@
+from django import forms
+
+from faults.models import Action
+from faults.points import POINTS
+from sagas.forms import SERVICE_CHOICES
+from users.models import Mode
+
+SIGNUP_FAULTS = [
+    ("", "no fault"),
+    ("fail:part1", "part 1: raise"),
+    ("crash:part1", "part 1: crash"),
+    ("fail:part2", "part 2: raise"),
+    ("crash:part2", "part 2: crash"),
+]
+
+
+class SignupForm(forms.Form):
+    name = forms.CharField(max_length=150)
+    mode = forms.ChoiceField(choices=Mode.choices)
+    fault = forms.ChoiceField(choices=SIGNUP_FAULTS, required=False)
+
+
+class FaultForm(forms.Form):
+    point = forms.ChoiceField(choices=[(p, p) for p in POINTS])
+    action = forms.ChoiceField(choices=[*Action.choices, ("disarm", "disarm")])
+    times = forms.IntegerField(min_value=1, required=False,
+                               help_text="empty: every time")
+    ms = forms.IntegerField(min_value=0, initial=2000, required=False, label="delay ms")
+
+
+class TripForm(forms.Form):
+    customer = forms.CharField(max_length=100)
+    fail = forms.ChoiceField(choices=SERVICE_CHOICES, required=False, label="failing")
+    crash = forms.ChoiceField(choices=SERVICE_CHOICES, required=False, label="crashing")

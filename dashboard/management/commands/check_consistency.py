@@ -1,0 +1,31 @@
+import json
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from dashboard.selectors import EXPECTED, OK, VIOLATION, consistency_checks, violations
+
+
+class Command(BaseCommand):
+    help = ("Check the invariants of DESIGN.md against the database: exit 0 when they hold, "
+            "1 when any is broken (dual-write's lost emails are expected, not violations).")
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--json", action="store_true", dest="as_json",
+                            help="each check with its status, count and offending ids")
+
+    def handle(self, *args, as_json: bool, **options) -> None:
+        checks = consistency_checks()
+        broken = violations(checks)
+        if as_json:
+            self.stdout.write(json.dumps({"ok": not broken,
+                                          "checks": [c.as_dict() for c in checks]}, indent=2))
+        else:
+            for c in checks:
+                style = {OK: self.style.SUCCESS, EXPECTED: self.style.WARNING,
+                         VIOLATION: self.style.ERROR}.get(c.status, self.style.NOTICE)
+                ids = f"  {c.ids[:10]}" if c.ids else ""
+                self.stdout.write(f"{style(f'{c.status:<9}')} {c.count:>4}  {c.description}{ids}")
+            self.stdout.write(self.style.ERROR(f"{len(broken)} invariant(s) broken") if broken
+                              else self.style.SUCCESS("all invariants hold"))
+        if broken:
+            raise SystemExit(1)

@@ -1,0 +1,170 @@
+"""What the dashboard and `check_consistency` read: the state of every mechanism, and the
+invariants of DESIGN.md checked against it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+
+from django.db.models import Count
+from django.utils import timezone
+from django_q.models import OrmQ
+
+from faults.selectors import armed_faults
+from jobs.models import JobRun
+from jobs.selectors import queue_counts
+from outbox.models import OutboxMessage
+from outbox.selectors import outbox_counts
+from outbox.services import pending as pending_messages
+from sagas.models import ACTIVE_STATES, Saga, State
+from travel.services import MODELS
+from users.models import Mode, User
+from users.services import SEND_EMAIL_TASK, WELCOME_TOPIC
+
+OK, EXPECTED, ATTENTION, VIOLATION = "ok", "expected", "attention", "violation"
+
+
+@dataclass
+class Check:
+    name: str
+    description: str
+    status: str
+    count: int = 0
+    ids: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class ModeStats:
+    mode: str
+    users: int = 0
+    emails: int = 0
+    lost: list[str] = field(default_factory=list)
+    in_flight: list[str] = field(default_factory=list)
+    duplicated: list[str] = field(default_factory=list)
+
+
+def users_with_pending_email() -> set[int]:
+    """Users whose welcome email is still on its way: a queued job, a pending outbox message,
+    or an email job between attempts."""
+    ids: set[int] = set()
+    for row in OrmQ.objects.all():
+        try:
+            task = row.task
+        except Exception:  # a payload signed with another key: not ours to read
+            continue
+        if task.get("func") == SEND_EMAIL_TASK:
+            ids.add(task.get("kwargs", {}).get("user_id"))
+    for payload in pending_messages().filter(topic=WELCOME_TOPIC).values_list("payload", flat=True):
+        if isinstance(payload, dict):
+            ids.add(payload.get("user_id"))
+    for key in JobRun.objects.filter(key__startswith="email:", finished_at__isnull=True,
+                                     parked_at__isnull=True).values_list("key", flat=True):
+        ids.add(int(key.split(":", 1)[1]))
+    return ids
+
+
+def signup_stats() -> list[ModeStats]:
+    stats = {m: ModeStats(mode=m) for m in Mode.values}
+    pending = users_with_pending_email()
+    users = User.objects.exclude(signup_mode="").annotate(n=Count("email_sends")).order_by("id")
+    for user in users:
+        s = stats[user.signup_mode]
+        s.users += 1
+        s.emails += user.n
+        if user.n > 1:
+            s.duplicated.append(user.username)
+        elif user.n == 0:
+            (s.in_flight if user.pk in pending else s.lost).append(user.username)
+    return list(stats.values())
+
+
+def saga_stats() -> dict:
+    counts = dict(Saga.objects.values_list("state").annotate(n=Count("id")))
+    return {state: counts.get(state, 0) for state in State.values}
+
+
+def overdue_sagas(grace_seconds: float = 5) -> list[int]:
+    cutoff = timezone.now() - timedelta(seconds=grace_seconds)
+    return list(Saga.objects.filter(state__in=ACTIVE_STATES, lease_until__lt=cutoff)
+                .values_list("id", flat=True))
+
+
+def saga_booking_violations() -> tuple[list[int], list[int]]:
+    """(compensated sagas with a booking still active, completed sagas missing a booking)."""
+    booked: dict[int, set[str]] = {}
+    for service, model in MODELS.items():
+        for saga_id in model.objects.filter(status="booked").values_list("saga_id", flat=True):
+            booked.setdefault(saga_id, set()).add(service)
+    compensated = Saga.objects.filter(state=State.COMPENSATED).values_list("id", flat=True)
+    completed = Saga.objects.filter(state=State.COMPLETED).values_list("id", flat=True)
+    active_after_compensation = [i for i in compensated if booked.get(i)]
+    incomplete = [i for i in completed if booked.get(i, set()) != set(MODELS)]
+    return active_after_compensation, incomplete
+
+
+def recent_sagas(limit: int = 10) -> list[Saga]:
+    return list(Saga.objects.order_by("-id")[:limit])
+
+
+def consistency_checks() -> list[Check]:
+    """Every invariant of DESIGN.md, as a list of checks. A "violation" means a promise broke;
+    "expected" is the dual-write anomaly the product exists to show; "attention" means a person
+    should look (dead messages, parked jobs, stuck or overdue sagas), nothing is lost."""
+    signups = signup_stats()
+    lost_reliable = [n for s in signups if s.mode != Mode.DUAL_WRITE for n in s.lost]
+    lost_dual = [n for s in signups if s.mode == Mode.DUAL_WRITE for n in s.lost]
+    duplicated = [n for s in signups for n in s.duplicated]
+    parked = list(JobRun.objects.filter(parked_at__isnull=False, finished_at__isnull=True)
+                  .values_list("key", flat=True))
+    dead = [str(i) for i in OutboxMessage.objects.filter(
+        dead_at__isnull=False, published_at__isnull=True).values_list("id", flat=True)]
+    still_booked, incomplete = saga_booking_violations()
+    stuck = list(Saga.objects.filter(state=State.STUCK).values_list("id", flat=True))
+    overdue = overdue_sagas()
+
+    def check(name, description, ids, bad):
+        return Check(name, description, bad if ids else OK, len(ids), ids)
+
+    return [
+        check("reliable_signups_lost_email",
+              "outbox and que: every committed user gets exactly one welcome email",
+              lost_reliable, VIOLATION),
+        check("emails_duplicated", "no user gets more than one welcome email",
+              duplicated, VIOLATION),
+        check("dual_write_lost_email",
+              "dual-write: users whose welcome email was lost (the talk's anomaly)",
+              lost_dual, EXPECTED),
+        check("outbox_dead", "outbox: dead messages (kept with their error, retryable)",
+              dead, ATTENTION),
+        check("jobs_parked", "jobs parked after too many attempts (poison jobs)",
+              parked, ATTENTION),
+        check("saga_compensated_but_booked",
+              "compensated sagas must leave nothing booked", still_booked, VIOLATION),
+        check("saga_completed_but_not_booked",
+              "completed sagas have every step booked", incomplete, VIOLATION),
+        check("saga_stuck", "sagas whose compensation keeps failing (retry them)",
+              stuck, ATTENTION),
+        check("saga_overdue", "unfinished sagas past their lease (recovery will resume them)",
+              overdue, ATTENTION),
+    ]
+
+
+def violations(checks: list[Check]) -> list[Check]:
+    return [c for c in checks if c.status == VIOLATION]
+
+
+def dashboard_state() -> dict:
+    checks = consistency_checks()
+    return {
+        "signups": signup_stats(),
+        "outbox": outbox_counts(),
+        "queue": queue_counts(),
+        "sagas": saga_stats(),
+        "recent_sagas": recent_sagas(),
+        "faults": armed_faults(),
+        "checks": checks,
+        "violations": violations(checks),
+    }

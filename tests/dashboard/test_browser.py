@@ -1,0 +1,122 @@
+"""The whole talk from the dashboard, in a real Chromium, against a real server, cluster,
+relay and recoverer on the test database.
+
+Screenshots go to $SCREENSHOT_DIR (the README's images: `make screenshots`), else to tmp.
+"""
+
+import os
+import re
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import wait_until
+from users.models import User
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM, reason="Debian's chromium is not installed (make browser-deps)"),
+]
+# Playwright's sync API runs an event loop in this thread; the ORM calls below are plain
+# synchronous test code, so Django's async-safety guard does not apply.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def live_stack(transactional_db, start_process):
+    port = free_port()
+    env = {"SAGA_LEASE_SECONDS": "2"}
+    start_process("qcluster", ready="running.", **env)
+    start_process("relay_outbox", "--follow", name="relay", ready="relaying", **env)
+    start_process("recover_sagas", "--follow", name="recoverer", ready="recovering", **env)
+    start_process("runserver", f"127.0.0.1:{port}", "--noreload", name="web",
+                  ready="Quit the server", **env)
+    User.objects.create_superuser(username="admin", password="s3cret-pass")
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def page(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        yield context.new_page()
+        browser.close()
+
+
+@pytest.fixture
+def shots(tmp_path) -> Path:
+    return Path(os.environ.get("SCREENSHOT_DIR") or tmp_path)
+
+
+def test_the_talk_from_the_dashboard(live_stack, page, shots):
+    from playwright.sync_api import expect
+
+    page.goto(f"{live_stack}/admin/login/?next=/admin/dashboard/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "s3cret-pass")
+    page.click("input[type=submit]")
+    expect(page.locator("h1")).to_have_text("Dashboard")
+
+    # "die in part 2", for the next three signups, whoever they are
+    page.select_option("#fault-form select[name=point]", "signup.part2")
+    page.select_option("#fault-form select[name=action]", "raise")
+    page.fill("#fault-form input[name=times]", "3")
+    page.click("#fault-form input[type=submit]")
+    expect(page.locator(".messagelist")).to_contain_text("Armed signup.part2: raise, 3 time(s)")
+
+    for name, mode in (("matt-dw", "dual-write"), ("matt-outbox", "outbox"), ("matt-que", "que")):
+        page.fill("#signup-form input[name=name]", name)
+        page.select_option("#signup-form select[name=mode]", mode)
+        page.select_option("#signup-form select[name=fault]", "")
+        page.click("#signup-form input[type=submit]")
+        expect(page.locator(".messagelist")).to_contain_text(f"Signup of {name} ({mode}) enqueued")
+
+    # The page refreshes itself; wait for what it shows to settle.
+    row = page.locator
+    expect(row("tr.mode-dual-write")).to_have_attribute("data-lost", "1", timeout=30_000)
+    expect(row("tr.mode-outbox")).to_have_attribute("data-emails", "1", timeout=30_000)
+    expect(row("tr.mode-que")).to_have_attribute("data-emails", "1", timeout=30_000)
+    expect(row("tr.mode-dual-write td.lost")).to_contain_text("matt-dw")
+    expect(row("tr.mode-outbox")).to_have_attribute("data-lost", "0")
+    expect(row("tr.mode-que")).to_have_attribute("data-lost", "0")
+    expect(row("tr.check-dual_write_lost_email")).to_have_attribute("data-status", "expected")
+    expect(row("tr.check-reliable_signups_lost_email")).to_have_attribute("data-status", "ok")
+    expect(row("#panel-faults")).to_contain_text("none")  # all three firings used up
+    page.screenshot(path=str(shots / "dashboard.png"), full_page=True)
+
+    # A trip with the car failing: compensations in reverse order, on the timeline.
+    page.fill("#trip-form input[name=customer]", "alice")
+    page.select_option("#trip-form select[name=fail]", "car")
+    page.select_option("#trip-form select[name=crash]", "")
+    page.click("#trip-form input[type=submit]")
+    message = page.locator(".messagelist").inner_text()
+    saga_id = re.search(r"Trip saga (\d+) started", message).group(1)
+
+    def compensated() -> bool:
+        page.goto(f"{live_stack}/admin/sagas/saga/{saga_id}/change/")
+        return page.locator(".saga-state").inner_text() == "compensated"
+
+    wait_until(compensated, timeout=30, interval=0.5, message="the saga to be compensated")
+    labels = page.locator("svg.saga-timeline g.event text.label").all_text_contents()
+    steps = [re.sub(r"^\d+\. ", "", label) for label in labels]
+    assert steps == [
+        "Saga START", "T: book hotel", "T: hotel success", "T: book car", "T: car FAIL",
+        "Saga ABORT", "C: cancel car", "C: car success", "C: cancel hotel", "C: hotel success",
+        "Saga END (compensated)",
+    ]
+    expect(page.locator("svg.saga-timeline g.event-fail")).to_have_count(2)
+    page.screenshot(path=str(shots / "saga-timeline.png"), full_page=True)

@@ -1,0 +1,135 @@
+import json
+
+import pytest
+from django.core.management import call_command
+from django.urls import reverse
+from django_q.models import OrmQ
+
+from dashboard.selectors import consistency_checks, signup_stats
+from faults.models import Fault
+from sagas.models import Saga, State
+from travel.models import HotelBooking
+from users import services as users
+from users.models import EmailSend, User
+
+
+@pytest.fixture
+def staff(db, client):
+    user = User.objects.create_user(username="staffer", password="pw", is_staff=True)
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def superuser(db, client):
+    user = User.objects.create_superuser(username="root", password="pw")
+    client.force_login(user)
+    return client
+
+
+CONTROLS = ["signup", "fault", "relay", "trip", "recover"]
+
+
+def test_staff_see_the_dashboard_and_its_panels(staff):
+    page = staff.get(reverse("admin:dashboard"))
+    assert page.status_code == 200
+    assert b"Signups and welcome emails" in page.content
+    assert b"Only superusers can arm faults" in page.content
+    assert staff.get(reverse("admin:dashboard_panels")).status_code == 200
+
+
+@pytest.mark.parametrize("action", CONTROLS)
+def test_staff_who_are_not_superusers_get_403_for_every_control(staff, action):
+    response = staff.post(reverse("admin:dashboard_control", args=[action]),
+                          {"name": "x", "mode": "que", "point": "email.send",
+                           "action": "raise", "customer": "x"})
+    assert response.status_code == 403
+    assert not User.objects.filter(username="x").exists()
+    assert not OrmQ.objects.exists()
+    assert not Fault.objects.exclude(action="").exists()
+    assert not Saga.objects.exists()
+
+
+def test_signed_in_non_staff_get_403(db, client):
+    client.force_login(User.objects.create_user(username="plain", password="pw"))
+    assert client.get(reverse("admin:dashboard")).status_code == 403
+    assert client.post(reverse("admin:dashboard_control", args=["recover"])).status_code == 403
+
+
+def test_anonymous_visitors_are_sent_to_the_login_page(db, client):
+    response = client.get(reverse("admin:dashboard"))
+    assert response.status_code == 302
+    assert "/admin/login/" in response.url
+
+
+def test_controls_refuse_get(superuser):
+    assert superuser.get(reverse("admin:dashboard_control", args=["relay"])).status_code == 405
+
+
+def test_a_superuser_signs_up_a_user_with_a_fault_from_the_dashboard(superuser):
+    response = superuser.post(reverse("admin:dashboard_control", args=["signup"]),
+                              {"name": "matt", "mode": "que", "fault": "crash:part2"},
+                              follow=True)
+    assert "Signup of matt (que) enqueued with a crash in part2." in response.content.decode()
+    (job,) = OrmQ.objects.all()
+    assert job.task["kwargs"]["name"] == "matt"
+    armed = Fault.objects.get(scope=job.task["kwargs"]["signup_id"])
+    assert (armed.point, armed.action) == ("signup.part2", "crash")
+
+
+def test_bad_input_on_the_dashboard_is_a_message_not_a_crash(superuser):
+    User.objects.create_user(username="mike")
+    response = superuser.post(reverse("admin:dashboard_control", args=["signup"]),
+                              {"name": "mike", "mode": "que", "fault": ""}, follow=True)
+    assert "user named &#x27;mike&#x27; already exists" in response.content.decode()
+    response = superuser.post(reverse("admin:dashboard_control", args=["trip"]),
+                              {"customer": "x", "fail": "boat"}, follow=True)
+    assert "Not done: fail:" in response.content.decode()
+    assert not Saga.objects.exists()
+
+
+def test_arm_and_disarm_from_the_dashboard(superuser):
+    url = reverse("admin:dashboard_control", args=["fault"])
+    superuser.post(url, {"point": "signup.part2", "action": "raise", "times": "3"})
+    assert Fault.objects.get(point="signup.part2", scope="").remaining == 3
+    superuser.post(url, {"point": "signup.part2", "action": "disarm"})
+    assert not Fault.objects.get(point="signup.part2", scope="").is_armed
+
+
+def test_lost_emails_count_only_when_nothing_will_send_them(db):
+    lost = User.objects.create_user(username="lost", signup_mode="dual-write")
+    with_job = User.objects.create_user(username="waiting", signup_mode="que")
+    from django_q.tasks import async_task
+
+    async_task(users.SEND_EMAIL_TASK, user_id=with_job.pk)
+    done = User.objects.create_user(username="done", signup_mode="outbox")
+    EmailSend.objects.create(user=done, key="welcome-x", message_id="<x>")
+    stats = {s.mode: s for s in signup_stats()}
+    assert stats["dual-write"].lost == ["lost"]
+    assert stats["que"].in_flight == ["waiting"]
+    assert stats["que"].lost == []
+    assert (stats["outbox"].users, stats["outbox"].emails) == (1, 1)
+    assert lost.pk
+
+
+def test_check_consistency_exit_status_and_json(db, capsys):
+    User.objects.create_user(username="matt", signup_mode="dual-write")  # the expected anomaly
+    call_command("check_consistency", "--json")  # exit 0: no SystemExit
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] is True
+    by_name = {c["name"]: c for c in report["checks"]}
+    assert by_name["dual_write_lost_email"] == {
+        "name": "dual_write_lost_email", "status": "expected", "count": 1, "ids": ["matt"],
+        "description": "dual-write: users whose welcome email was lost (the talk's anomaly)"}
+
+    User.objects.create_user(username="kate", signup_mode="que")  # lost where it must not be
+    saga = Saga.objects.create(kind="trip", state=State.COMPENSATED)
+    HotelBooking.objects.create(saga_id=saga.pk, step="hotel", status="booked", times_booked=1)
+    with pytest.raises(SystemExit) as exit_:
+        call_command("check_consistency", "--json")
+    assert exit_.value.code == 1
+    report = json.loads(capsys.readouterr().out)
+    broken = {c["name"]: c["ids"] for c in report["checks"] if c["status"] == "violation"}
+    assert broken == {"reliable_signups_lost_email": ["kate"],
+                      "saga_compensated_but_booked": [saga.pk]}
+    assert [c.name for c in consistency_checks() if c.status == "violation"] == list(broken)
