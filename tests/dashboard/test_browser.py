@@ -18,7 +18,8 @@ from users.models import User
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM, reason="Debian's chromium is not installed (make browser-deps)"),
+    pytest.mark.skipif(not CHROMIUM,
+                       reason="Debian's chromium is not installed (make browser-deps)"),
 ]
 # Playwright's sync API runs an event loop in this thread; the ORM calls below are plain
 # synchronous test code, so Django's async-safety guard does not apply.
