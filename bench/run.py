@@ -1,0 +1,215 @@
+"""Benchmarks: how fast the mechanisms are on this machine (`make bench`).
+
+Runs against a scratch database `reliable_bench` on the same PostgreSQL (dropped and created
+anew), with real `qcluster` / `relay_outbox` processes, and prints a Markdown table.
+Sizes: BENCH_N (default 1000) signups / messages / tasks, BENCH_SAGAS (default 200).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE_DIR))
+N = int(os.environ.get("BENCH_N", "1000"))
+SAGAS = int(os.environ.get("BENCH_SAGAS", "200"))
+LATENCY_SAMPLES = int(os.environ.get("BENCH_LATENCY", "100"))
+
+
+def scratch_database() -> str:
+    """DATABASE_URL of a fresh `reliable_bench` database beside the project's own."""
+    import dj_database_url
+    import psycopg
+
+    from project.localpg import default_database_url
+
+    base = os.environ.get("DATABASE_URL") or default_database_url()
+    head, _, _ = base.rpartition("/")
+    cfg = dj_database_url.parse(base)
+    params = {"dbname": "postgres", "user": cfg["USER"], "host": cfg["HOST"],
+              "port": cfg["PORT"], "password": cfg["PASSWORD"] or None}
+    with psycopg.connect(**{k: v for k, v in params.items() if v}, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS reliable_bench WITH (FORCE)")
+        conn.execute("CREATE DATABASE reliable_bench")
+    return f"{head}/reliable_bench"
+
+
+URL = scratch_database()
+os.environ.update(DATABASE_URL=URL, DJANGO_SETTINGS_MODULE="project.settings",
+                  FAULTS_ENABLED="0", LOG_LEVEL="WARNING",
+                  EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.core.management import call_command  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
+from django_q.models import OrmQ, Task  # noqa: E402
+
+from outbox.models import OutboxMessage  # noqa: E402
+from outbox.services import publish, relay_outbox  # noqa: E402
+from project.procs import stop_pid  # noqa: E402
+from sagas.models import Saga, State  # noqa: E402
+from sagas.services import start_trip  # noqa: E402
+from users.models import EmailSend  # noqa: E402
+from users.services import create_user  # noqa: E402
+
+ROWS: list[tuple[str, str, str]] = []
+
+
+def record(what: str, value: str, how: str) -> None:
+    ROWS.append((what, value, how))
+    print(f"  {what}: {value}", flush=True)
+
+
+def reset() -> None:
+    call_command("flush", interactive=False, verbosity=0)
+
+
+def start(*args: str) -> subprocess.Popen:
+    log = open(BASE_DIR / "var" / "log" / f"bench-{args[0]}.log", "ab")  # noqa: SIM115
+    return subprocess.Popen([sys.executable, "manage.py", *args], cwd=BASE_DIR, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    stop_pid(proc.pid, grace=60, name="bench process", wait=proc.wait)
+
+
+def wait_for(predicate, timeout: float = 600, interval: float = 0.02) -> float:
+    t0 = time.monotonic()
+    while not predicate():
+        if time.monotonic() - t0 > timeout:
+            raise SystemExit("benchmark timed out")
+        time.sleep(interval)
+    return time.monotonic() - t0
+
+
+def rate(n: int, seconds: float) -> str:
+    return f"{n / seconds:,.0f}/s ({n} in {seconds:.2f} s)"
+
+
+def bench_signups() -> None:
+    for mode in ("dual-write", "outbox", "que"):
+        reset()
+        t0 = time.perf_counter()
+        for i in range(N):
+            create_user(name=f"{mode}-{i}", mode=mode)
+        record(f"signup, `{mode}` (create_user in one process)", rate(N, time.perf_counter() - t0),
+               "user row + email job or outbox row, committed")
+
+
+def bench_relay() -> None:
+    reset()
+    with transaction.atomic():
+        for i in range(N):
+            publish(topic="user.welcome_email", payload={"user_id": i + 1})
+    t0 = time.perf_counter()
+    result = relay_outbox(batch=100)
+    assert result.published == N
+    record("outbox relay, one process, batch 100", rate(N, time.perf_counter() - t0),
+           "claim (SKIP LOCKED) + enqueue + mark published")
+    reset()
+    with transaction.atomic():
+        for i in range(N):
+            publish(topic="user.welcome_email", payload={"user_id": i + 1})
+    t0 = time.monotonic()
+    procs = [start("relay_outbox", "--once", "--batch", "50") for _ in range(2)]
+    for p in procs:
+        p.wait()
+    seconds = time.monotonic() - t0
+    assert OutboxMessage.objects.filter(published_at__isnull=False).count() == N
+    assert OrmQ.objects.count() == N
+    record("outbox relay, two processes at once", rate(N, seconds),
+           "wall time including process start; each message published once")
+
+
+def bench_drain() -> None:
+    """Signups in que mode with the cluster stopped, then time the cluster sending them all."""
+    reset()
+    for i in range(N):
+        create_user(name=f"q-{i}", mode="que")
+    connection.close()
+    cluster = start("qcluster")
+    try:
+        seconds = wait_for(lambda: EmailSend.objects.count() == N)
+        acked = wait_for(lambda: not OrmQ.objects.exists())
+    finally:
+        stop(cluster)
+    record("welcome emails sent by one qcluster (2 workers)", rate(N, seconds),
+           "idempotent send: lock user, insert EmailSend, send, commit")
+    record("... until every task is acknowledged", rate(N, seconds + acked),
+           "the monitor deletes each queue row")
+
+
+def bench_latency() -> None:
+    """Time from a committed signup to its EmailSend row, with everything running."""
+    reset()
+    connection.close()
+    procs = [start("qcluster"), start("relay_outbox", "--follow")]
+    try:
+        time.sleep(3)
+        for mode in ("que", "outbox"):
+            samples = []
+            for i in range(LATENCY_SAMPLES):
+                user = create_user(name=f"lat-{mode}-{i}", mode=mode)
+                t0 = time.monotonic()
+                wait_for(lambda u=user: EmailSend.objects.filter(user=u).exists(), timeout=30,
+                         interval=0.002)
+                samples.append((time.monotonic() - t0) * 1000)
+                time.sleep(random.expovariate(1 / 0.05))  # arrivals at random poll phases
+            q = statistics.quantiles(samples, n=100)
+            record(f"signup commit -> email sent, `{mode}`",
+                   f"p50 {q[49]:.0f} ms, p99 {q[98]:.0f} ms",
+                   f"{LATENCY_SAMPLES} signups one at a time, random gaps; Q_POLL 0.1 s"
+                   + ("; relay woken by NOTIFY" if mode == "outbox" else ""))
+    finally:
+        for p in procs:
+            stop(p)
+
+
+def bench_sagas() -> None:
+    reset()
+    cluster = start("qcluster")
+    try:
+        time.sleep(3)
+        t0 = time.monotonic()
+        for i in range(SAGAS):
+            start_trip(customer=f"c{i}")
+        wait_for(lambda: Saga.objects.filter(state=State.COMPLETED).count() == SAGAS)
+        seconds = time.monotonic() - t0
+    finally:
+        stop(cluster)
+    record("trip sagas started and completed by one qcluster", rate(SAGAS, seconds),
+           "3 steps, 8 log events each committed on its own")
+
+
+def main() -> None:
+    print(f"benchmarking on {os.cpu_count()} cores, N={N}, sagas={SAGAS}", flush=True)
+    call_command("migrate", verbosity=0)
+    (BASE_DIR / "var" / "log").mkdir(parents=True, exist_ok=True)
+    bench_signups()
+    bench_relay()
+    bench_drain()
+    bench_latency()
+    bench_sagas()
+    assert Task.objects.filter(success=False).count() == 0
+    lines = ["| what | result | notes |", "|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in ROWS]
+    table = "\n".join(lines)
+    print("\n" + table)
+    out = BASE_DIR / "var" / "bench.md"
+    out.write_text(table + "\n")
+    print(f"\n(written to {out.relative_to(BASE_DIR)})")
+    connection.close()
+
+
+if __name__ == "__main__":
+    main()
