@@ -34,6 +34,9 @@ PROCESSES: dict[str, list[str]] = {
     "recoverer": [PYTHON, "manage.py", "recover_sagas", "--follow"],
 }
 GRACE_SECONDS = {"qcluster": 45.0}
+# Demo timing: a 10 s task timeout gives a 40 s lease, so a failed or crashed job comes back
+# within a minute instead of two. Set Q_TIMEOUT yourself to override.
+DEMO_ENV = {"Q_TIMEOUT": os.environ.get("Q_TIMEOUT", "10")}
 DEFAULT_GRACE = 10.0
 
 
@@ -116,7 +119,7 @@ def start(names: list[str]) -> None:
         with open(LOG_DIR / f"{name}.log", "ab") as log:
             proc = subprocess.Popen(
                 PROCESSES[name], cwd=BASE_DIR, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                stdin=subprocess.DEVNULL, start_new_session=True, env={**os.environ, **DEMO_ENV},
             )
         pidfile(name).write_text(str(proc.pid))
         print(f"{name:<9} started (pid {proc.pid}, log var/log/{name}.log)")

@@ -68,8 +68,8 @@ def start_saga(*, kind: str, payload: dict, fault_plan: dict[str, str] | None = 
     if kind not in DEFINITIONS:
         raise SagaError(UNKNOWN_KIND.format(kind=kind))
     scope = f"saga-{uuid.uuid4().hex}" if fault_plan else ""
-    # `slow` answers after twice the step deadline
-    slow_ms = int(float(settings.SAGA_STEP_DEADLINE_SECONDS) * 2000)
+    # `slow` answers 2 s after the step deadline (still well inside the task's Q_TIMEOUT)
+    slow_ms = int((float(settings.SAGA_STEP_DEADLINE_SECONDS) + 2) * 1000)
     for point, action in (fault_plan or {}).items():
         faults.arm(point=point, action=action, times=1, scope=scope, delay_ms=slow_ms)
     with transaction.atomic():

@@ -17,7 +17,8 @@ from travel.services import MODELS, booking_states
 
 SERVICES = ["hotel", "car", "flight"]
 CASES = [(how, service) for how in ("sigkill", "exit") for service in SERVICES]
-ENV = {"SAGA_LEASE_SECONDS": "2", "SAGA_STEP_DEADLINE_SECONDS": "15"}
+# Q_TIMEOUT 60: django-q2 must not time the slow step out before the test kills its worker.
+ENV = {"SAGA_LEASE_SECONDS": "2", "SAGA_STEP_DEADLINE_SECONDS": "15", "Q_TIMEOUT": "60"}
 
 
 @pytest.fixture(scope="module")
