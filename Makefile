@@ -15,7 +15,7 @@ BOLD  := \033[1m
 CYAN  := \033[36m
 RESET := \033[0m
 
-.PHONY: usage setup venv db-start db-stop db-reset db-status migrate run demo stop status \
+.PHONY: usage setup ready venv db-start db-stop db-reset db-status migrate run demo stop status \
         test test-fast lint format clean lock create-user show-state relay faults bench book-trip show-saga recover screenshots \
         browser-deps
 
@@ -50,14 +50,16 @@ db-reset: ## stop the cluster and delete its data (asks nothing: careful)
 migrate: $(STAMP) db-start ## apply migrations
 	@$(MANAGE) migrate --no-input -v 0
 
-setup: $(STAMP) db-start migrate ## venv + packages + database + migrations (idempotent)
+setup: ready ## venv + packages + database + migrations (idempotent)
 	@echo "setup done: $(MANAGE) ... is ready"
 
-run: setup ## start web (127.0.0.1:8000), qcluster, relay and saga recoverer in the background
+ready: $(STAMP) db-start migrate
+
+run: ready ## start web (127.0.0.1:8000), qcluster, relay and saga recoverer in the background
 	@$(PROCS) start
 	@echo "admin: http://127.0.0.1:8000/admin/  logs: var/log/  stop with: make stop"
 
-demo: setup ## setup + run + a superuser whose password is printed once
+demo: ready ## setup + run + a superuser whose password is printed once
 	@$(MANAGE) demo_superuser
 	@$(PROCS) start
 	@printf "\n$(BOLD)Open http://127.0.0.1:8000/admin/$(RESET)  (stop everything with: make stop)\n"
@@ -93,28 +95,28 @@ lint: $(STAMP) ## ruff
 format: $(STAMP) ## ruff --fix
 	@$(VENV)/bin/ruff check --fix .
 
-create-user: setup ## the talk's demo: name=NAME [mode=dual-write|outbox|que] [fail=part1|part2] [crash=part1|part2]
+create-user: ready ## the talk's demo: name=NAME [mode=dual-write|outbox|que] [fail=part1|part2] [crash=part1|part2]
 	@$(MANAGE) create_user "$(name)" --mode $(mode) $(if $(fail),--fail $(fail)) $(if $(crash),--crash $(crash))
 
-show-state: setup ## users, their emails, the outbox and the queue (the talk's db-show)
+show-state: ready ## users, their emails, the outbox and the queue (the talk's db-show)
 	@$(MANAGE) show_state
 
-book-trip: setup ## a trip saga: customer=NAME [fail=hotel|car|flight] [crash=hotel|car|flight]
+book-trip: ready ## a trip saga: customer=NAME [fail=hotel|car|flight] [crash=hotel|car|flight]
 	@$(MANAGE) book_trip "$(customer)" --wait --timeout 60 $(if $(fail),--fail $(fail)) $(if $(crash),--crash $(crash))
 
-show-saga: setup ## a saga's log and bookings: id=N
+show-saga: ready ## a saga's log and bookings: id=N
 	@$(MANAGE) show_saga $(id)
 
-recover: setup ## recover sagas whose coordinator died (one pass)
+recover: ready ## recover sagas whose coordinator died (one pass)
 	@$(MANAGE) recover_sagas --once
 
-relay: setup ## relay the outbox once
+relay: ready ## relay the outbox once
 	@$(MANAGE) relay_outbox --once
 
-faults: setup ## list the fault points
+faults: ready ## list the fault points
 	@$(MANAGE) faults list
 
-bench: setup ## throughput and latency numbers (see docs/benchmarks.md)
+bench: ready ## throughput and latency numbers (see docs/benchmarks.md)
 	@$(LOCALPG) run -- $(PY) -m bench.run
 
 lock: ## rebuild requirements.txt from requirements.in in a scratch venv

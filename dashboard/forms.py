@@ -2,6 +2,7 @@ from django import forms
 
 from faults.models import Action
 from faults.points import POINTS
+from faults.services import MAX_DELAY_MS, MAX_TIMES
 from sagas.forms import SERVICE_CHOICES
 from users.models import Mode
 
@@ -23,9 +24,10 @@ class SignupForm(forms.Form):
 class FaultForm(forms.Form):
     point = forms.ChoiceField(choices=[(p, p) for p in POINTS])
     action = forms.ChoiceField(choices=[*Action.choices, ("disarm", "disarm")])
-    times = forms.IntegerField(min_value=1, required=False,
+    times = forms.IntegerField(min_value=1, max_value=MAX_TIMES, required=False,
                                help_text="empty: every time")
-    ms = forms.IntegerField(min_value=0, initial=2000, required=False, label="delay ms")
+    ms = forms.IntegerField(min_value=0, max_value=MAX_DELAY_MS, initial=2000, required=False,
+                            label="delay ms")
 
 
 class TripForm(forms.Form):

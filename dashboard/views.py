@@ -13,6 +13,7 @@ from django.views.decorators.http import require_POST
 from dashboard.forms import FaultForm, SignupForm, TripForm
 from dashboard.selectors import dashboard_state
 from faults import services as faults
+from jobs.services import run_on_cluster
 from outbox import services as outbox
 from sagas import services as sagas
 from users import services as users
@@ -85,9 +86,16 @@ def _fault(request: HttpRequest) -> tuple[int, str]:
                               f"{'every time' if times is None else f'{times} time(s)'}.")
 
 
+def _on_cluster(func: str, what: str) -> tuple[int, str]:
+    done, value = run_on_cluster(func)
+    if done:
+        return messages.SUCCESS, f"{what}: {value}."
+    return messages.WARNING, (f"{what}: queued, but no cluster answered within 5 s "
+                              "(is `make run` running?). It runs when one does.")
+
+
 def _relay(request: HttpRequest) -> tuple[int, str]:
-    r = outbox.relay_outbox()
-    return messages.SUCCESS, f"Relayed: {r.published} published, {r.failed} failed, {r.dead} dead."
+    return _on_cluster("outbox.tasks.relay_outbox", "Relayed the outbox")
 
 
 def _trip(request: HttpRequest) -> tuple[int, str]:
@@ -101,8 +109,7 @@ def _trip(request: HttpRequest) -> tuple[int, str]:
 
 
 def _recover(request: HttpRequest) -> tuple[int, str]:
-    r = sagas.recover_sagas()
-    return messages.SUCCESS, f"Recovered {r.count} saga(s)."
+    return _on_cluster("sagas.tasks.recover_sagas", "Saga recovery")
 
 
 CONTROLS = {"signup": _signup, "fault": _fault, "relay": _relay, "trip": _trip,

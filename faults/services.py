@@ -26,7 +26,9 @@ logger = logging.getLogger(__name__)
 CRASH_EXIT_CODE = 70
 UNKNOWN_POINT = "unknown fault point {point!r}; known points: {known}"
 BAD_ACTION = "unknown action {action!r}; use raise, crash or delay"
-BAD_TIMES = "--times must be 1 or more (leave it out to fire always)"
+BAD_TIMES = "--times must be between 1 and 1000000 (leave it out to fire always)"
+BAD_DELAY = "--ms must be between 0 and 600000 (ten minutes)"
+MAX_TIMES, MAX_DELAY_MS = 1_000_000, 600_000
 FAULTS_DISABLED = "fault injection is off (FAULTS_ENABLED is false): arming would have no effect"
 
 _scope: contextvars.ContextVar[str] = contextvars.ContextVar("fault_scope", default="")
@@ -116,8 +118,10 @@ def arm(
     """Arm `point` to do `action` the next `times` passes (None: every pass)."""
     check_point(point)
     check_action(action)
-    if times is not None and times < 1:
+    if times is not None and not 1 <= times <= MAX_TIMES:
         raise FaultError(BAD_TIMES)
+    if not 0 <= delay_ms <= MAX_DELAY_MS:
+        raise FaultError(BAD_DELAY)
     if not enabled():
         raise FaultError(FAULTS_DISABLED)
     with side_cursor() as cur:

@@ -81,9 +81,14 @@ def run_job(
         with scoped(fault_scope):
             result = body()
     except Exception as e:
+        error = "".join(traceback.format_exception_only(type(e), e)).strip()[:2000]
+        # The last attempt: park it now. django-q2 gives up after the same number of recorded
+        # failures (Q_MAX_ATTEMPTS) and would never deliver the job again to be parked.
+        last = run.attempts >= settings.JOB_MAX_ATTEMPTS
         JobRun.objects.filter(pk=run.pk).update(
-            last_error="".join(traceback.format_exception_only(type(e), e)).strip()[:2000]
-        )
+            last_error=error, parked_at=timezone.now() if last else None)
+        if last:
+            logger.error(PARKED.format(attempts=run.attempts, key=key))
         raise
     JobRun.objects.filter(pk=run.pk).update(finished_at=timezone.now())
     return result
@@ -107,3 +112,16 @@ def cleanup_task_results(*, keep_days: int | None = None) -> int:
         cutoff = timezone.now() - timedelta(days=days)
         deleted, _ = Success.objects.filter(stopped__lt=cutoff).delete()
     return deleted
+
+
+def run_on_cluster(func: str, *, wait_seconds: float = 5) -> tuple[bool, object]:
+    """Enqueue `func` and wait a little for its result: (True, result) or (False, None).
+
+    The admin's "do it now" buttons use this rather than running the work in the web
+    process, where an armed crash fault would take the web server down with it.
+    """
+    from django_q.tasks import async_task, result
+
+    task_id = async_task(func)
+    value = result(task_id, wait=int(wait_seconds * 1000))
+    return (value is not None), value

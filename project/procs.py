@@ -36,7 +36,8 @@ PROCESSES: dict[str, list[str]] = {
 GRACE_SECONDS = {"qcluster": 45.0}
 # Demo timing: a 10 s task timeout gives a 40 s lease, so a failed or crashed job comes back
 # within a minute instead of two. Set Q_TIMEOUT yourself to override.
-DEMO_ENV = {"Q_TIMEOUT": os.environ.get("Q_TIMEOUT", "10")}
+DEMO_ENV = {"Q_TIMEOUT": os.environ.get("Q_TIMEOUT", "10"),
+            "LOG_LEVEL": os.environ.get("LOG_LEVEL", "INFO")}
 DEFAULT_GRACE = 10.0
 
 
@@ -55,7 +56,8 @@ def alive(pid: int) -> bool:
 
 
 def stop_pid(pid: int, *, grace: float, name: str = "process", wait=None) -> str:
-    """SIGTERM `pid`, wait up to `grace` seconds, then SIGKILL its process group.
+    """SIGTERM `pid`, wait up to `grace` seconds, then SIGKILL its process group (the group
+    whose id is `pid`: start processes with start_new_session=True).
 
     `wait(timeout)` may be given for a child process (Popen.wait), so it gets reaped.
     Returns how it ended: "terminated", "killed" or "gone".
@@ -75,19 +77,21 @@ def stop_pid(pid: int, *, grace: float, name: str = "process", wait=None) -> str
             time.sleep(0.1)
         return not alive(pid)
 
+    # Every process started here leads its own session, so its group id is its pid; that
+    # stays true after the main pid died, when its children may still be running (facts 2.3).
+    pgid = pid
     if not alive(pid):
-        return "gone"
-    try:
-        pgid = os.getpgid(pid)
-    except ProcessLookupError:
-        return "gone"
-    os.kill(pid, signal.SIGTERM)
-    if exited(grace):
-        outcome = "terminated"
+        outcome = "gone"
+        if wait is not None:
+            exited(1)  # reap it
     else:
-        print(f"{name} (pid {pid}) did not stop in {grace:.0f}s: SIGKILL to its group",
-              file=sys.stderr)
-        outcome = "killed"
+        os.kill(pid, signal.SIGTERM)
+        if exited(grace):
+            outcome = "terminated"
+        else:
+            print(f"{name} (pid {pid}) did not stop in {grace:.0f}s: SIGKILL to its group",
+                  file=sys.stderr)
+            outcome = "killed"
     # Whatever happened to the main pid, no child of its group may keep running.
     if pgid != os.getpgid(0):
         with contextlib.suppress(ProcessLookupError):

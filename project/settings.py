@@ -179,9 +179,10 @@ Q_CLUSTER = {
     "queue_limit": Q_QUEUE_LIMIT,
     "bulk": Q_BULK,
     # Failures are retried by django-q2 every `retry` seconds, up to this many recorded
-    # attempts. Attempts that kill their worker are never recorded: jobs.services counts
-    # attempts itself and parks poison jobs (facts 2.6).
-    "max_attempts": env_int("Q_MAX_ATTEMPTS", 5),
+    # attempts (the same as JOB_MAX_ATTEMPTS: our ledger parks the job on its last failure).
+    # Attempts that kill their worker are never recorded: jobs.services counts attempts itself
+    # and parks poison jobs (facts 2.6).
+    "max_attempts": env_int("Q_MAX_ATTEMPTS", env_int("JOB_MAX_ATTEMPTS", 5)),
     # Keep no successes in the monitor's hot path (save_limit > 0 prunes on every task, 3-4x
     # slower); jobs.tasks.cleanup_task_results trims old rows on a schedule instead.
     "save_limit": 0,
@@ -208,6 +209,8 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    # WARNING keeps commands quiet (faults still say when they fire); the background
+    # processes `make run` starts log at INFO (project/procs.py).
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

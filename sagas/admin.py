@@ -1,12 +1,12 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
 from faults.services import FaultError
+from jobs.services import run_on_cluster
 from sagas import services
 from sagas.forms import StartTripForm
 from sagas.models import Saga, SagaLog, State
@@ -65,9 +65,13 @@ class SagaAdmin(admin.ModelAdmin):
         self._recover(request)
 
     def _recover(self, request: HttpRequest) -> None:
-        result = services.recover_sagas()
-        self.message_user(request, f"Recovered {result.count} saga(s)."
-                          + (f" {result.advanced}" if result.count else ""))
+        # On the cluster, not in the web process: a crash fault must not kill the web server.
+        done, value = run_on_cluster("sagas.tasks.recover_sagas")
+        if done:
+            self.message_user(request, f"Saga recovery: {value}.")
+        else:
+            self.message_user(request, "Saga recovery queued, but no cluster answered within "
+                              "5 s (is `make run` running?).", messages.WARNING)
 
     def get_urls(self):
         return [
@@ -102,8 +106,10 @@ class SagaAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:sagas_saga_changelist"))
 
     def change_view(self, request, object_id, form_url="", extra_context=None):
-        saga = get_object_or_404(Saga, pk=object_id)
-        extra = {**(extra_context or {}), "timeline": timeline(saga), "saga": saga}
+        saga = self.get_object(request, object_id)  # None for a bad or unknown id
+        extra = dict(extra_context or {})
+        if saga is not None:
+            extra.update(timeline=timeline(saga), saga=saga)
         return super().change_view(request, object_id, form_url, extra)
 
     def has_add_permission(self, request: HttpRequest) -> bool:

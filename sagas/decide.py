@@ -5,8 +5,8 @@ Garcia-Molina & Salem (1987) and the talk's "Failure recovery" slide:
 - A step that failed aborts the saga: compensate every step that started, in reverse order.
 - In doubt (STEP_START with no end: the coordinator died mid-step): an idempotent step is run
   again (forward recovery), a non-idempotent one is compensated (backward recovery).
-- Compensations are retried until they succeed; after `max_comp_attempts` failures in a row
-  the saga is stuck and needs a person (who may retry it: `since_seq`).
+- Compensations are retried until they succeed; after `max_comp_attempts` tries that failed
+  or died, the saga is stuck and needs a person (who may retry it: `since_seq`).
 No I/O here: the coordinator reads the log, asks, acts, appends, and asks again.
 """
 
@@ -67,7 +67,7 @@ class FinishCompensated:
 @dataclass(frozen=True)
 class Stuck:
     step: str
-    failures: int
+    tries: int
 
 
 @dataclass(frozen=True)
@@ -129,8 +129,11 @@ def decide(
         comp = events(step, "COMP_")
         if comp and comp[-1].event == "COMP_END":
             continue
-        failures = sum(1 for e in comp if e.event == "COMP_FAIL" and e.seq > since_seq)
-        if failures >= max_comp_attempts:
-            return Stuck(step, failures)
-        return Compensate(step, attempt=failures + 1)
+        # Every try starts with COMP_START: one that failed (COMP_FAIL) and one whose
+        # coordinator died (no end) both count, so a compensation that crashes its process
+        # every time ends stuck too.
+        tries = sum(1 for e in comp if e.event == "COMP_START" and e.seq > since_seq)
+        if tries >= max_comp_attempts:
+            return Stuck(step, tries)
+        return Compensate(step, attempt=tries + 1)
     return FinishCompensated()

@@ -48,17 +48,25 @@ def timeline(saga: Saga) -> dict:
     x = {name: LANE_WIDTH // 2 + i * LANE_WIDTH for i, name in enumerate(lanes)}
     srv = {s: x[f"{s.capitalize()} Srv"] for s in services}
     arrows = []
-    for i, e in enumerate(saga.log.order_by("seq")):
+    entries = list(saga.log.order_by("seq"))
+    for i, e in enumerate(entries):
         y = TOP + 20 + i * ROW_HEIGHT
         step = e.step
+        nxt = entries[i + 1] if i + 1 < len(entries) else None
+        # A start followed by anything but its own end: the coordinator died in between.
+        died = nxt is not None and e.event in (Event.STEP_START, Event.COMP_START) and not (
+            nxt.step == step and nxt.event in (Event.STEP_END, Event.STEP_FAIL,
+                                               Event.COMP_END, Event.COMP_FAIL))
         common = {"y": y, "seq": e.seq, "detail": e.detail, "at": e.at.strftime("%H:%M:%S.%f")[:-3]}
         match e.event:
             case Event.SAGA_START:
                 arrows.append(Arrow(x1=x["Customer"], x2=x["Saga Log"], label="Saga START",
                                     kind="note", dashed=False, **common))
             case Event.STEP_START:
-                arrows.append(Arrow(x1=x["SEC"], x2=srv[step], label=f"T: book {step}",
-                                    kind="ok", dashed=False, **common))
+                arrows.append(Arrow(x1=x["SEC"], x2=srv[step],
+                                    label=f"T: book {step}" + (" (no answer: SEC died)" if died
+                                                               else ""),
+                                    kind="fail" if died else "ok", dashed=False, **common))
             case Event.STEP_END:
                 arrows.append(Arrow(x1=srv[step], x2=x["Saga Log"], label=f"T: {step} success",
                                     kind="ok", dashed=True, **common))
@@ -69,8 +77,10 @@ def timeline(saga: Saga) -> dict:
                 arrows.append(Arrow(x1=x["SEC"], x2=x["Saga Log"], label="Saga ABORT",
                                     kind="fail", dashed=False, **common))
             case Event.COMP_START:
-                arrows.append(Arrow(x1=x["SEC"], x2=srv[step], label=f"C: cancel {step}",
-                                    kind="comp", dashed=False, **common))
+                arrows.append(Arrow(x1=x["SEC"], x2=srv[step],
+                                    label=f"C: cancel {step}" + (" (no answer: SEC died)" if died
+                                                                 else ""),
+                                    kind="fail" if died else "comp", dashed=False, **common))
             case Event.COMP_END:
                 arrows.append(Arrow(x1=srv[step], x2=x["Saga Log"], label=f"C: {step} success",
                                     kind="comp", dashed=True, **common))

@@ -227,10 +227,10 @@ def _advance_once(saga: Saga, definition: SagaDefinition) -> str | None:
             _append(saga, Event.COMP_END, step=step)
         case d.FinishCompensated():
             _append(saga, Event.SAGA_END, detail="compensated", state=State.COMPENSATED)
-        case d.Stuck(step, failures):
+        case d.Stuck(step, tries):
             Saga.objects.filter(pk=saga.pk).update(state=State.STUCK, lease_until=None)
             logger.error("saga %s is stuck: compensating %s failed %s times", saga.pk, step,
-                         failures)
+                         tries)
             return State.STUCK
     return None
 
@@ -268,6 +268,11 @@ def recover_sagas(*, batch: int = 10) -> RecoveryResult:
             result.advanced[saga_id] = advance(saga_id=saga_id)
         if len(ids) < batch:
             return result
+
+
+def any_due() -> bool:
+    """Is any active saga past its lease (due for recovery)?"""
+    return Saga.objects.filter(state__in=ACTIVE_STATES, lease_until__lt=timezone.now()).exists()
 
 
 def retry_stuck(*, saga: Saga) -> None:

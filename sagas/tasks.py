@@ -9,4 +9,5 @@ def run_saga(*, saga_id: int) -> str:
 
 def recover_sagas() -> str:
     result = services.recover_sagas()
-    return f"recovered {result.count} saga(s)"
+    states = ", ".join(f"saga {i} {s}" for i, s in result.advanced.items())
+    return f"recovered {result.count} saga(s)" + (f" ({states})" if states else "")

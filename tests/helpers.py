@@ -40,6 +40,7 @@ def subprocess_env(**extra: str) -> dict[str, str]:
         EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend",
         OUTBOX_POLL_SECONDS="1",
         PYTHONUNBUFFERED="1",
+        LOG_LEVEL="INFO",
     )
     env.update(extra)
     return env

@@ -1,6 +1,7 @@
 """The layer everything stands on: settings, PostgreSQL, transactional enqueue, a real cluster."""
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -79,3 +80,26 @@ def test_a_real_qcluster_runs_an_enqueued_task_and_stops_cleanly(qcluster):
     assert qcluster.stop() == "terminated"
     assert qcluster.proc.returncode == 0
     assert not [pid for pid in children if os.path.exists(f"/proc/{pid}")]
+
+
+@pytest.mark.cluster
+def test_stopping_a_cluster_whose_main_pid_died_still_stops_its_children(
+    transactional_db, start_process
+):
+    cluster = start_process("qcluster", ready="running.")
+    children = cluster.children()
+    assert children
+    os.kill(cluster.pid, signal.SIGKILL)  # the children survive it (facts 2.3)...
+    cluster.proc.wait(timeout=10)
+    assert any(_alive(pid) for pid in children)
+    assert cluster.stop() == "gone"
+    wait_until(lambda: not any(_alive(pid) for pid in children), timeout=10,
+               message="the orphaned children to be killed with their group")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

@@ -53,7 +53,8 @@ def check_mode(mode: str) -> Mode:
 
 def validate_name(name: str) -> str:
     """The name as it will be stored, or a SignupError saying what is wrong with it."""
-    name = (name or "").strip()
+    # As Django stores it (NFKC): "ｍｉｋｅ" is "mike", and must be refused as taken.
+    name = User.normalize_username((name or "").strip())
     if not name:
         raise InvalidName(NAME_EMPTY)
     if len(name) > NAME_MAX:
@@ -75,6 +76,7 @@ def create_user(*, name: str, mode: Mode | str) -> User | None:
     dual-write mode that is exactly how the welcome email gets lost.
     """
     mode = check_mode(mode)
+    name = User.normalize_username(name)
     if User.objects.filter(username=name).exists():
         logger.warning("user %s already exists: this signup is done, giving up", name)
         return None

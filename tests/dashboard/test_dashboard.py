@@ -133,3 +133,44 @@ def test_check_consistency_exit_status_and_json(db, capsys):
     assert broken == {"reliable_signups_lost_email": ["kate"],
                       "saga_compensated_but_booked": [saga.pk]}
     assert [c.name for c in consistency_checks() if c.status == "violation"] == list(broken)
+
+
+@pytest.mark.cluster
+def test_relay_and_recover_buttons_run_on_the_cluster_and_report_the_outcome(
+    qcluster, client
+):
+    # transactional_db (via qcluster): the cluster must see the committed message and saga.
+    client.force_login(User.objects.create_superuser(username="root", password="pw"))
+    from django.db import transaction
+
+    from outbox.services import publish
+
+    with transaction.atomic():
+        publish(topic="user.welcome_email", payload={"user_id": 1})
+    response = client.post(reverse("admin:dashboard_control", args=["relay"]), follow=True)
+    assert "Relayed the outbox: 1 published, 0 failed, 0 dead." in response.content.decode()
+    response = client.post(reverse("admin:dashboard_control", args=["recover"]), follow=True)
+    assert "Saga recovery: recovered 0 saga(s)." in response.content.decode()
+
+
+def test_buttons_say_so_when_no_cluster_answers(transactional_db, client):
+    client.force_login(User.objects.create_superuser(username="root", password="pw"))
+    response = client.post(reverse("admin:dashboard_control", args=["relay"]), follow=True)
+    assert "no cluster answered within 5 s" in response.content.decode()
+    (queued,) = OrmQ.objects.all()  # it runs when a cluster starts
+    assert queued.func() == "outbox.tasks.relay_outbox"
+
+
+def test_a_saga_page_with_a_bad_id_is_the_admins_not_found_redirect(superuser):
+    for bad in ("abc", "999999"):
+        response = superuser.get(f"/admin/sagas/saga/{bad}/change/")
+        assert response.status_code == 302
+        assert response.url == "/admin/"
+
+
+def test_out_of_range_fault_values_are_a_message(superuser):
+    response = superuser.post(reverse("admin:dashboard_control", args=["fault"]),
+                              {"point": "email.send", "action": "delay", "ms": "-1"},
+                              follow=True)
+    assert "Not done: ms:" in response.content.decode()
+    assert not Fault.objects.exclude(action="").exists()

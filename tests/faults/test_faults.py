@@ -90,7 +90,10 @@ def test_faults_do_nothing_when_disabled(db, settings, monkeypatch):
     [
         ({"point": "no.such.point", "action": "raise"}, "unknown fault point 'no.such.point'"),
         ({"point": "email.send", "action": "explode"}, "unknown action 'explode'"),
-        ({"point": "email.send", "action": "raise", "times": 0}, "--times must be 1 or more"),
+        ({"point": "email.send", "action": "raise", "times": 0}, "--times must be between"),
+        ({"point": "email.send", "action": "raise", "times": 3_000_000_000},
+         "--times must be between"),
+        ({"point": "email.send", "action": "delay", "delay_ms": -1}, "--ms must be between"),
     ],
 )
 def test_bad_arming_requests_are_refused_and_write_nothing(db, kwargs, message):

@@ -129,6 +129,9 @@ def test_relay_once_command_prints_the_counts(transactional_db, capsys):
 
 def test_two_relays_at_once_publish_each_message_exactly_once(transactional_db, start_process):
     publish_committed(300)
+    # Whichever relay claims a batch first holds it (and its row locks) for 3 s: the other one
+    # must work around it with SKIP LOCKED, so both relays really run at once.
+    faults.arm(point="relay.publish", action="delay", times=1, delay_ms=3000)
     relays = [start_process("relay_outbox", "--once", "--batch", "7", name=f"relay{i}")
               for i in range(2)]
     for relay in relays:
@@ -138,6 +141,7 @@ def test_two_relays_at_once_publish_each_message_exactly_once(transactional_db, 
     assert sorted(user_ids) == list(range(1, 301)), "each message enqueued its task once"
     counts = [int(r.log().split("published ")[1].split(",")[0]) for r in relays]
     assert sum(counts) == 300
+    assert all(counts), f"both relays published some: {counts}"
 
 
 def test_a_crashed_relay_loses_nothing_and_the_next_one_delivers(transactional_db, start_process):
@@ -162,3 +166,20 @@ def test_follow_wakes_on_notify_and_stops_cleanly_on_sigterm(transactional_db, s
     assert relay.stop(grace=10) == "terminated"
     assert relay.proc.returncode == 0
     assert "relay stopped" in relay.log()
+
+
+def test_follow_survives_losing_its_database_connections(transactional_db, start_process):
+    relay = start_process("relay_outbox", "--follow", ready="relaying outbox messages",
+                          OUTBOX_POLL_SECONDS="1")
+    from django.db import connection
+
+    with connection.cursor() as cur:  # every session but ours and the side connection
+        cur.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND application_name <> 'side'")
+        assert cur.fetchone()[0] >= 1
+    publish_committed(1)
+    wait_until(lambda: not services.pending().exists(), timeout=20,
+               message="the relay to reconnect and deliver:\n" + relay.log())
+    assert relay.proc.poll() is None
+    assert relay.stop(grace=10) == "terminated"

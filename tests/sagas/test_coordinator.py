@@ -190,3 +190,13 @@ def test_the_timeline_draws_one_arrow_per_event_in_the_talks_lanes():
     labels = [a.label for a in t["arrows"]]
     assert labels.index("C: cancel car") < labels.index("C: cancel hotel")
     assert [a.kind for a in t["arrows"] if "FAIL" in a.label] == ["fail"]
+
+
+def test_the_timeline_marks_a_step_whose_coordinator_died():
+    saga = services.start_trip(customer="jo")
+    services._append(saga, "STEP_START", step="hotel")  # ...and the coordinator died here
+    Saga.objects.filter(pk=saga.pk).update(lease_until="2000-01-01T00:00:00Z")
+    services.recover_sagas()
+    labels = [a.label for a in timeline(Saga.objects.get(pk=saga.pk))["arrows"]]
+    assert labels[1:4] == ["T: book hotel (no answer: SEC died)", "T: book hotel",
+                           "T: hotel success"]

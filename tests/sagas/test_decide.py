@@ -17,7 +17,7 @@ class S:
 
 
 TRIP = (S("hotel", True), S("car", True), S("flight", False))
-MAX_COMP = 2
+MAX_COMP = 3
 MAX_FORWARD = 3
 MAX_CRASHES = 2
 
@@ -61,7 +61,7 @@ def test_the_exploration_covers_every_outcome():
     outcomes = {type(decision).__name__ + getattr(decision, "outcome", "")
                 for _, decision in ALL_RUNS}
     assert outcomes == {"Donecompleted", "Donecompensated", "Stuck"}
-    assert len(ALL_RUNS) > 500
+    assert len(ALL_RUNS) > 1000
 
 
 def test_every_prefix_of_every_reachable_log_has_a_decision():
@@ -101,7 +101,8 @@ def test_invariants_hold_for_every_run(kind):
             abort_at = events.index("SAGA_ABORT")
             assert not [e for e in events[:abort_at] if e.startswith("COMP_")]
         else:
-            assert steps_with(log, "COMP_FAIL").count(decision.step) >= MAX_COMP
+            assert steps_with(log, "COMP_START").count(decision.step) >= MAX_COMP
+            assert steps_with(log, "COMP_END").count(decision.step) == 0
             assert "SAGA_END" not in events
     assert checked >= 5  # completed: hotel and car may each be re-run after a crash
 
@@ -158,3 +159,12 @@ def test_a_retry_forgives_earlier_compensation_failures():
 def test_a_log_that_cannot_be_a_saga_is_refused(log):
     with pytest.raises(d.InvalidLog):
         decide(log, TRIP, max_comp_attempts=3)
+
+
+def test_a_compensation_whose_coordinator_keeps_dying_ends_stuck():
+    log = add(add(add((), "SAGA_START"), "STEP_START", "hotel"), "STEP_FAIL", "hotel")
+    log = add(log, "SAGA_ABORT")
+    log = add(log, "COMP_START", "hotel")  # died
+    assert decide(log, TRIP, max_comp_attempts=2) == d.Compensate("hotel", 2)
+    log = add(log, "COMP_START", "hotel")  # died again
+    assert decide(log, TRIP, max_comp_attempts=2) == d.Stuck("hotel", 2)

@@ -108,3 +108,23 @@ def test_two_recoverers_at_once_advance_each_saga_exactly_once(transactional_db,
         assert len(pids) == 1, f"saga {saga.pk} was advanced by {pids}"
         writers |= pids
     assert writers <= {p.pid for p in procs}
+
+
+@pytest.mark.cluster
+def test_a_compensation_that_kills_its_coordinator_every_time_ends_stuck(
+    transactional_db, start_process
+):
+    env = {"SAGA_LEASE_SECONDS": "1", "SAGA_MAX_COMP_ATTEMPTS": "2"}
+    saga = services.start_trip(customer="doomed", fail="car")
+    faults.arm(point="saga.hotel.cancel", action="crash", times=None, scope=saga.fault_scope)
+    recoverer = start_process("recover_sagas", "--follow", "--interval", "0.3",
+                              name="recoverer", ready="recovering", **env)
+    start_process("qcluster", ready="running.", **env)  # runs the saga: car fails, hotel...
+    wait_until(lambda: Saga.objects.get(pk=saga.pk).state == State.STUCK, timeout=60,
+               interval=0.3, message="the saga to be stuck:\n" + recoverer.log()[-2000:])
+    log = [(e.event, e.step) for e in saga.log.order_by("seq")]
+    assert log.count(("COMP_START", "hotel")) == 2
+    assert ("COMP_END", "hotel") not in log
+    assert MODELS["hotel"].objects.get(saga_id=saga.pk).status == "booked"  # for a person
+    assert recoverer.proc.poll() is None, "the recoverer survives its dying passes"
+    assert "died with exit status 70" in recoverer.log()

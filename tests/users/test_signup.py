@@ -37,7 +37,7 @@ def test_part1_fault_rolls_back_the_user_and_everything_written_with_it(db, mode
     ("mode", "jobs", "messages"),
     [("dual-write", 0, 0), ("outbox", 0, 1), ("que", 1, 0)],
 )
-def test_part2_fault_leaves_the_user_committed_and_only_outbox_or_que_remember_the_email(
+def test_part2_fault_keeps_the_user_and_only_outbox_or_que_remember_the_email(
     db, mode, jobs, messages
 ):
     faults.arm(point="signup.part2", action="raise", times=1)
@@ -107,6 +107,13 @@ def test_a_taken_name_is_refused_by_the_command_with_exit_status_1(db):
     with pytest.raises(CommandError, match="a user named 'mike' already exists") as exc:
         call_command("create_user", "mike", "--mode", "outbox")
     assert exc.value.returncode == 1
+    assert not OrmQ.objects.exists()
+
+
+def test_a_name_that_normalises_to_a_taken_one_is_taken(db):
+    User.objects.create_user(username="mike")
+    with pytest.raises(services.NameTaken, match="'mike' already exists"):
+        services.enqueue_signup(name="\uff4d\uff49\uff4b\uff45", mode="que")  # fullwidth
     assert not OrmQ.objects.exists()
 
 

@@ -10,7 +10,7 @@ import signal
 
 import pytest
 from django.core.management import call_command
-from django_q.models import OrmQ
+from django_q.models import Failure, OrmQ
 from django_q.tasks import async_task
 
 from faults import services as faults
@@ -102,8 +102,12 @@ def test_a_worker_killed_mid_email_job_is_redelivered_and_sends_once(qcluster):
 
     wait_until(lambda: EmailSend.objects.filter(user=user).exists(), timeout=60,
                message="the job to be redelivered after its lease and send the email")
+    killed = run.last_pid
     run.refresh_from_db()
     assert run.attempts == 2
-    assert run.last_pid != qcluster.pid
+    assert run.last_pid != killed, "a new worker ran the redelivered job"
     wait_until(lambda: not OrmQ.objects.exists(), timeout=30, message="the ack")
     assert EmailSend.objects.filter(user=user).count() == 1
+    # redelivered because the worker died, not because django-q2 timed the job out
+    assert "after death" in qcluster.log()
+    assert not Failure.objects.exists()

@@ -46,29 +46,38 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         poll = settings.OUTBOX_POLL_SECONDS
-        listener = open_autocommit("outbox-relay-listen")
-        listener.execute(f"LISTEN {services.CHANNEL}")
         self.stdout.write(f"relaying outbox messages (LISTEN {services.CHANNEL}, poll {poll}s); "
                           "SIGTERM or Ctrl-C to stop")
-        try:
-            while not stopping:
+        self.stdout.flush()
+        listener = None
+        while not stopping:
+            try:
+                if listener is None or listener.closed or listener.broken:
+                    listener = open_autocommit("outbox-relay-listen")
+                    listener.execute(f"LISTEN {services.CHANNEL}")
                 close_old_connections()
-                try:
-                    result = services.relay_outbox(batch=batch)
-                except Exception as e:  # a crash of one pass must not end the relay
-                    self.stderr.write(f"relay pass failed: {e!r}; retrying in 1s")
-                    time.sleep(1)
-                    continue
+                result = services.relay_outbox(batch=batch)
                 if result.handled:
                     self.stdout.write(f"published {result.published}, failed {result.failed}, "
                                       f"dead {result.dead}")
+                    self.stdout.flush()
                 due = services.next_due_in()
-                wait = poll if due is None else min(poll, max(due, 0.05))
-                deadline = time.monotonic() + wait
-                while not stopping and time.monotonic() < deadline:
-                    slice_ = min(1.0, max(0.0, deadline - time.monotonic()))
-                    if any(True for _ in listener.notifies(timeout=slice_, stop_after=1)):
-                        break
-        finally:
+                self.wait(listener, poll if due is None else min(poll, max(due, 0.05)),
+                          lambda: stopping)
+            except Exception as e:  # the database went away, a pass failed: keep relaying
+                self.stderr.write(f"relay pass failed: {e!r}; retrying in 1s")
+                if listener is not None:
+                    listener.close()
+                listener = None
+                time.sleep(1)
+        if listener is not None:
             listener.close()
         self.stdout.write("relay stopped")
+
+    def wait(self, listener, seconds: float, stopping) -> None:
+        """Sleep up to `seconds`, waking at once on a NOTIFY (or a stop request)."""
+        deadline = time.monotonic() + seconds
+        while not stopping() and time.monotonic() < deadline:
+            slice_ = min(1.0, max(0.0, deadline - time.monotonic()))
+            if any(True for _ in listener.notifies(timeout=slice_, stop_after=1)):
+                return

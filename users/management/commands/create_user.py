@@ -37,7 +37,7 @@ class Command(BaseCommand):
             raise CommandError(str(e)) from e
 
     def run_sync(self, name: str, mode: str, fail, crash) -> None:
-        name = name.strip()
+        name = User.normalize_username(name.strip())
         try:
             services.signup_sync(name=name, mode=mode, fail=fail, crash=crash)
         except InjectedFault as e:
