@@ -4,6 +4,7 @@ from django.http import HttpRequest
 from faults import services
 from faults.models import Action, Fault
 from faults.points import POINTS
+from project.admin import ReadOnlyAdminMixin
 
 
 def _arm_action(action: str, times: int | None, label: str):
@@ -23,11 +24,34 @@ def _arm_action(action: str, times: int | None, label: str):
     return arm
 
 
+class ScopeFilter(admin.SimpleListFilter):
+    """Global fault points by default; the faults that travel with one job on request."""
+
+    title = "armed for"
+    parameter_name = "for"
+
+    def lookups(self, request, model_admin):
+        return [("everyone", "whatever passes next"), ("job", "one job (create_user --fail, ...)")]
+
+    def choices(self, changelist):
+        for value, title in self.lookup_choices:
+            yield {
+                "selected": (self.value() or "everyone") == value,
+                "query_string": changelist.get_query_string({self.parameter_name: value}),
+                "display": title,
+            }
+
+    def queryset(self, request, queryset):
+        if self.value() == "job":
+            return queryset.exclude(scope="")
+        return queryset.filter(scope="")
+
+
 @admin.register(Fault)
-class FaultAdmin(admin.ModelAdmin):
+class FaultAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["point", "description", "armed", "action", "remaining", "fired",
                     "last_fired_at", "scope"]
-    list_filter = ["action", ("scope", admin.EmptyFieldListFilter)]
+    list_filter = [ScopeFilter, "action"]
     search_fields = ["point", "scope"]
     actions = [
         _arm_action(Action.RAISE, 1, "Arm: raise once"),
@@ -56,12 +80,3 @@ class FaultAdmin(admin.ModelAdmin):
 
     def has_arm_permission(self, request: HttpRequest) -> bool:
         return request.user.is_superuser
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False

@@ -4,6 +4,7 @@ from django.http import HttpRequest
 
 from outbox import services
 from outbox.models import OutboxMessage
+from project.admin import ReadOnlyAdminMixin
 
 
 class StateFilter(admin.SimpleListFilter):
@@ -24,7 +25,7 @@ class StateFilter(admin.SimpleListFilter):
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(admin.ModelAdmin):
+class OutboxMessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["id", "topic", "state", "attempts", "created_at", "available_at",
                     "published_at", "dead_at", "short_error"]
     list_filter = [StateFilter, "topic"]
@@ -41,12 +42,3 @@ class OutboxMessageAdmin(admin.ModelAdmin):
     def retry_dead(self, request: HttpRequest, queryset) -> None:
         n = services.retry_dead(messages=queryset)
         self.message_user(request, f"{n} dead message(s) are pending again.")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False

@@ -17,6 +17,19 @@ def forbid_non_staff(view):
     return wrapper
 
 
+class ReadOnlyAdminMixin:
+    """Log, ledger and queue pages: look, and act only through the admin actions."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
 class ReliableAdminSite(admin.AdminSite):
     site_header = "Reliable background work"
     site_title = "Reliable background work"

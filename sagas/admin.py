@@ -7,6 +7,7 @@ from django.utils.html import format_html
 
 from faults.services import FaultError
 from jobs.services import run_on_cluster
+from project.admin import ReadOnlyAdminMixin
 from sagas import services
 from sagas.forms import StartTripForm
 from sagas.models import Saga, SagaLog, State
@@ -27,7 +28,7 @@ class SagaLogInline(admin.TabularInline):
 
 
 @admin.register(Saga)
-class SagaAdmin(admin.ModelAdmin):
+class SagaAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["id", "kind", "customer", "colored_state", "bookings", "lease_until",
                     "created_at"]
     list_filter = ["state", "kind"]
@@ -111,12 +112,3 @@ class SagaAdmin(admin.ModelAdmin):
         if saga is not None:
             extra.update(timeline=timeline(saga), saga=saga)
         return super().change_view(request, object_id, form_url, extra)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False

@@ -3,6 +3,7 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.db.models import Count
 from django.http import HttpRequest
 
+from project.admin import ReadOnlyAdminMixin
 from users.models import EmailSend, User
 
 
@@ -21,16 +22,7 @@ class UserAdmin(DjangoUserAdmin):
 
 
 @admin.register(EmailSend)
-class EmailSendAdmin(admin.ModelAdmin):
+class EmailSendAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["key", "user", "message_id", "sent_at"]
     search_fields = ["key", "user__username"]
     readonly_fields = ["user", "key", "message_id", "sent_at"]
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False

@@ -1,4 +1,3 @@
-import signal
 import time
 
 from django.conf import settings
@@ -7,6 +6,7 @@ from django.db import close_old_connections
 
 from outbox import services
 from project.db import open_autocommit
+from project.stopping import StopFlag
 
 
 class Command(BaseCommand):
@@ -37,14 +37,7 @@ class Command(BaseCommand):
             f"dead {result.dead}"))
 
     def follow(self, batch: int | None) -> None:
-        stopping = False
-
-        def stop(signum, frame):
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
+        stopping = StopFlag()
         poll = settings.OUTBOX_POLL_SECONDS
         self.stdout.write(f"relaying outbox messages (LISTEN {services.CHANNEL}, poll {poll}s); "
                           "SIGTERM or Ctrl-C to stop")
@@ -63,7 +56,7 @@ class Command(BaseCommand):
                     self.stdout.flush()
                 due = services.next_due_in()
                 self.wait(listener, poll if due is None else min(poll, max(due, 0.05)),
-                          lambda: stopping)
+                          stopping)
             except Exception as e:  # the database went away, a pass failed: keep relaying
                 self.stderr.write(f"relay pass failed: {e!r}; retrying in 1s")
                 if listener is not None:
@@ -74,10 +67,10 @@ class Command(BaseCommand):
             listener.close()
         self.stdout.write("relay stopped")
 
-    def wait(self, listener, seconds: float, stopping) -> None:
+    def wait(self, listener, seconds: float, stopping: StopFlag) -> None:
         """Sleep up to `seconds`, waking at once on a NOTIFY (or a stop request)."""
         deadline = time.monotonic() + seconds
-        while not stopping() and time.monotonic() < deadline:
+        while not stopping and time.monotonic() < deadline:
             slice_ = min(1.0, max(0.0, deadline - time.monotonic()))
             if any(True for _ in listener.notifies(timeout=slice_, stop_after=1)):
                 return

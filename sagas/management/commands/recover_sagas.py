@@ -8,6 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections, connections
 
 from project import sideconn
+from project.stopping import StopFlag
 from sagas import services
 
 
@@ -34,14 +35,7 @@ class Command(BaseCommand):
         if not follow:
             self.report(services.recover_sagas(batch=batch), always=True)
             return
-        stopping = False
-
-        def stop(signum, frame):
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
+        stopping = StopFlag()
         self.stdout.write(f"recovering sagas every {interval:g}s; SIGTERM or Ctrl-C to stop")
         self.stdout.flush()
         while not stopping:
