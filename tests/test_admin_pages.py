@@ -51,3 +51,20 @@ def test_the_saga_list_filters_by_state(root):
     page = root.get(reverse("admin:sagas_saga_changelist") + "?state__exact=stuck")
     assert "zed" in page.content.decode()
     assert "amy" not in page.content.decode()
+
+
+def test_retrying_a_stuck_saga_from_the_admin_enqueues_its_coordinator(root):
+    from django_q.models import OrmQ
+
+    from sagas import services
+
+    saga = services.start_trip(customer="eve")
+    OrmQ.objects.all().delete()
+    Saga.objects.filter(pk=saga.pk).update(state=State.STUCK)
+    root.post(reverse("admin:sagas_saga_changelist"),
+              {"action": "retry_stuck", "_selected_action": [saga.pk]})
+    saga.refresh_from_db()
+    assert saga.state == State.COMPENSATING
+    assert saga.retry_from_seq == 1
+    (task,) = OrmQ.objects.all()
+    assert task.task["kwargs"] == {"saga_id": saga.pk}

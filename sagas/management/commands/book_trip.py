@@ -41,7 +41,11 @@ class Command(BaseCommand):
             self.stdout.write(f"  {e['seq']:>3} {e['event']:<11} {e['step']}")
         bookings = ", ".join(f"{k} {v}" for k, v in data["bookings"].items())
         self.stdout.write(f"saga {saga.pk}: {saga.state} ({bookings})")
+        if saga.state == "stuck":
+            raise CommandError(
+                f"saga {saga.pk} is stuck: a compensation keeps failing. Fix the cause, then "
+                "retry it from the admin (Sagas > Retry selected stuck sagas).")
         if not saga.is_final:
             raise CommandError(
                 f"saga {saga.pk} is still {saga.state} after {timeout:g}s: is the cluster "
-                "running (make run)? A stuck saga needs a retry from the admin.")
+                "running (make run)?")
