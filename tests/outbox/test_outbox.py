@@ -129,9 +129,9 @@ def test_relay_once_command_prints_the_counts(transactional_db, capsys):
 
 def test_two_relays_at_once_publish_each_message_exactly_once(transactional_db, start_process):
     publish_committed(300)
-    # Whichever relay claims a batch first holds it (and its row locks) for 3 s: the other one
+    # Whichever relay claims a batch first holds it (and its row locks) for 5 s: the other one
     # must work around it with SKIP LOCKED, so both relays really run at once.
-    faults.arm(point="relay.publish", action="delay", times=1, delay_ms=3000)
+    faults.arm(point="relay.publish", action="delay", times=1, delay_ms=5000)
     relays = [start_process("relay_outbox", "--once", "--batch", "7", name=f"relay{i}")
               for i in range(2)]
     for relay in relays:
