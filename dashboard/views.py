@@ -87,11 +87,14 @@ def _fault(request: HttpRequest) -> tuple[int, str]:
 
 
 def _on_cluster(func: str, what: str) -> tuple[int, str]:
-    done, value = run_on_cluster(func)
-    if done:
-        return messages.SUCCESS, f"{what}: {value}."
-    return messages.WARNING, (f"{what}: queued, but no cluster answered within 5 s "
-                              "(is `make run` running?). It runs when one does.")
+    run = run_on_cluster(func)
+    if not run.done:
+        return messages.WARNING, (f"{what}: queued, but no cluster answered in time "
+                                  "(is `make run` running?). It runs when one does.")
+    if not run.ok:
+        first_line = str(run.result).strip().splitlines()[0] if run.result else "unknown error"
+        return messages.ERROR, f"{what} failed on the cluster: {first_line}"
+    return messages.SUCCESS, f"{what}: {run.result}."
 
 
 def _relay(request: HttpRequest) -> tuple[int, str]:

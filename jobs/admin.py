@@ -19,12 +19,15 @@ class JobRunAdmin(admin.ModelAdmin):
     def short_error(self, obj: JobRun) -> str:
         return obj.last_error[:80]
 
-    @admin.action(description="Retry parked jobs (fresh attempts)")
+    @admin.action(description="Retry parked jobs (fresh attempts)", permissions=["operate"])
     def retry_parked(self, request: HttpRequest, queryset) -> None:
         runs = list(queryset.filter(parked_at__isnull=False, finished_at__isnull=True))
         for run in runs:
             services.retry_parked(run=run)
         self.message_user(request, f"{len(runs)} parked job(s) will run on their next delivery.")
+
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_superuser
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

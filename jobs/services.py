@@ -7,6 +7,7 @@ import logging
 import os
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
 
@@ -80,7 +81,7 @@ def run_job(
     try:
         with scoped(fault_scope):
             result = body()
-    except Exception as e:
+    except BaseException as e:  # django-q2's TimeoutException is a SystemExit
         error = "".join(traceback.format_exception_only(type(e), e)).strip()[:2000]
         # The last attempt: park it now. django-q2 gives up after the same number of recorded
         # failures (Q_MAX_ATTEMPTS) and would never deliver the job again to be parked.
@@ -114,14 +115,23 @@ def cleanup_task_results(*, keep_days: int | None = None) -> int:
     return deleted
 
 
-def run_on_cluster(func: str, *, wait_seconds: float = 5) -> tuple[bool, object]:
-    """Enqueue `func` and wait a little for its result: (True, result) or (False, None).
+@dataclass(frozen=True)
+class ClusterRun:
+    done: bool  # False: no cluster finished it within the wait (it stays queued)
+    ok: bool = False
+    result: object = None
+
+
+def run_on_cluster(func: str, *, wait_seconds: float | None = None) -> ClusterRun:
+    """Enqueue `func` and wait a little for it to finish.
 
     The admin's "do it now" buttons use this rather than running the work in the web
     process, where an armed crash fault would take the web server down with it.
     """
-    from django_q.tasks import async_task, result
+    from django_q.tasks import async_task, fetch
 
-    task_id = async_task(func)
-    value = result(task_id, wait=int(wait_seconds * 1000))
-    return (value is not None), value
+    wait = settings.CLUSTER_WAIT_SECONDS if wait_seconds is None else wait_seconds
+    task = fetch(async_task(func), wait=int(wait * 1000))
+    if task is None:
+        return ClusterRun(done=False)
+    return ClusterRun(done=True, ok=bool(task.success), result=task.result)

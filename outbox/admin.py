@@ -38,7 +38,7 @@ class OutboxMessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         lines = obj.last_error.strip().splitlines()
         return lines[-1][:100] if lines else ""
 
-    @admin.action(description="Retry selected dead messages")
+    @admin.action(description="Retry selected dead messages", permissions=["operate"])
     def retry_dead(self, request: HttpRequest, queryset) -> None:
         n = services.retry_dead(messages=queryset)
         self.message_user(request, f"{n} dead message(s) are pending again.")

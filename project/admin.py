@@ -18,7 +18,11 @@ def forbid_non_staff(view):
 
 
 class ReadOnlyAdminMixin:
-    """Log, ledger and queue pages: look, and act only through the admin actions."""
+    """Log, ledger and queue pages: look, and act only through the admin actions, whose
+    `operate` permission (retry, recover) is for superusers, like the dashboard's controls."""
+
+    def has_operate_permission(self, request) -> bool:
+        return request.user.is_superuser
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False

@@ -197,6 +197,11 @@ OUTBOX_BATCH_SIZE = env_int("OUTBOX_BATCH_SIZE", 100)
 OUTBOX_MAX_ATTEMPTS = env_int("OUTBOX_MAX_ATTEMPTS", 5)
 OUTBOX_POLL_SECONDS = float(os.environ.get("OUTBOX_POLL_SECONDS", "5"))
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 5)
+if 0 < Q_CLUSTER["max_attempts"] < JOB_MAX_ATTEMPTS:
+    raise ImproperlyConfigured(
+        "Q_MAX_ATTEMPTS is below JOB_MAX_ATTEMPTS: django-q2 would drop failing jobs before "
+        "jobs.JobRun parks them, and they would vanish unseen")
+CLUSTER_WAIT_SECONDS = float(os.environ.get("CLUSTER_WAIT_SECONDS", "5"))
 SAGA_LEASE_SECONDS = float(os.environ.get("SAGA_LEASE_SECONDS", "10"))
 SAGA_STEP_DEADLINE_SECONDS = float(os.environ.get("SAGA_STEP_DEADLINE_SECONDS", "5"))
 SAGA_MAX_COMP_ATTEMPTS = env_int("SAGA_MAX_COMP_ATTEMPTS", 5)

@@ -54,25 +54,29 @@ class SagaAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def bookings(self, obj: Saga) -> str:
         return ", ".join(f"{k} {v}" for k, v in booking_states(saga_id=obj.pk).items())
 
-    @admin.action(description="Retry selected stuck sagas")
+    @admin.action(description="Retry selected stuck sagas", permissions=["operate"])
     def retry_stuck(self, request: HttpRequest, queryset) -> None:
         stuck = list(queryset.filter(state=State.STUCK))
         for saga in stuck:
             services.retry_stuck(saga=saga)
         self.message_user(request, f"Retrying {len(stuck)} stuck saga(s).")
 
-    @admin.action(description="Recover sagas now (every one whose lease ran out)")
+    @admin.action(description="Recover sagas now (every one whose lease ran out)",
+                  permissions=["operate"])
     def recover_now(self, request: HttpRequest, queryset) -> None:
         self._recover(request)
 
     def _recover(self, request: HttpRequest) -> None:
         # On the cluster, not in the web process: a crash fault must not kill the web server.
-        done, value = run_on_cluster("sagas.tasks.recover_sagas")
-        if done:
-            self.message_user(request, f"Saga recovery: {value}.")
+        run = run_on_cluster("sagas.tasks.recover_sagas")
+        if not run.done:
+            self.message_user(request, "Saga recovery queued, but no cluster answered in time "
+                              "(is `make run` running?).", messages.WARNING)
+        elif not run.ok:
+            self.message_user(request, f"Saga recovery failed on the cluster: {run.result}",
+                              messages.ERROR)
         else:
-            self.message_user(request, "Saga recovery queued, but no cluster answered within "
-                              "5 s (is `make run` running?).", messages.WARNING)
+            self.message_user(request, f"Saga recovery: {run.result}.")
 
     def get_urls(self):
         return [

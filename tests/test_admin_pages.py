@@ -68,3 +68,21 @@ def test_retrying_a_stuck_saga_from_the_admin_enqueues_its_coordinator(root):
     assert saga.retry_from_seq == 1
     (task,) = OrmQ.objects.all()
     assert task.task["kwargs"] == {"saga_id": saga.pk}
+
+
+def test_staff_without_superuser_cannot_run_retry_or_recover_actions(db, client):
+    from django.contrib.auth.models import Permission
+
+    staff = User.objects.create_user(username="s", password="pw", is_staff=True)
+    staff.user_permissions.add(*Permission.objects.filter(
+        codename__in=["view_outboxmessage", "view_saga"]))
+    client.force_login(staff)
+    dead = OutboxMessage.objects.create(topic="user.welcome_email", payload={"user_id": 1},
+                                        attempts=5, dead_at=timezone.now())
+    url = reverse("admin:outbox_outboxmessage_changelist")
+    assert "Retry selected dead messages" not in client.get(url).content.decode()
+    client.post(url, {"action": "retry_dead", "_selected_action": [dead.pk]})
+    dead.refresh_from_db()
+    assert dead.state == "dead"
+    page = client.get(reverse("admin:sagas_saga_changelist")).content.decode()
+    assert "Recover sagas now" not in page

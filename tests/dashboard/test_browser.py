@@ -105,6 +105,7 @@ def test_the_talk_from_the_dashboard(live_stack, page, shots):
     page.select_option("#trip-form select[name=fail]", "car")
     page.select_option("#trip-form select[name=crash]", "")
     page.click("#trip-form input[type=submit]")
+    expect(page.locator(".messagelist")).to_contain_text("Trip saga")
     message = page.locator(".messagelist").inner_text()
     saga_id = re.search(r"Trip saga (\d+) started", message).group(1)
 

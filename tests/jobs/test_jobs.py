@@ -95,3 +95,20 @@ def test_a_job_that_raises_every_time_is_parked_and_shows_as_a_lost_email(
     checks = {c.name: c for c in consistency_checks()}
     assert checks["reliable_signups_lost_email"].ids == ["unlucky"]
     assert checks["jobs_parked"].ids == [f"email:{user.pk}"]
+
+
+@pytest.mark.cluster
+def test_a_job_timed_out_by_django_q2_on_its_last_attempt_is_parked(
+    transactional_db, start_process
+):
+    # django-q2 times a task out with TimeoutException, a SystemExit, not an Exception.
+    start_process("qcluster", ready="running.", JOB_MAX_ATTEMPTS="1")
+    user = User.objects.create_user(username="slow", signup_mode="que")
+    faults.arm(point="email.send", action="delay", times=1, delay_ms=10_000)
+    async_task("users.tasks.send_welcome_email", user_id=user.pk)  # Q_TIMEOUT is 3 s here
+    wait_until(lambda: not OrmQ.objects.exists(), timeout=60, interval=0.5,
+               message="django-q2 to give up on the timed-out task")
+    run = JobRun.objects.get()
+    assert run.state == "parked"
+    assert "TimeoutException" in run.last_error
+    assert not EmailSend.objects.exists()

@@ -25,10 +25,13 @@ ENV = {"SAGA_LEASE_SECONDS": "2", "SAGA_STEP_DEADLINE_SECONDS": "15", "Q_TIMEOUT
 def crash_outcomes(django_db_setup, django_db_blocker, tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("sagas")
     with django_db_blocker.unblock(), override_settings(SAGA_STEP_DEADLINE_SECONDS=15):
-        cluster = Process("qcluster", log_dir=log_dir, name="qcluster", **ENV)
-        recoverer = Process("recover_sagas", "--follow", "--interval", "0.5", log_dir=log_dir,
-                            name="recoverer", **ENV)
+        procs = []
         try:
+            cluster = Process("qcluster", log_dir=log_dir, name="qcluster", **ENV)
+            procs.append(cluster)
+            recoverer = Process("recover_sagas", "--follow", "--interval", "0.5",
+                                log_dir=log_dir, name="recoverer", **ENV)
+            procs.append(recoverer)
             cluster.wait_for_log("running.")
             sagas = {}
             for how, service in CASES:
@@ -58,7 +61,7 @@ def crash_outcomes(django_db_setup, django_db_blocker, tmp_path_factory):
                 for key, s in sagas.items()
             }
         finally:
-            for proc in (recoverer, cluster):
+            for proc in reversed(procs):
                 proc.stop()
             faults.disarm_all()
             call_command("flush", interactive=False, verbosity=0)

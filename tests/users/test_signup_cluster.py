@@ -40,11 +40,10 @@ CASES = [(mode, fault) for mode in ("dual-write", "outbox", "que") for fault in 
 def matrix_outcome(django_db_setup, django_db_blocker, tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("matrix")
     with django_db_blocker.unblock():
-        procs = [
-            Process("qcluster", log_dir=log_dir, name="qcluster"),
-            Process("relay_outbox", "--follow", log_dir=log_dir, name="relay"),
-        ]
+        procs = []
         try:
+            procs.append(Process("qcluster", log_dir=log_dir, name="qcluster"))
+            procs.append(Process("relay_outbox", "--follow", log_dir=log_dir, name="relay"))
             procs[0].wait_for_log("running.")
             ids = {}
             for mode, fault in CASES:
@@ -93,7 +92,8 @@ def test_signup_outcome_matches_the_design_table(matrix_outcome, mode, fault):
 def test_a_worker_killed_mid_email_job_is_redelivered_and_sends_once(qcluster):
     user = User.objects.create_user(username="mike", signup_mode="que")
     faults.arm(point="email.send", action="delay", times=1, delay_ms=20_000)
-    async_task(services.SEND_EMAIL_TASK, user_id=user.pk)
+    # timeout=30: django-q2 must not cut the 20 s delay short before the test kills the worker
+    async_task(services.SEND_EMAIL_TASK, user_id=user.pk, timeout=30)
     run = wait_until(lambda: JobRun.objects.filter(key=f"email:{user.pk}", attempts=1).first(),
                      timeout=30, message="the email job to start")
     wait_until(lambda: Fault.objects.filter(point="email.send", fired=1).exists(), timeout=10,

@@ -39,15 +39,15 @@ class Command(BaseCommand):
     def follow(self, batch: int | None) -> None:
         stopping = StopFlag()
         poll = settings.OUTBOX_POLL_SECONDS
-        self.stdout.write(f"relaying outbox messages (LISTEN {services.CHANNEL}, poll {poll}s); "
-                          "SIGTERM or Ctrl-C to stop")
-        self.stdout.flush()
         listener = None
         while not stopping:
             try:
                 if listener is None or listener.closed or listener.broken:
                     listener = open_autocommit("outbox-relay-listen")
                     listener.execute(f"LISTEN {services.CHANNEL}")
+                    self.stdout.write(f"relaying outbox messages (LISTEN {services.CHANNEL}, "
+                                      f"poll {poll}s); SIGTERM or Ctrl-C to stop")
+                    self.stdout.flush()
                 close_old_connections()
                 result = services.relay_outbox(batch=batch)
                 if result.handled:
