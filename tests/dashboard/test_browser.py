@@ -114,6 +114,11 @@ def test_the_talk_from_the_dashboard(live_stack, page, shots):
         return page.locator(".saga-state").inner_text() == "compensated"
 
     wait_until(compensated, timeout=30, interval=0.5, message="the saga to be compensated")
+    # ...and the same page is one click away from the dashboard
+    page.goto(f"{live_stack}/admin/dashboard/")
+    page.click(f"#panel-recent-sagas tr.saga-{saga_id} a:has-text('timeline')")
+    expect(page).to_have_url(re.compile(f"/admin/sagas/saga/{saga_id}/change/$"))
+    expect(page.locator("svg.saga-timeline g.event")).to_have_count(11)
     labels = page.locator("svg.saga-timeline g.event text.label").all_text_contents()
     steps = [re.sub(r"^\d+\. ", "", label) for label in labels]
     assert steps == [
