@@ -41,56 +41,43 @@ class Arrow:
     at: str
 
 
+# event -> (from lane, to lane, label, kind, dashed); "srv" is the lane of the step's service
+ARROWS = {
+    Event.SAGA_START: ("Customer", "Saga Log", "Saga START", "note", False),
+    Event.STEP_START: ("SEC", "srv", "T: book {step}", "ok", False),
+    Event.STEP_END: ("srv", "Saga Log", "T: {step} success", "ok", True),
+    Event.STEP_FAIL: ("srv", "Saga Log", "T: {step} FAIL", "fail", True),
+    Event.SAGA_ABORT: ("SEC", "Saga Log", "Saga ABORT", "fail", False),
+    Event.COMP_START: ("SEC", "srv", "C: cancel {step}", "comp", False),
+    Event.COMP_END: ("srv", "Saga Log", "C: {step} success", "comp", True),
+    Event.COMP_FAIL: ("srv", "Saga Log", "C: {step} FAIL", "fail", True),
+    Event.SAGA_END: ("Saga Log", "Customer", "Saga END ({detail})", "note", True),
+}
+ENDS = (Event.STEP_END, Event.STEP_FAIL, Event.COMP_END, Event.COMP_FAIL)
+
+
 def timeline(saga: Saga) -> dict:
     """Lanes (Customer, Saga Log, SEC, one per service) and one arrow per log event."""
     services = [s.name for s in DEFINITIONS[saga.kind].steps]
     lanes = ["Customer", "Saga Log", "SEC", *[f"{s.capitalize()} Srv" for s in services]]
     x = {name: LANE_WIDTH // 2 + i * LANE_WIDTH for i, name in enumerate(lanes)}
-    srv = {s: x[f"{s.capitalize()} Srv"] for s in services}
-    arrows = []
     entries = list(saga.log.order_by("seq"))
+    arrows = []
     for i, e in enumerate(entries):
-        y = TOP + 20 + i * ROW_HEIGHT
-        step = e.step
+        source, target, label, kind, dashed = ARROWS[e.event]
+        lane = {"srv": f"{e.step.capitalize()} Srv"}
+        label = label.format(step=e.step, detail=e.detail)
         nxt = entries[i + 1] if i + 1 < len(entries) else None
         # A start followed by anything but its own end: the coordinator died in between.
-        died = nxt is not None and e.event in (Event.STEP_START, Event.COMP_START) and not (
-            nxt.step == step and nxt.event in (Event.STEP_END, Event.STEP_FAIL,
-                                               Event.COMP_END, Event.COMP_FAIL))
-        common = {"y": y, "seq": e.seq, "detail": e.detail, "at": e.at.strftime("%H:%M:%S.%f")[:-3]}
-        match e.event:
-            case Event.SAGA_START:
-                arrows.append(Arrow(x1=x["Customer"], x2=x["Saga Log"], label="Saga START",
-                                    kind="note", dashed=False, **common))
-            case Event.STEP_START:
-                arrows.append(Arrow(x1=x["SEC"], x2=srv[step],
-                                    label=f"T: book {step}" + (" (no answer: SEC died)" if died
-                                                               else ""),
-                                    kind="fail" if died else "ok", dashed=False, **common))
-            case Event.STEP_END:
-                arrows.append(Arrow(x1=srv[step], x2=x["Saga Log"], label=f"T: {step} success",
-                                    kind="ok", dashed=True, **common))
-            case Event.STEP_FAIL:
-                arrows.append(Arrow(x1=srv[step], x2=x["Saga Log"], label=f"T: {step} FAIL",
-                                    kind="fail", dashed=True, **common))
-            case Event.SAGA_ABORT:
-                arrows.append(Arrow(x1=x["SEC"], x2=x["Saga Log"], label="Saga ABORT",
-                                    kind="fail", dashed=False, **common))
-            case Event.COMP_START:
-                arrows.append(Arrow(x1=x["SEC"], x2=srv[step],
-                                    label=f"C: cancel {step}" + (" (no answer: SEC died)" if died
-                                                                 else ""),
-                                    kind="fail" if died else "comp", dashed=False, **common))
-            case Event.COMP_END:
-                arrows.append(Arrow(x1=srv[step], x2=x["Saga Log"], label=f"C: {step} success",
-                                    kind="comp", dashed=True, **common))
-            case Event.COMP_FAIL:
-                arrows.append(Arrow(x1=srv[step], x2=x["Saga Log"], label=f"C: {step} FAIL",
-                                    kind="fail", dashed=True, **common))
-            case Event.SAGA_END:
-                arrows.append(Arrow(x1=x["Saga Log"], x2=x["Customer"],
-                                    label=f"Saga END ({e.detail})", kind="note", dashed=True,
-                                    **common))
+        if e.event in (Event.STEP_START, Event.COMP_START) and nxt is not None and not (
+            nxt.step == e.step and nxt.event in ENDS
+        ):
+            label, kind = f"{label} (no answer: SEC died)", "fail"
+        arrows.append(Arrow(
+            y=TOP + 20 + i * ROW_HEIGHT, x1=x[lane.get(source, source)],
+            x2=x[lane.get(target, target)], label=label, kind=kind, dashed=dashed, seq=e.seq,
+            detail=e.detail, at=e.at.strftime("%H:%M:%S.%f")[:-3],
+        ))
     height = TOP + 40 + len(arrows) * ROW_HEIGHT
     return {
         "lanes": [{"name": n, "x": x[n]} for n in lanes],
