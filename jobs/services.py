@@ -24,19 +24,13 @@ T = TypeVar("T")
 PARKED = "parked after {attempts} attempts: {key}"
 
 
-class JobParked(Exception):
-    """The job has used up its attempts and will not run again until a person retries it."""
-
-
-def begin_attempt(
-    *, key: str, func: str, kwargs: dict | None = None, max_attempts: int | None = None
-) -> JobRun:
+def begin_attempt(*, key: str, func: str, kwargs: dict | None = None) -> JobRun:
     """Count one attempt of `key`, committed before the job does anything else.
 
     Returns the ledger row; its `state` tells the caller whether to go on ("pending"), skip
     ("done") or stop ("parked").
     """
-    limit = max_attempts or settings.JOB_MAX_ATTEMPTS
+    limit = settings.JOB_MAX_ATTEMPTS
     with connection.cursor() as cur:
         cur.execute(
             """

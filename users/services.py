@@ -137,20 +137,28 @@ def send_welcome_email(*, user_id: int) -> EmailSend | None:
     return sent
 
 
-def enqueue_signup(
+def prepare_signup(
     *, name: str, mode: Mode | str, fail: str | None = None, crash: str | None = None
-) -> str:
-    """Validate, then enqueue the create-user job; returns the signup id.
+) -> tuple[str, Mode, str]:
+    """Validate a signup request and arm its own faults; returns (name, mode, signup id).
 
     `fail`/`crash` ("part1"/"part2") arm that fault for this signup only, once: the fault
     travels with the job, so other signups are not hit and this one's retry runs clean.
     """
     mode = check_mode(mode)
     name = validate_name(name)
-    faults_for = _signup_faults(fail=fail, crash=crash)
+    plan = _signup_faults(fail=fail, crash=crash)
     signup_id = uuid.uuid4().hex
-    for point, action in faults_for.items():
+    for point, action in plan.items():
         faults.arm(point=point, action=action, times=1, scope=signup_id)
+    return name, mode, signup_id
+
+
+def enqueue_signup(
+    *, name: str, mode: Mode | str, fail: str | None = None, crash: str | None = None
+) -> str:
+    """Validate, then enqueue the create-user job on the cluster; returns the signup id."""
+    name, mode, signup_id = prepare_signup(name=name, mode=mode, fail=fail, crash=crash)
     with transaction.atomic():
         async_task(CREATE_USER_TASK, name=name, mode=mode.value, signup_id=signup_id,
                    task_name=f"signup {name} ({mode.value})")
@@ -169,27 +177,3 @@ def _signup_faults(*, fail: str | None, crash: str | None) -> dict[str, str]:
             raise SignupError(SAME_PART.format(part=part))
         chosen[point] = action
     return chosen
-
-
-def signup_sync(
-    *, name: str, mode: Mode | str, fail: str | None = None, crash: str | None = None
-) -> User | None:
-    """Run one create-user job body here, with this signup's faults; errors propagate."""
-    from jobs.services import run_job
-
-    mode = check_mode(mode)
-    name = validate_name(name)
-    faults_for = _signup_faults(fail=fail, crash=crash)
-    signup_id = uuid.uuid4().hex
-    for point, action in faults_for.items():
-        faults.arm(point=point, action=action, times=1, scope=signup_id)
-    kwargs = {"name": name, "mode": mode.value, "signup_id": signup_id}
-    holder: dict[str, User | None] = {}
-
-    def body() -> str:
-        holder["user"] = create_user(name=name, mode=mode)
-        return "created"
-
-    run_job(key=f"signup:{signup_id}", func=CREATE_USER_TASK, kwargs=kwargs, body=body,
-            fault_scope=signup_id)
-    return holder.get("user")

@@ -112,3 +112,22 @@ def test_a_job_timed_out_by_django_q2_on_its_last_attempt_is_parked(
     assert run.state == "parked"
     assert "TimeoutException" in run.last_error
     assert not EmailSend.objects.exists()
+
+
+def test_cleanup_deletes_only_old_task_results(db):
+    from datetime import timedelta
+
+    from django.utils import timezone
+    from django_q.models import Failure, Success, Task
+
+    def task(name: str, age_days: int, success: bool = True) -> None:
+        when = timezone.now() - timedelta(days=age_days)
+        Task.objects.create(id=name, name=name, func="f", started=when, stopped=when,
+                            success=success)
+
+    task("old", 30)
+    task("new", 1)
+    task("old-failure", 30, success=False)  # failures are kept for a person to look at
+    assert services.cleanup_task_results(keep_days=7) == 1
+    assert list(Success.objects.values_list("name", flat=True)) == ["new"]
+    assert Failure.objects.count() == 1

@@ -3,6 +3,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from faults.services import FaultError, InjectedFault
 from users import services
 from users.models import EmailSend, Mode, User
+from users.tasks import create_user_job
 
 
 class Command(BaseCommand):
@@ -37,9 +38,10 @@ class Command(BaseCommand):
             raise CommandError(str(e)) from e
 
     def run_sync(self, name: str, mode: str, fail, crash) -> None:
-        name = User.normalize_username(name.strip())
-        try:
-            services.signup_sync(name=name, mode=mode, fail=fail, crash=crash)
+        name, mode, signup_id = services.prepare_signup(name=name, mode=mode, fail=fail,
+                                                        crash=crash)
+        try:  # the very job body the cluster runs, here in this process
+            create_user_job(name=name, mode=mode.value, signup_id=signup_id)
         except InjectedFault as e:
             self.report(name, mode)
             raise CommandError(
