@@ -8,11 +8,10 @@ from datetime import timedelta
 
 from django.db.models import Count
 from django.utils import timezone
-from django_q.models import OrmQ
 
 from faults.selectors import armed_faults
 from jobs.models import JobRun
-from jobs.selectors import queue_counts
+from jobs.selectors import queue_counts, queued_tasks
 from outbox.models import OutboxMessage
 from outbox.selectors import outbox_counts
 from outbox.services import pending as pending_messages
@@ -50,13 +49,9 @@ def users_with_pending_email() -> set[int]:
     """Users whose welcome email is still on its way: a queued job, a pending outbox message,
     or an email job between attempts."""
     ids: set[int] = set()
-    for row in OrmQ.objects.all():
-        try:
-            task = row.task
-        except Exception:  # a payload signed with another key: not ours to read
-            continue
-        if task.get("func") == SEND_EMAIL_TASK:
-            ids.add(task.get("kwargs", {}).get("user_id"))
+    for task in queued_tasks():
+        if task.func == SEND_EMAIL_TASK:
+            ids.add(task.kwargs.get("user_id"))
     for payload in pending_messages().filter(topic=WELCOME_TOPIC).values_list("payload", flat=True):
         if isinstance(payload, dict):
             ids.add(payload.get("user_id"))

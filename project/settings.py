@@ -76,6 +76,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_extensions",
+    "pgbroker",  # before django_q: its qcluster command replaces django-q2's
     "django_q",
     "faults",
     "jobs",
@@ -156,40 +157,49 @@ EMAIL_PORT = env_int("EMAIL_PORT", 25)
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "welcome@reliable.example")
 
 # --- django-q2 -----------------------------------------------------------------------------
-# Sized from ../shared/reference/django-q2-facts.md. The lease (`retry`) must outlast the
-# worst case a leased task can wait before it is acknowledged: the tasks prefetched ahead of
-# it (queue_limit + bulk, spread over the workers) plus its own run, each up to `timeout`.
-# Shorter leases redeliver tasks that are still running or waiting (duplicates, facts 2.5).
+# Q_BROKER=postgres (default): this project's broker (pgbroker) and cluster. Jobs are rows in
+# the business database, claimed in batches with SKIP LOCKED, woken by NOTIFY, and taken back
+# the moment the process running them dies (liveness, not a lease).
+# Q_BROKER=orm: django-q2's stock ORM broker, for comparison. Its claim is a lease (`retry`),
+# which must outlast the worst case a leased task can wait before it is acknowledged: the
+# tasks prefetched ahead of it (queue_limit + bulk, over the workers) plus its own run, each
+# up to `timeout`. Shorter leases redeliver tasks that are still running or waiting.
+Q_BROKER = os.environ.get("Q_BROKER", "postgres")
+BROKER_CLASSES = {"postgres": "pgbroker.broker.PostgresBroker", "orm": None}
+if Q_BROKER not in BROKER_CLASSES:
+    raise ImproperlyConfigured(f"Q_BROKER={Q_BROKER!r}: expected postgres or orm")
 Q_WORKERS = env_int("Q_WORKERS", 2)
 Q_TIMEOUT = env_int("Q_TIMEOUT", 30)
-Q_QUEUE_LIMIT = env_int("Q_QUEUE_LIMIT", 2)
-Q_BULK = 1
+Q_QUEUE_LIMIT = env_int("Q_QUEUE_LIMIT", 2 if Q_BROKER == "orm" else 20)
+Q_BULK = env_int("Q_BULK", 1 if Q_BROKER == "orm" else 50)
 Q_RETRY = (math.ceil((Q_QUEUE_LIMIT + Q_BULK) / Q_WORKERS) + 1) * Q_TIMEOUT + Q_TIMEOUT
 
 Q_CLUSTER = {
     "name": "reliable",
-    # The ORM broker on the *same* alias as the business tables: async_task() inside
+    # Jobs live on the *same* alias as the business tables: async_task() inside
     # transaction.atomic() is then an INSERT in that transaction, committed or rolled back with
     # the user row (Que's idea). A second alias would break the caller's transaction and commit
-    # an orphan task (django-q2 #293, facts 1.8).
+    # an orphan task (django-q2 #293).
     "orm": "default",
     "workers": Q_WORKERS,
     "timeout": Q_TIMEOUT,
     "retry": Q_RETRY,
     "queue_limit": Q_QUEUE_LIMIT,
     "bulk": Q_BULK,
-    # Failures are retried by django-q2 every `retry` seconds, up to this many recorded
-    # attempts (the same as JOB_MAX_ATTEMPTS: our ledger parks the job on its last failure).
-    # Attempts that kill their worker are never recorded: jobs.services counts attempts itself
-    # and parks poison jobs (facts 2.6).
+    # Failing jobs are retried (with backoff under pgbroker, every `retry` seconds under the
+    # ORM broker) up to this many attempts, the same as JOB_MAX_ATTEMPTS: our ledger parks the
+    # job on its last failure. pgbroker also counts attempts that killed their worker.
     "max_attempts": env_int("Q_MAX_ATTEMPTS", env_int("JOB_MAX_ATTEMPTS", 5)),
     # Keep no successes in the monitor's hot path (save_limit > 0 prunes on every task, 3-4x
     # slower); jobs.tasks.cleanup_task_results trims old rows on a schedule instead.
     "save_limit": 0,
+    "recycle": env_int("Q_RECYCLE", 5000),
     "poll": float(os.environ.get("Q_POLL", "0.1")),
     "catch_up": False,
     "label": "Task queue",
 }
+if BROKER_CLASSES[Q_BROKER]:
+    Q_CLUSTER["broker_class"] = BROKER_CLASSES[Q_BROKER]
 
 # --- this project's knobs (read inside functions, never at import) ---------------------------
 FAULTS_ENABLED = env_bool("FAULTS_ENABLED", DEBUG)

@@ -12,11 +12,13 @@ from urllib.parse import quote
 
 from django.db import connection
 
+from jobs.selectors import uses_pgbroker
 from project.procs import stop_pid
+from project.sideconn import side_cursor
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-# Short task timeout in tests: lease (retry) = 4 x 3 s = 12 s, so a killed worker's task comes
-# back within seconds, and still no running task is redelivered (see Q_RETRY in settings).
+# Short task timeout in tests. With Q_BROKER=orm the lease (retry) is then 4 x 3 s = 12 s, so a
+# killed worker's task comes back within seconds, and still no running task is redelivered.
 TEST_Q_TIMEOUT = 3
 
 
@@ -89,3 +91,12 @@ def wait_until(predicate: Callable[[], object], *, timeout: float = 60, interval
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
+
+
+def committed_queue_rows() -> int:
+    """Rows in the broker's queue table, counted on a second connection: only committed rows
+    are visible to it."""
+    table = "pgbroker_job" if uses_pgbroker() else "django_q_ormq"
+    with side_cursor() as cur:
+        cur.execute(f"SELECT count(*) FROM {table}")
+        return cur.fetchone()[0]

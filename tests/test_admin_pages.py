@@ -4,6 +4,7 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from jobs.selectors import queued_tasks
 from outbox.models import OutboxMessage
 from sagas.models import Saga, State
 from users.models import User
@@ -54,20 +55,20 @@ def test_the_saga_list_filters_by_state(root):
 
 
 def test_retrying_a_stuck_saga_from_the_admin_enqueues_its_coordinator(root):
-    from django_q.models import OrmQ
+    from django_q.brokers import get_broker
 
     from sagas import services
 
     saga = services.start_trip(customer="eve")
-    OrmQ.objects.all().delete()
+    get_broker().purge_queue()
     Saga.objects.filter(pk=saga.pk).update(state=State.STUCK)
     root.post(reverse("admin:sagas_saga_changelist"),
               {"action": "retry_stuck", "_selected_action": [saga.pk]})
     saga.refresh_from_db()
     assert saga.state == State.COMPENSATING
     assert saga.retry_from_seq == 1
-    (task,) = OrmQ.objects.all()
-    assert task.task["kwargs"] == {"saga_id": saga.pk}
+    (task,) = queued_tasks()
+    assert task.kwargs == {"saga_id": saga.pk}
 
 
 def test_staff_without_superuser_cannot_run_retry_or_recover_actions(db, client):

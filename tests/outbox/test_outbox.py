@@ -2,10 +2,10 @@ import pytest
 from django.core.management import call_command
 from django.db import transaction
 from django.utils import timezone
-from django_q.models import OrmQ
 
 from faults import services as faults
 from faults.models import Fault
+from jobs.selectors import queued_tasks
 from outbox import services
 from outbox.handlers import HANDLERS
 from outbox.models import OutboxMessage
@@ -60,7 +60,7 @@ def test_relay_publishes_each_due_message_and_enqueues_its_task(transactional_db
     result = services.relay_outbox(batch=2)
     assert (result.published, result.failed, result.dead) == (3, 0, 0)
     assert OutboxMessage.objects.filter(published_at__isnull=False).count() == 3
-    assert sorted(q.task["kwargs"]["user_id"] for q in OrmQ.objects.all()) == [1, 2, 3]
+    assert sorted(q.kwargs["user_id"] for q in queued_tasks()) == [1, 2, 3]
     assert services.relay_outbox().handled == 0
 
 
@@ -71,7 +71,7 @@ def test_an_unknown_topic_goes_dead_with_a_clear_error(transactional_db):
     msg = OutboxMessage.objects.get()
     assert msg.state == "dead"
     assert "no handler for topic 'billing.invoice'" in msg.last_error
-    assert not OrmQ.objects.exists()
+    assert queued_tasks() == []
 
 
 def test_a_payload_the_handler_rejects_goes_dead_at_once_and_the_batch_goes_on(transactional_db):
@@ -81,7 +81,7 @@ def test_a_payload_the_handler_rejects_goes_dead_at_once_and_the_batch_goes_on(t
     assert (result.published, result.dead) == (1, 1)
     dead = OutboxMessage.objects.get(dead_at__isnull=False)
     assert "payload needs a positive integer user_id" in dead.last_error
-    assert [q.task["kwargs"]["user_id"] for q in OrmQ.objects.all()] == [7]
+    assert [q.kwargs["user_id"] for q in queued_tasks()] == [7]
 
 
 def test_a_failing_handler_backs_off_then_goes_dead_after_max_attempts(
@@ -110,7 +110,7 @@ def test_a_failing_handler_backs_off_then_goes_dead_after_max_attempts(
     monkeypatch.undo()  # the broker is back
     assert services.retry_dead(messages=OutboxMessage.objects.all()) == 1
     assert services.relay_outbox().published == 1
-    assert OrmQ.objects.count() == 1
+    assert len(queued_tasks()) == 1
 
 
 def test_a_fault_in_the_relay_loses_nothing(transactional_db):
@@ -140,7 +140,7 @@ def test_two_relays_at_once_publish_each_message_exactly_once(transactional_db, 
     for relay in relays:
         assert relay.proc.wait(timeout=60) == 0, relay.log()
     assert OutboxMessage.objects.filter(published_at__isnull=False).count() == 300
-    user_ids = [q.task["kwargs"]["user_id"] for q in OrmQ.objects.all()]
+    user_ids = [q.kwargs["user_id"] for q in queued_tasks()]
     assert sorted(user_ids) == list(range(1, 301)), "each message enqueued its task once"
     counts = [int(r.log().split("published ")[1].split(",")[0]) for r in relays]
     assert sum(counts) == 300
@@ -157,7 +157,7 @@ def test_a_crashed_relay_loses_nothing_and_the_next_one_delivers(transactional_d
     again = start_process("relay_outbox", "--once", name="relay")
     assert again.proc.wait(timeout=60) == 0
     assert services.pending().count() == 0
-    assert OrmQ.objects.count() == 5
+    assert len(queued_tasks()) == 5
 
 
 def test_follow_wakes_on_notify_and_stops_cleanly_on_sigterm(transactional_db, start_process):

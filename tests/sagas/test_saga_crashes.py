@@ -122,7 +122,9 @@ def test_a_compensation_that_kills_its_coordinator_every_time_ends_stuck(
     faults.arm(point="saga.hotel.cancel", action="crash", times=None, scope=saga.fault_scope)
     recoverer = start_process("recover_sagas", "--follow", "--interval", "0.3",
                               name="recoverer", ready="recovering", **env)
-    start_process("qcluster", ready="running.", **env)  # runs the saga: car fails, hotel...
+    # The cluster runs the saga until its first crash and never again (one attempt): from
+    # then on the recoverer's passes are the ones that die.
+    start_process("qcluster", ready="running.", Q_MAX_ATTEMPTS="1", JOB_MAX_ATTEMPTS="1", **env)
     wait_until(lambda: Saga.objects.get(pk=saga.pk).state == State.STUCK, timeout=60,
                interval=0.3, message="the saga to be stuck:\n" + recoverer.log()[-2000:])
     log = [(e.event, e.step) for e in saga.log.order_by("seq")]

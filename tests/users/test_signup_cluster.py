@@ -10,12 +10,13 @@ import signal
 
 import pytest
 from django.core.management import call_command
-from django_q.models import Failure, OrmQ
+from django_q.models import Failure
 from django_q.tasks import async_task
 
 from faults import services as faults
 from faults.models import Fault
 from jobs.models import JobRun
+from jobs.selectors import queue_drained
 from outbox.services import pending
 from tests.helpers import Process, wait_until
 from users import services
@@ -55,7 +56,7 @@ def matrix_outcome(django_db_setup, django_db_blocker, tmp_path_factory):
                 done = JobRun.objects.filter(
                     key__in=[f"signup:{i}" for i in ids.values()], finished_at__isnull=False
                 ).count()
-                return (done == len(ids) and not OrmQ.objects.exists()
+                return (done == len(ids) and queue_drained()
                         and not pending().exists())
 
             # Crashed and failed signups come back when their lease (12 s in tests) runs out.
@@ -106,7 +107,7 @@ def test_a_worker_killed_mid_email_job_is_redelivered_and_sends_once(qcluster):
     run.refresh_from_db()
     assert run.attempts == 2
     assert run.last_pid != killed, "a new worker ran the redelivered job"
-    wait_until(lambda: not OrmQ.objects.exists(), timeout=30, message="the ack")
+    wait_until(lambda: queue_drained(), timeout=30, message="the ack")
     assert EmailSend.objects.filter(user=user).count() == 1
     # redelivered because the worker died, not because django-q2 timed the job out
     assert "after death" in qcluster.log()

@@ -50,8 +50,7 @@ class Command(BaseCommand):
         self.report(name, mode)
 
     def report(self, name: str, mode: str) -> None:
-        from django_q.models import OrmQ
-
+        from jobs.selectors import queued_tasks
         from outbox.services import pending
 
         user = User.objects.filter(username=name).first()
@@ -59,9 +58,8 @@ class Command(BaseCommand):
             self.stdout.write(f"user {name}: not created (the transaction rolled back)")
             return
         emails = EmailSend.objects.filter(user=user).count()
-        queued = sum(1 for q in OrmQ.objects.all()
-                     if q.func() == services.SEND_EMAIL_TASK
-                     and q.task.get("kwargs", {}).get("user_id") == user.pk)
+        queued = sum(1 for q in queued_tasks()
+                     if q.func == services.SEND_EMAIL_TASK and q.kwargs.get("user_id") == user.pk)
         outbox = pending().filter(payload__user_id=user.pk).count()
         self.stdout.write(self.style.SUCCESS(f"user {name} ({mode}) committed, id {user.pk}"))
         self.stdout.write(f"  welcome emails sent: {emails}; email jobs queued: {queued}; "

@@ -1,0 +1,287 @@
+"""Peers benchmark: the job queues a Django team would pick instead of ours, measured the same way
+on this machine (`.venv/bin/python -m bench.peers.run`).
+
+Runs against a scratch database `reliable_peers` on the same PostgreSQL (dropped and created
+anew), with real worker processes (bench/peers/engines.py), and prints a Markdown table, also
+written to var/bench-peers.md. For each engine:
+
+- throughput: PEERS_N no-op jobs enqueued with the workers stopped; then the workers start and
+  the clock runs until every body ran (Execution rows) and the queue is drained;
+- latency: PEERS_LATENCY jobs, each enqueued in its own committed transaction with exponential
+  gaps (mean 20 ms) while the workers idle; commit (time.time() right after it) -> body start;
+- crash: a job that sleeps 10 s is SIGKILLed in its worker process (pid from its Execution row;
+  a worker whose main process died is restarted at once, as a supervisor would); time from the
+  kill until the body starts again, up to PEERS_CRASH_TIMEOUT s; PEERS_CRASH times.
+
+Sizes: PEERS_N (10000), PEERS_LATENCY (200), PEERS_CRASH (5), PEERS_CRASH_TIMEOUT (60).
+Selection: PEERS_ENGINES (comma-separated slugs, default all), PEERS_PARTS
+(throughput,latency,crash), PEERS_OUT (var/bench-peers.md).
+Quick run: PEERS_N=1000 PEERS_LATENCY=50 PEERS_CRASH=1 .venv/bin/python -m bench.peers.run
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+sys.path.insert(0, str(BASE_DIR))
+N = int(os.environ.get("PEERS_N", "10000"))
+LATENCY_SAMPLES = int(os.environ.get("PEERS_LATENCY", "200"))
+CRASHES = int(os.environ.get("PEERS_CRASH", "5"))
+CRASH_TIMEOUT = float(os.environ.get("PEERS_CRASH_TIMEOUT", "60"))
+CRASH_SLEEP = 10.0
+MEAN_GAP = 0.020
+PARTS = set(os.environ.get("PEERS_PARTS", "throughput,latency,crash").split(","))
+OUT = Path(os.environ.get("PEERS_OUT", str(BASE_DIR / "var" / "bench-peers.md")))
+
+
+def scratch_database() -> str:
+    """URL of a fresh `reliable_peers` database beside the project's own (as bench/run.py)."""
+    import dj_database_url
+    import psycopg
+
+    from project.localpg import default_database_url
+
+    base = os.environ.get("DATABASE_URL") or default_database_url()
+    head, _, _ = base.rpartition("/")
+    cfg = dj_database_url.parse(base)
+    params = {"dbname": "postgres", "user": cfg["USER"], "host": cfg["HOST"],
+              "port": cfg["PORT"], "password": cfg["PASSWORD"] or None}
+    with psycopg.connect(**{k: v for k, v in params.items() if v}, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS reliable_peers WITH (FORCE)")
+        conn.execute("CREATE DATABASE reliable_peers")
+    return f"{head}/reliable_peers"
+
+
+os.environ.update(PEERS_DATABASE_URL=scratch_database(),
+                  DJANGO_SETTINGS_MODULE="bench.peers.settings")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.core.management import call_command  # noqa: E402
+from django.db import connection  # noqa: E402
+from django.db.models import Count  # noqa: E402
+
+from bench.peers.engines import ENGINES, Engine  # noqa: E402
+from bench.peers.jobs.models import Execution  # noqa: E402
+
+
+@dataclass
+class Result:
+    engine: Engine
+    throughput: str = "-"
+    enqueue: str = "-"
+    p50: str = "-"
+    p99: str = "-"
+    crash: str = "-"
+    duplicates: list[str] = field(default_factory=list)
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def reset() -> None:
+    """Empty every table of the scratch database but Django's own bookkeeping (no worker runs)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                       "AND tablename NOT IN ('django_migrations', 'django_content_type')")
+        tables = ", ".join(f'"{name}"' for (name,) in cursor.fetchall())
+        cursor.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.02) -> float | None:
+    """Seconds until `predicate()` held, or None after `timeout`."""
+    t0 = time.monotonic()
+    while not predicate():
+        if time.monotonic() - t0 > timeout:
+            return None
+        time.sleep(interval)
+    return time.monotonic() - t0
+
+
+def ran(keys_like: str) -> int:
+    return Execution.objects.filter(job_key__startswith=keys_like).values("job_key").distinct() \
+        .count()
+
+
+def duplicated(prefix: str) -> int:
+    """Job keys with more than one completed run."""
+    return (Execution.objects.filter(job_key__startswith=prefix, finished_at__isnull=False)
+            .values("job_key").annotate(runs=Count("id")).filter(runs__gt=1).count())
+
+
+def start_and_warm_up(engine: Engine) -> None:
+    """Start the workers and wait until they ran three jobs: they are up and consuming."""
+    engine.start_workers()
+    for i in range(3):
+        engine.enqueue_one(f"warm-{i}")
+    if wait_for(lambda: ran("warm-") == 3, timeout=60) is None:
+        raise SystemExit(f"{engine.slug}: workers did not start (see var/log/peers-*.log)")
+    time.sleep(1)
+
+
+def bench_throughput(engine: Engine, result: Result) -> None:
+    reset()
+    engine.setup()
+    t0 = time.perf_counter()
+    engine.enqueue_many(N, prefix="t")
+    enq = time.perf_counter() - t0
+    result.enqueue = f"{N / enq:,.0f}/s"
+    t0 = time.monotonic()
+    engine.start_workers()
+    try:
+        bodies = wait_for(lambda: ran("t-") >= N, timeout=1800, interval=0.05)
+        drained = wait_for(lambda: engine.pending() == 0, timeout=600, interval=0.05)
+    finally:
+        engine.stop()
+    if bodies is None or drained is None:
+        result.throughput = "timed out"
+        say(f"  throughput: timed out ({ran('t-')} of {N} ran)")
+        return
+    total = time.monotonic() - t0
+    result.throughput = f"{N / total:,.0f}"
+    dups = duplicated("t-")
+    if dups:
+        result.duplicates.append(f"throughput {dups}")
+    say(f"  throughput: {N / total:,.0f} jobs/s ({N} in {total:.2f} s including worker start; "
+        f"bodies done at {bodies:.2f} s); enqueue {result.enqueue} in one transaction; "
+        f"{dups} duplicated")
+
+
+def bench_latency(engine: Engine, result: Result) -> None:
+    reset()
+    engine.setup()
+    start_and_warm_up(engine)
+    committed: dict[str, float] = {}
+    try:
+        for i in range(LATENCY_SAMPLES):
+            key = f"lat-{i}"
+            engine.enqueue_one(key)
+            committed[key] = time.time()
+            time.sleep(random.expovariate(1 / MEAN_GAP))
+        done = wait_for(lambda: ran("lat-") >= LATENCY_SAMPLES, timeout=120)
+    finally:
+        engine.stop()
+    if done is None:
+        result.p50 = result.p99 = "timed out"
+        say(f"  latency: timed out ({ran('lat-')} of {LATENCY_SAMPLES} ran)")
+        return
+    first = {}
+    for key, started in Execution.objects.filter(job_key__startswith="lat-") \
+            .order_by("started_at").values_list("job_key", "started_at"):
+        first.setdefault(key, started)
+    samples = [(first[k] - committed[k]) * 1000 for k in committed]
+    q = statistics.quantiles(samples, n=100, method="inclusive")
+    result.p50, result.p99 = f"{q[49]:.0f}", f"{q[98]:.0f}"
+    dups = duplicated("lat-")
+    if dups:
+        result.duplicates.append(f"latency {dups}")
+    say(f"  latency: p50 {result.p50} ms, p99 {result.p99} ms, max {max(samples):.0f} ms "
+        f"({LATENCY_SAMPLES} jobs, mean gap {MEAN_GAP * 1000:.0f} ms)")
+
+
+def crash_once(engine: Engine, key: str) -> tuple[float | None, int]:
+    """Seconds from SIGKILL to the body's next start (None: not within the timeout), and the
+    number of completed runs of the job seen afterwards."""
+    reset()
+    engine.setup()
+    start_and_warm_up(engine)
+    try:
+        engine.enqueue_one(key, sleep=CRASH_SLEEP)
+        if wait_for(lambda: Execution.objects.filter(job_key=key).exists(), timeout=60) is None:
+            raise SystemExit(f"{engine.slug}: the crash job never started")
+        victim = Execution.objects.get(job_key=key)
+        killed_at = time.time()
+        restarted = engine.kill(victim.pid)
+        again = wait_for(lambda: Execution.objects.filter(job_key=key).count() > 1,
+                         timeout=CRASH_TIMEOUT, interval=0.05)
+        if again is not None:  # let the redelivered run finish, and any further one show up
+            wait_for(lambda: Execution.objects.filter(job_key=key, finished_at__isnull=False)
+                     .exists(), timeout=CRASH_SLEEP + 20, interval=0.1)
+            time.sleep(3)
+    finally:
+        engine.stop()
+    rows = list(Execution.objects.filter(job_key=key).order_by("started_at"))
+    completed = sum(r.finished_at is not None for r in rows)
+    redelivery = rows[1].started_at - killed_at if len(rows) > 1 else None
+    say(f"  crash: killed pid {victim.pid}{' (worker restarted)' if restarted else ''}; "
+        + (f"body again after {redelivery:.1f} s in pid {rows[1].pid}" if redelivery is not None
+           else f"no second run within {CRASH_TIMEOUT:.0f} s")
+        + f"; runs {len(rows)}, completed {completed}")
+    return redelivery, completed
+
+
+def bench_crash(engine: Engine, result: Result) -> None:
+    times, dups = [], 0
+    for i in range(CRASHES):
+        redelivery, completed = crash_once(engine, f"crash-{i}")
+        if redelivery is not None:
+            times.append(redelivery)
+        dups += completed > 1
+    if times:
+        result.crash = f"{statistics.median(times):.1f} ({len(times)}/{CRASHES})"
+    else:
+        result.crash = f"none in {CRASH_TIMEOUT:.0f} s (0/{CRASHES})"
+    if len(times) < CRASHES and times:
+        result.crash += f", {CRASHES - len(times)} none in {CRASH_TIMEOUT:.0f} s"
+    if dups:
+        result.duplicates.append(f"crash {dups}/{CRASHES}")
+
+
+def table(results: list[Result]) -> str:
+    lines = ["| engine | jobs/s | p50 ms | p99 ms | crash redelivery median s | duplicates "
+             "| enqueue (one txn) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in results:
+        dups = ", ".join(r.duplicates) or "0"
+        lines.append(f"| {r.engine.title} | {r.throughput} | {r.p50} | {r.p99} | {r.crash} "
+                     f"| {dups} | {r.enqueue} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    wanted = {s for s in os.environ.get("PEERS_ENGINES", "").split(",") if s}
+    engines = [e for e in ENGINES if not wanted or e.slug in wanted]
+    say(f"peers benchmark on {os.cpu_count()} cores: N={N}, latency={LATENCY_SAMPLES}, "
+        f"crash={CRASHES} x up to {CRASH_TIMEOUT:.0f} s; engines: "
+        f"{', '.join(e.slug for e in engines)}")
+    call_command("migrate", verbosity=0)
+    results = []
+    try:
+        for engine in engines:
+            say(f"{engine.title}")
+            result = Result(engine)
+            results.append(result)
+            if "throughput" in PARTS:
+                bench_throughput(engine, result)
+            if "latency" in PARTS:
+                bench_latency(engine, result)
+            if "crash" in PARTS:
+                bench_crash(engine, result)
+    finally:
+        for engine in engines:
+            engine.stop()
+    text = table(results)
+    say("\n" + text)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(
+        f"Peers benchmark ({os.cpu_count()} cores, PostgreSQL on a unix socket; N={N}, "
+        f"latency samples={LATENCY_SAMPLES}, crashes={CRASHES}, crash timeout "
+        f"{CRASH_TIMEOUT:.0f} s). jobs/s includes worker start; crash: median seconds from "
+        f"SIGKILL to the body's next start (redelivered/tried); duplicates: jobs with two "
+        f"completed runs.\n\n{text}\n")
+    say(f"\n(written to {OUT})")
+    connection.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,9 @@
+from django.apps import AppConfig
+
+
+class PgBrokerConfig(AppConfig):
+    """A PostgreSQL-native broker and cluster for django-q2 (see pgbroker/cluster.py)."""
+
+    name = "pgbroker"
+    verbose_name = "PostgreSQL job queue"
+    default_auto_field = "django.db.models.BigAutoField"

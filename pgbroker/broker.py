@@ -1,0 +1,76 @@
+"""The django-q2 broker class: `Q_CLUSTER["broker_class"] = "pgbroker.broker.PostgresBroker"`.
+
+Producers use it through `async_task()`: one INSERT (a stored function) on the `orm` alias,
+inside the caller's transaction when there is one. Consumers are this app's cluster
+(`manage.py qcluster`, pgbroker.cluster), which claims, acknowledges and recovers jobs itself
+through pgbroker.store; django-q2's stock cluster cannot run this broker (it has no notion
+of a job's owner being alive), and `dequeue()` says so.
+"""
+
+from __future__ import annotations
+
+from django.db import connections
+from django_q.brokers import Broker
+from django_q.conf import Conf
+
+from pgbroker.models import Job
+
+STOCK_CLUSTER = (
+    "the PostgreSQL broker is consumed by this project's `manage.py qcluster` (pgbroker), "
+    "not by django-q2's stock cluster"
+)
+
+
+def alias() -> str:
+    return Conf.ORM or "default"
+
+
+class PostgresBroker(Broker):
+    @staticmethod
+    def get_connection(list_key: str | None = None):
+        return connections[alias()]
+
+    def enqueue(self, task: str) -> int:
+        # No close_old_connections() here (the stock ORM broker's), which would close the
+        # caller's other connections in the middle of its transaction (django-q2 #293).
+        with connections[alias()].cursor() as cur:
+            cur.execute("SELECT pgbroker_enqueue(%s, %s)",
+                        [self.list_key or Conf.CLUSTER_NAME, task])
+            return cur.fetchone()[0]
+
+    def dequeue(self):
+        raise NotImplementedError(STOCK_CLUSTER)
+
+    def _jobs(self):
+        return Job.objects.using(alias()).filter(queue=self.list_key)
+
+    def queue_size(self) -> int:
+        return self._jobs().ready().count()
+
+    def lock_size(self) -> int:
+        return self._jobs().claimed().count()
+
+    def purge_queue(self):
+        return self._jobs().delete()
+
+    def delete_queue(self):
+        return self.purge_queue()
+
+    def delete(self, task_id) -> None:
+        Job.objects.using(alias()).filter(pk=task_id).delete()
+
+    def acknowledge(self, task_id) -> None:
+        self.delete(task_id)
+
+    def fail(self, task_id) -> None:
+        self.delete(task_id)
+
+    def ping(self) -> bool:
+        with connections[alias()].cursor() as cur:
+            cur.execute("SELECT 1")
+        return True
+
+    def info(self) -> str:
+        if not self._info:
+            self._info = f"PostgreSQL (pgbroker) on {alias()}"
+        return self._info

@@ -1,0 +1,768 @@
+"""A django-q2 cluster whose processes can each be SIGKILLed at any moment.
+
+django-q2's stock cluster passes tasks pusher -> workers -> monitor through two shared
+multiprocessing queues. A worker killed while it waits for a task holds the task queue's read
+lock forever, and every respawned worker then blocks on it (django-q2 #23, django-q #200 and
+#394; #339 is the same for the result queue's write lock). The pusher and monitor hold the
+queues' other ends, so where a task is at a given moment is known to nobody.
+
+Here one process, the dispatcher, is pusher, monitor and sentinel at once. It gives each
+worker its own pipe (one task at a time, so no lock is ever shared between processes) and
+therefore always knows which task is where: waiting in its small buffer, running in worker
+N since T, or finished and waiting for the next batched write. It waits on every pipe, every
+worker's exit and its database socket at once, so a dead or recycled worker is replaced at
+once, and a task whose worker died is handed back the moment its pipe closes.
+
+With the PostgreSQL broker (pgbroker.broker) the dispatcher's database session holds the
+advisory lock named by the cluster's `owner`; every claimed job carries it. Liveness replaces
+leases: a job is taken back when its worker dies (at once, by its own cluster) or when its
+cluster's session ends (by any other cluster, after a grace period that lets a dispatcher
+whose connection merely broke reconnect and keep its jobs). A dispatcher cut off from the
+database for longer than half that grace stops its busy workers itself, so no job ever runs
+in two places at once.
+
+Every process dies with its parent (PR_SET_PDEATHSIG): a SIGKILLed `qcluster` leaves no ghost
+workers consuming the queue, and a SIGKILLed dispatcher takes its workers with it (the main
+process starts a new one). Workers ignore SIGTERM and SIGINT: a stop, even one sent to the
+whole process group, is the dispatcher's to run, and it hands unstarted jobs back at once
+instead of draining them.
+
+With another broker (`Q_BROKER=orm`, Redis) the same process model runs and the same
+crash-safety of the cluster itself holds; delivery after a crash is then that broker's (the
+ORM broker's lease).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import multiprocessing
+import os
+import queue as stdqueue
+import random
+import select
+import signal
+import threading
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+
+import psycopg
+from django import db
+from django_q.brokers import Broker, get_broker
+from django_q.conf import Conf, logger
+from django_q.humanhash import humanize
+from django_q.monitor import save_task
+from django_q.scheduler import scheduler
+from django_q.signals import post_execute
+from django_q.signing import BadSignature, SignedPackage
+from django_q.utils import get_func_repr
+from django_q.worker import worker as django_q_worker
+from picklefield.fields import dbsafe_encode
+
+from pgbroker.broker import PostgresBroker, alias
+from pgbroker.store import Claimed, Outcome, OwnerKeyTaken, Store
+
+TICK = 0.25  # seconds between housekeeping passes (timers, sweep, heartbeat)
+GRACE = 1.0  # a dead owner's jobs are taken back after its key was seen free this long
+FENCE = GRACE / 2  # cut off from the database this long: stop busy workers
+PUBLISH_EVERY = 1.0
+SCHEDULER_EVERY = 30.0
+BAD_PACKAGE = ("the task package could not be read ({error}): it was signed with another "
+               "SECRET_KEY or Q_CLUSTER name, or it is not a django-q2 package")
+GAVE_UP = "gave up after {attempts} attempts; the last: {last}"
+WORKER_DIED = "worker {pid} died ({how}) while running it"
+HANDED_BACK = "handed back unstarted: the cluster stopped"
+RUN_AGAIN_MAX = 60.0
+PIPELINE = 2  # jobs in one worker's pipe: the running one and the next
+RECHECK_MAX = 0.1
+
+
+def mp_context():
+    return multiprocessing.get_context("fork")
+
+
+def die_with_parent(parent: int) -> None:
+    """Linux: receive SIGKILL when the parent exits (a no-op elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before prctl: follow it now
+        os._exit(1)
+
+
+def exit_description(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def backoff(attempts: int) -> float:
+    """Seconds before a failed job runs again: 1, 2, 4 ... capped at a minute."""
+    return min(float(2 ** max(attempts - 1, 0)), RUN_AGAIN_MAX)
+
+
+def error_summary(result: object) -> str:
+    text = str(result)
+    return text if len(text) <= 2000 else text[:1000] + "\n...\n" + text[-1000:]
+
+
+# --- workers ------------------------------------------------------------------------------
+
+
+class Inbox:
+    """A worker's task queue: its own end of its own pipe (django-q2's worker reads .get())."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def get(self):
+        while True:
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                return "STOP"  # the dispatcher is gone
+            if message == "STOP":
+                return message
+            job_id, package = message
+            try:
+                task = SignedPackage.loads(package)
+            except (TypeError, BadSignature) as e:
+                self.conn.send(("bad", job_id, BAD_PACKAGE.format(error=e)))
+                continue
+            task["cluster"] = Conf.CLUSTER_NAME
+            task["ack_id"] = job_id
+            return task
+
+
+class Outbox:
+    """A worker's result queue: prepares the result row here, in the worker, so the
+    dispatcher only batches rows it does not have to build."""
+
+    def __init__(self, conn: Connection, *, native: bool) -> None:
+        self.conn = conn
+        self.native = native
+
+    def put(self, task: dict) -> None:
+        job_id = task.get("ack_id")
+        success = bool(task["success"])
+        error = "" if success else error_summary(task["result"])
+        slow = (not self.native or Conf.SAVE_LIMIT > 0 or task.get("chain")
+                or task.get("hook") or task.get("cached") or post_execute.has_listeners())
+        if slow:
+            self.conn.send(("done", job_id, success, None, task, error))
+            return
+        row = None
+        if task.get("save", Conf.SAVE_LIMIT >= 0) or not success:
+            row = (task["id"], str(task["name"])[:100], (get_func_repr(task["func"]) or "")[:256],
+                   None, pickled(task["args"]), pickled(task["kwargs"]),
+                   pickled(task["result"]), _short(task.get("group")), task["started"],
+                   task["stopped"], success, _short(task.get("cluster")))
+        self.conn.send(("done", job_id, success, row, None, error))
+
+
+def pickled(value) -> str:
+    return dbsafe_encode(value, False, None, False)
+
+
+def _short(value) -> str | None:
+    return None if value is None else str(value)[:100]
+
+
+def worker_main(conn: Connection, timer, timeout, parent: int, close_fds: list[int],
+                native: bool) -> None:
+    die_with_parent(parent)
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for fd in close_fds:  # the dispatcher's database socket and the other workers' pipes
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    django_q_worker(Inbox(conn), Outbox(conn, native=native), timer, timeout)
+
+
+@dataclass
+class Slot:
+    """One worker and the jobs in its pipe: the first is running, the next waits behind it
+    so the worker never idles while its result travels back."""
+
+    number: int
+    process: multiprocessing.process.BaseProcess
+    conn: Connection
+    timer: object  # the raw c_float behind the worker's timer Value (read without its lock)
+    jobs: deque = field(default_factory=deque)
+    since: float = 0.0  # wall clock: when the running job started, for the dashboard
+    stopped: bool = False  # STOP sent
+
+    @property
+    def room(self) -> int:
+        if self.stopped or not self.process.is_alive():
+            return 0
+        return max(0, PIPELINE - len(self.jobs))
+
+    @property
+    def running(self) -> Claimed | None:
+        return self.jobs[0] if self.jobs else None
+
+
+# --- sources: where jobs come from --------------------------------------------------------
+
+
+class GenericSource:
+    """Any other django-q2 broker: its dequeue() runs in a thread (it may sleep `poll`),
+    feeding a small buffer; results are saved and acknowledged the stock way."""
+
+    native = False
+
+    def __init__(self, broker: Broker, wake_fd: int) -> None:
+        self.broker = broker
+        self.buffer: stdqueue.Queue = stdqueue.Queue(maxsize=max(Conf.QUEUE_LIMIT or 1, 1))
+        self.stop_event = threading.Event()
+        self.wake_fd = wake_fd
+        self.thread = threading.Thread(target=self._pull, name="dequeue", daemon=True)
+        self.thread.start()
+
+    def _pull(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                tasks = self.broker.dequeue()
+            except Exception:
+                logger.exception("Failed to pull task from broker")
+                time.sleep(1)
+                continue
+            for ack_id, package in tasks or ():
+                while not self.stop_event.is_set():
+                    try:
+                        self.buffer.put(Claimed(ack_id, package, 0, ""), timeout=0.2)
+                        break
+                    except stdqueue.Full:
+                        continue
+                with contextlib.suppress(OSError):
+                    os.write(self.wake_fd, b"j")
+        db.connections.close_all()
+
+    def take(self) -> Claimed | None:
+        try:
+            return self.buffer.get_nowait()
+        except stdqueue.Empty:
+            return None
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+
+# --- the dispatcher -----------------------------------------------------------------------
+
+
+class Dispatcher:
+    def __init__(self, *, cluster_id: str, parent: int, broker: Broker | None = None) -> None:
+        self.cluster_id = cluster_id
+        self.parent = parent
+        self.broker = broker or get_broker()
+        self.native = isinstance(self.broker, PostgresBroker)
+        self.pid = os.getpid()
+        self.name = humanize(cluster_id)
+        self.queue = self.broker.list_key
+        self.owner = random.getrandbits(62) + 1
+        self.timeout = Conf.TIMEOUT
+        self.slots: list[Slot] = []
+        self.buffer: deque[Claimed] = deque()
+        self.outcome = Outcome()
+        self.stopping = False
+        # Claiming. `idle`: the flag producers read (NOTIFY only an idle cluster). `asleep`:
+        # the queue was empty after the flag was set and no enqueue was in flight, so only a
+        # NOTIFY, a due retry or our own hand-backs can bring work.
+        self.idle = False
+        self.asleep = False
+        self.recheck_at: float | None = None
+        self.recheck_delay = 0.001
+        self.confirming = self.last_look = False
+        self.run_at: float | None = None  # monotonic time the next delayed job is due
+        self.dead_seen: dict[int, float] = {}
+        self.down_since: float | None = None
+        self.next_tick = self.next_publish = 0.0
+        self.next_schedule = time.monotonic() + 1.0
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_w, False)
+        os.set_blocking(self.wake_r, False)
+        self.store = Store(alias=alias(), queue=self.queue, owner=self.owner) if self.native \
+            else None
+        self.source = None if self.native else GenericSource(self.broker, self.wake_w)
+
+    # --- life cycle -----------------------------------------------------------------------
+
+    def run(self) -> None:
+        die_with_parent(self.parent)
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGTERM, self._stop_requested)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the main process too
+        if self.native:
+            self.store.connect(pid=self.pid)
+        db.connections.close_all()
+        for number in range(Conf.WORKERS):
+            self.slots.append(self._spawn(number))
+        logger.info("Q Cluster %s [%s] running.", self.name, self.queue)
+        try:
+            self._loop()
+        finally:
+            if self.source is not None:
+                self.source.stop()
+            if self.store is not None:
+                with contextlib.suppress(psycopg.Error):
+                    self.store.leave()
+                self.store.close()
+        logger.info("Q Cluster %s has stopped.", self.name)
+
+    def _stop_requested(self, signum, frame) -> None:
+        self.stopping = True
+
+    def _loop(self) -> None:
+        while True:
+            self._wait()
+            self._read_workers()
+            if self.stopping:
+                self._hand_back_buffer()
+                for slot in self.slots:
+                    if not slot.jobs and not slot.stopped and slot.process.is_alive():
+                        with contextlib.suppress(OSError):
+                            slot.conn.send("STOP")
+                        slot.stopped = True
+            else:
+                self._fill()
+            self._flush()
+            self._housekeeping()
+            if self.stopping and not any(s.process.is_alive() for s in self.slots) \
+                    and not (self.outcome and self.native and self.store.up):
+                return
+
+    def _wait(self) -> None:
+        objects: list = [self.wake_r]
+        for slot in self.slots:
+            if not slot.conn.closed:
+                objects += [slot.conn, slot.process.sentinel]
+        now = time.monotonic()
+        deadline = self.next_tick
+        if self._room():
+            for at in (self.recheck_at, self.run_at):
+                if at is not None:
+                    deadline = min(deadline, at)
+        timeout = max(0.0, deadline - now)
+        if (self.outcome and (not self.native or self.store.up)) or self._can_dispatch() \
+                or self._should_claim(now):
+            timeout = 0.0
+        elif self.native and self.store.up and self._room():
+            objects.append(self.store)  # a NOTIFY wakes us
+        try:
+            ready = wait(objects, timeout)
+        except InterruptedError:
+            ready = []
+        if self.wake_r in ready:
+            with contextlib.suppress(BlockingIOError):
+                while os.read(self.wake_r, 512):
+                    pass
+        if self.native and self.store.up and self.store in ready:
+            try:
+                self.store.drain_notifications()
+            except psycopg.Error as e:
+                self._lost(e)
+
+    # --- workers --------------------------------------------------------------------------
+
+    def _spawn(self, number: int) -> Slot:
+        ours, theirs = mp_context().Pipe(duplex=True)
+        timer = mp_context().Value("f", -1)
+        close = [s.conn.fileno() for s in self.slots if not s.conn.closed]
+        if self.store is not None and self.store.up:
+            close.append(self.store.fileno())
+        close += [self.wake_r, self.wake_w]
+        process = mp_context().Process(
+            target=worker_main, name=f"Worker-{number}",
+            args=(theirs, timer, self.timeout, os.getpid(), close, self.native))
+        process.daemon = Conf.DAEMONIZE_WORKERS
+        process.start()
+        theirs.close()
+        return Slot(number=number, process=process, conn=ours, timer=timer.get_obj())
+
+    def _read_workers(self) -> None:
+        for i, slot in enumerate(self.slots):
+            if slot.conn.closed:
+                continue
+            gone = False
+            try:
+                while slot.conn.poll():
+                    self._handle(slot, slot.conn.recv())
+            except (EOFError, OSError):
+                gone = True
+            if gone or not slot.process.is_alive():
+                self.slots[i] = self._replace(slot)
+
+    def _replace(self, slot: Slot) -> Slot:
+        slot.process.join(timeout=5)
+        how = exit_description(slot.process.exitcode)
+        if slot.jobs:
+            why = WORKER_DIED.format(pid=slot.process.pid, how=how)
+            self._died(slot.jobs.popleft(), why)
+            while slot.jobs:  # queued behind it, never started
+                self._handed_back(slot.jobs.popleft(), give_back=1)
+            logger.critical("reincarnated worker %s after death (%s)", slot.process.name, how)
+        elif slot.timer.value == -2:
+            logger.info("recycled worker %s", slot.process.name)
+        elif slot.timer.value == 0:
+            logger.critical("reincarnated worker %s after timeout", slot.process.name)
+        elif not slot.stopped:
+            logger.critical("reincarnated worker %s after death (%s)", slot.process.name, how)
+        slot.conn.close()
+        if self.stopping:
+            slot.stopped = True
+            return slot
+        db.connections.close_all()
+        return self._spawn(slot.number)
+
+    def _handle(self, slot: Slot, message: tuple) -> None:
+        kind, job_id = message[0], message[1]
+        job = None
+        if slot.jobs and slot.jobs[0].id == job_id:
+            job = slot.jobs.popleft()
+            slot.since = time.time()  # the next one in its pipe starts now
+        if kind == "bad":
+            self._park_or_drop(job_id, message[2])
+            return
+        _, _, success, row, task, error = message
+        if task is not None:  # chains, hooks, cached results, another broker: django-q2's way
+            save_task(task, self.broker)
+            if not self.native:
+                if success or task.get("ack_failure", False):
+                    self.broker.acknowledge(job_id)
+                post_execute.send(sender="django_q", task=task)
+                return
+            post_execute.send(sender="django_q", task=task)
+        elif row is not None:
+            self.outcome.results.append(row)
+        if success or (task or {}).get("ack_failure", False):
+            self.outcome.done.append(job_id)
+            return
+        attempts = job.attempts if job else 1
+        if Conf.MAX_ATTEMPTS > 0 and attempts >= Conf.MAX_ATTEMPTS:
+            self.outcome.park.append((job_id, GAVE_UP.format(attempts=attempts, last=error)))
+        else:
+            delay = backoff(attempts)
+            again = time.strftime("%H:%M:%S", time.localtime(time.time() + delay))
+            self.outcome.retry.append(
+                (job_id, delay, 0, f"attempt {attempts} failed, runs again at {again}: {error}"))
+
+    def _died(self, job: Claimed, why: str) -> None:
+        if not self.native:
+            return  # the broker's lease brings it back
+        if Conf.MAX_ATTEMPTS > 0 and job.attempts >= Conf.MAX_ATTEMPTS:
+            self.outcome.park.append((job.id, GAVE_UP.format(attempts=job.attempts, last=why)))
+        else:
+            self.outcome.retry.append((job.id, 0.0, 0, why))
+
+    def _handed_back(self, job: Claimed, *, give_back: int) -> None:
+        if self.native:
+            self.outcome.retry.append((job.id, 0.0, give_back, HANDED_BACK))
+
+    def _park_or_drop(self, job_id: int, error: str) -> None:
+        if self.native:
+            self.outcome.park.append((job_id, error))
+        else:
+            logger.error("Failed to push task to queue: %s", error)
+            self.broker.fail(job_id)
+
+    # --- claiming and dispatching ---------------------------------------------------------
+
+    def _room(self) -> int:
+        if self.stopping:
+            return 0
+        return sum(s.room for s in self.slots)
+
+    def _can_dispatch(self) -> bool:
+        if not self._room():
+            return False
+        if self.native:
+            return bool(self.buffer)
+        return not self.source.buffer.empty()
+
+    def _should_claim(self, now: float) -> bool:
+        if not self.native or not self.store.up or not self._room() or self.buffer:
+            return False
+        if self.store.woken or (self.run_at is not None and now >= self.run_at):
+            return True
+        if self.asleep:
+            return False
+        return self.recheck_at is None or now >= self.recheck_at
+
+    def _fill(self) -> None:
+        if not self._room():
+            return
+        if self.native and self._should_claim(time.monotonic()):
+            self._claim()
+        for slot in self.slots:
+            while slot.room:
+                job = self.buffer.popleft() if self.native and self.buffer else (
+                    None if self.native else self.source.take())
+                if job is None:
+                    return
+                self._dispatch(slot, job)
+
+    def _claim(self) -> None:
+        room = self._room()
+        want = max(room, min(Conf.BULK, room + (Conf.QUEUE_LIMIT or 0)))
+        try:
+            claimed = self.store.claim(want)
+            if not claimed:
+                self._go_idle()
+            else:
+                self.asleep = False
+                self.recheck_at = None
+                self.recheck_delay = 0.001
+                self.last_look = False
+                if len(claimed) == want and self.idle:  # a backlog: producers need not wake us
+                    self.store.set_idle(False)
+                    self.idle = self.confirming = False
+        except psycopg.Error as e:
+            self._lost(e)
+            return
+        for job in claimed:
+            if Conf.MAX_ATTEMPTS > 0 and job.attempts > Conf.MAX_ATTEMPTS:
+                self.outcome.park.append((job.id, GAVE_UP.format(
+                    attempts=job.attempts - 1, last=job.last_error or "(no error recorded)")))
+            else:
+                self.buffer.append(job)
+
+    def _go_idle(self) -> None:
+        """The queue looked empty. Set the flag that makes producers wake us; then wait
+        until no enqueue that saw us busy is still in flight, look one last time, and sleep.
+        With the flag already confirmed, every producer since has seen it: sleep at once."""
+        if not self.idle:
+            self.store.set_idle(True)
+            self.idle = True
+            self.confirming = True
+        if self.confirming:
+            if not self.store.no_enqueue_in_flight():
+                self.recheck_at = time.monotonic() + self.recheck_delay
+                self.recheck_delay = min(self.recheck_delay * 2, RECHECK_MAX)
+                return
+            if not self.last_look:
+                self.last_look = True
+                self.recheck_at = time.monotonic()
+                return
+        self.confirming = self.last_look = False
+        self.asleep = True
+        self.recheck_at = None
+        self.recheck_delay = 0.001
+        seconds = self.store.seconds_to_next_run()  # jobs waiting for a retry
+        self.run_at = None if seconds is None else time.monotonic() + seconds
+
+    def _dispatch(self, slot: Slot, job: Claimed) -> None:
+        try:
+            slot.conn.send((job.id, job.payload))
+        except OSError:
+            self._handed_back(job, give_back=1)
+            return
+        if not slot.jobs:
+            slot.since = time.time()
+        slot.jobs.append(job)
+
+    def _wake(self) -> None:
+        """Work may be there that no NOTIFY announces (our own hand-backs, taken-back jobs)."""
+        self.asleep = False
+        self.recheck_at = None
+
+    # --- finishing ------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        if not self.outcome:
+            return
+        if not self.native:
+            self.outcome = Outcome()
+            return
+        if not self.store.up:
+            return
+        outcome, self.outcome = self.outcome, Outcome()
+        try:
+            self.store.flush(outcome)
+        except psycopg.Error as e:
+            outcome.merge(self.outcome)
+            self.outcome = outcome
+            self._lost(e)
+            return
+        if outcome.retry:
+            self._wake()
+
+    def _hand_back_buffer(self) -> None:
+        while self.buffer:
+            self._handed_back(self.buffer.popleft(), give_back=1)
+
+    # --- housekeeping ---------------------------------------------------------------------
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now < self.next_tick:
+            return
+        elapsed = TICK if not self.next_tick else now - self.next_tick + TICK
+        self.next_tick = now + TICK
+        self._timers(elapsed)
+        if self.native:
+            if not self.store.up:
+                self._reconnect()
+            if self.store.up:
+                try:
+                    self._sweep(now)
+                    if now >= self.next_publish:
+                        self.next_publish = now + PUBLISH_EVERY
+                        self.store.publish(idle=self.idle, workers=self.snapshot())
+                except psycopg.Error as e:
+                    self._lost(e)
+        if Conf.SCHEDULER and now >= self.next_schedule and not self.stopping:
+            self.next_schedule = now + SCHEDULER_EVERY
+            try:
+                scheduler(broker=self.broker)
+            except Exception:
+                logger.exception("the scheduler failed")
+            db.connections.close_all()
+
+    def _timers(self, elapsed: float) -> None:
+        """django-q2's guard: a worker still busy `timeout + 3` s after it started is
+        killed (its own SIGALRM normally stops the task at `timeout`)."""
+        for slot in self.slots:
+            value = slot.timer.value
+            if value > 0 and slot.process.is_alive():
+                value -= elapsed
+                slot.timer.value = max(value, 0.0)
+                if value <= 0:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(slot.process.pid, signal.SIGKILL)
+
+    def snapshot(self) -> list[dict]:
+        return [{"pid": s.process.pid, "job": s.running.id if s.running else None,
+                 "since": s.since if s.running else None,
+                 "next": [j.id for j in list(s.jobs)[1:]]} for s in self.slots] + [
+                {"pid": None, "job": None, "since": None, "next": [j.id for j in self.buffer]}]
+
+    def _sweep(self, now: float) -> None:
+        dead = self.store.dead_owners()
+        for owner in list(self.dead_seen):
+            if owner not in dead:
+                del self.dead_seen[owner]  # alive again (it reconnected) or already gone
+        for owner in dead:
+            first = self.dead_seen.setdefault(owner, now)
+            try:
+                if now - first >= GRACE:
+                    n = self.store.take_back(owner)
+                    del self.dead_seen[owner]
+                    if n:
+                        logger.warning("took back %s job(s) of dead cluster %x", n, owner)
+                        self._wake()
+            finally:
+                self.store.release_key(owner)
+
+    # --- losing the database --------------------------------------------------------------
+
+    def _lost(self, error: Exception) -> None:
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            logger.error("lost the database: %s", str(error).strip() or type(error).__name__)
+        self.store.close()
+
+    def _reconnect(self) -> None:
+        down = time.monotonic() - (self.down_since or time.monotonic())
+        if down >= FENCE:
+            for slot in self.slots:
+                if slot.running is not None and slot.process.is_alive():
+                    logger.critical("no database for %.1fs: stopping worker %s running job %s",
+                                    down, slot.process.pid, slot.running.id)
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(slot.process.pid, signal.SIGKILL)
+        try:
+            self.store.connect(pid=self.pid)
+        except (psycopg.Error, OwnerKeyTaken) as e:
+            logger.debug("reconnect failed: %s", e)
+            return
+        logger.warning("database back after %.1fs", down)
+        self.down_since = None
+        self.idle = self.confirming = self.last_look = False
+        self._wake()
+        mine = [j.id for j in self.buffer] + [j.id for s in self.slots for j in s.jobs]
+        try:
+            ours = self.store.still_ours(mine) if mine else set()
+        except psycopg.Error as e:
+            self._lost(e)
+            return
+        self.buffer = deque(j for j in self.buffer if j.id in ours)
+        for slot in self.slots:
+            if any(j.id not in ours for j in slot.jobs):
+                logger.critical("jobs of worker %s were taken back while we were away: "
+                                "stopping it", slot.process.pid)
+                slot.jobs = deque(j for j in slot.jobs if j.id in ours)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(slot.process.pid, signal.SIGKILL)
+
+
+def dispatcher_main(cluster_id: str, parent: int) -> None:
+    try:
+        Dispatcher(cluster_id=cluster_id, parent=parent).run()
+    except Exception:
+        logger.critical("the dispatcher failed:\n%s", traceback.format_exc())
+        raise
+
+
+# --- the main process ---------------------------------------------------------------------
+
+
+@dataclass
+class Cluster:
+    """`manage.py qcluster`: starts the dispatcher and starts it again if it dies."""
+
+    restarts: int = 0
+    stopping: bool = False
+    process: multiprocessing.process.BaseProcess | None = None
+    started: list[float] = field(default_factory=list)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        logger.info("Q Cluster starting (pid %s).", os.getpid())
+        while True:
+            if self.process is None or not self.process.is_alive():
+                if self.process is not None:
+                    code = self.process.exitcode
+                    if self.stopping:
+                        return 0 if code == 0 else 1
+                    logger.critical("the dispatcher died (%s): starting a new one",
+                                    exit_description(code))
+                    self._pace()
+                if self.stopping:
+                    return 0
+                self._start()
+            with contextlib.suppress(InterruptedError):
+                select.select([self.process.sentinel], [], [], 0.5)
+
+    def _pace(self) -> None:
+        now = time.monotonic()
+        self.started = [t for t in self.started if now - t < 10]
+        if len(self.started) >= 5:  # crashing at once, again and again: slow down
+            time.sleep(2)
+
+    def _start(self) -> None:
+        db.connections.close_all()
+        cluster_id = os.urandom(16).hex()
+        self.process = mp_context().Process(target=dispatcher_main, name="Dispatcher",
+                                            args=(cluster_id, os.getpid()))
+        self.process.start()
+        self.started.append(time.monotonic())
+
+    def _stop(self, signum, frame) -> None:
+        if not self.stopping:
+            logger.info("Q Cluster stopping.")
+        self.stopping = True
+        if self.process is not None and self.process.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGTERM)

@@ -1,0 +1,86 @@
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Now
+
+
+class JobQuerySet(models.QuerySet):
+    def parked(self) -> "JobQuerySet":
+        return self.filter(parked_at__isnull=False)
+
+    def unparked(self) -> "JobQuerySet":
+        return self.filter(parked_at__isnull=True)
+
+    def claimed(self) -> "JobQuerySet":
+        """Held by a live or presumed-live cluster: running, or prefetched by it."""
+        return self.unparked().filter(owner__isnull=False)
+
+    def waiting(self) -> "JobQuerySet":
+        """Not held by anyone, not parked: due now or waiting for a retry."""
+        return self.unparked().filter(owner__isnull=True)
+
+    def ready(self) -> "JobQuerySet":
+        return self.waiting().filter(run_at__lte=Now())
+
+    def retrying(self) -> "JobQuerySet":
+        return self.waiting().filter(run_at__gt=Now())
+
+    def pending(self) -> "JobQuerySet":
+        """Everything a cluster will still run: claimed, ready or waiting for a retry."""
+        return self.unparked()
+
+
+class Job(models.Model):
+    """One queued django-q2 task. The row exists until the task succeeded (or gave up and
+    was acknowledged); a parked row stays for a person to look at.
+
+    `owner` is the advisory-lock key of the cluster that claimed it. A cluster holds its key
+    for as long as its database session lives, so a job whose owner's key is free belongs to
+    a dead cluster and is taken back (liveness, not a lease).
+    """
+
+    queue = models.CharField(max_length=100)
+    payload = models.TextField(help_text="django-q2's signed task package")
+    created_at = models.DateTimeField(db_default=Now())
+    run_at = models.DateTimeField(db_default=Now(), help_text="not before")
+    attempts = models.PositiveIntegerField(db_default=0, help_text="times claimed")
+    owner = models.BigIntegerField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    parked_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, db_default="")
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            # the claim: ready jobs of one queue in (run_at, id) order
+            models.Index(fields=["queue", "run_at", "id"], name="pgbroker_ready_idx",
+                         condition=Q(owner__isnull=True, parked_at__isnull=True)),
+            models.Index(fields=["owner"], name="pgbroker_owner_idx",
+                         condition=Q(owner__isnull=False)),
+        ]
+
+    def __str__(self) -> str:
+        return f"job {self.pk} ({self.queue})"
+
+
+class Cluster(models.Model):
+    """A running cluster, as it last described itself (rows of dead clusters are removed by
+    the cluster that takes their jobs back)."""
+
+    owner = models.BigIntegerField(primary_key=True)
+    queue = models.CharField(max_length=100)
+    host = models.CharField(max_length=255)
+    pid = models.IntegerField(help_text="the dispatcher process")
+    started_at = models.DateTimeField(db_default=Now())
+    seen_at = models.DateTimeField(db_default=Now())
+    idle = models.BooleanField(db_default=False,
+                               help_text="waiting for work: producers wake it with NOTIFY")
+    workers = models.JSONField(db_default=models.Value([], output_field=models.JSONField()),
+                               help_text="[{pid, job, since}] at seen_at")
+
+    class Meta:
+        ordering = ["started_at"]
+
+    def __str__(self) -> str:
+        return f"cluster {self.owner:x} on {self.host} (pid {self.pid})"
