@@ -38,6 +38,7 @@ import contextlib
 import ctypes
 import multiprocessing
 import os
+import pydoc
 import queue as stdqueue
 import random
 import select
@@ -63,7 +64,7 @@ from django_q.worker import worker as django_q_worker
 from picklefield.fields import dbsafe_encode
 
 from pgbroker.broker import PostgresBroker, alias
-from pgbroker.store import Claimed, Outcome, OwnerKeyTaken, Store
+from pgbroker.store import Claimed, Outcome, OwnerKeyTaken, Store, Writer
 
 TICK = 0.25  # seconds between housekeeping passes (timers, sweep, heartbeat)
 GRACE = 1.0  # a dead owner's jobs are taken back after its key was seen free this long
@@ -122,6 +123,7 @@ class Inbox:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self.functions: dict[str, object] = {}
 
     def get(self):
         while True:
@@ -139,7 +141,17 @@ class Inbox:
                 continue
             task["cluster"] = Conf.CLUSTER_NAME
             task["ack_id"] = job_id
+            func = task["func"]
+            if isinstance(func, str):  # django-q2's worker would import it for every task
+                task["func_name"] = func
+                task["func"] = self.functions.get(func) or self._locate(func)
             return task
+
+    def _locate(self, name: str):
+        func = pydoc.locate(name)
+        if func is not None:
+            self.functions[name] = func
+        return func or name  # not found: the worker reports it as the task's failure
 
 
 class Outbox:
@@ -157,11 +169,14 @@ class Outbox:
         slow = (not self.native or Conf.SAVE_LIMIT > 0 or task.get("chain")
                 or task.get("hook") or task.get("cached") or post_execute.has_listeners())
         if slow:
+            if "func_name" in task:  # as django-q2 stores it: the dotted path
+                task["func"] = task.pop("func_name")
             self.conn.send(("done", job_id, success, None, task, error))
             return
         row = None
         if task.get("save", Conf.SAVE_LIMIT >= 0) or not success:
-            row = (task["id"], str(task["name"])[:100], (get_func_repr(task["func"]) or "")[:256],
+            func = task.get("func_name") or get_func_repr(task["func"]) or ""
+            row = (task["id"], str(task["name"])[:100], func[:256],
                    None, pickled(task["args"]), pickled(task["kwargs"]),
                    pickled(task["result"]), _short(task.get("group")), task["started"],
                    task["stopped"], success, _short(task.get("cluster")))
@@ -258,6 +273,74 @@ class GenericSource:
         self.stop_event.set()
 
 
+# --- writing outcomes ---------------------------------------------------------------------
+
+
+class Flusher:
+    """A thread that writes finished jobs (pgbroker.store.Writer) while the dispatcher goes on
+    feeding workers; everything that finished while the last batch was being written goes
+    into the next one."""
+
+    def __init__(self, writer: Writer, wake_fd: int) -> None:
+        self.writer = writer
+        self.wake_fd = wake_fd
+        self.cond = threading.Condition()
+        self.pending = Outcome()
+        self.writing = False
+        self.stopping = False
+        self.requeued = False  # retries were written: there is work no NOTIFY announces
+        self.thread = threading.Thread(target=self._run, name="flusher", daemon=True)
+        self.thread.start()
+
+    def put(self, outcome: Outcome) -> None:
+        with self.cond:
+            self.pending.merge(outcome)
+            self.cond.notify()
+
+    def idle(self) -> bool:
+        with self.cond:
+            return not self.pending and not self.writing
+
+    def take_requeued(self) -> bool:
+        with self.cond:
+            requeued, self.requeued = self.requeued, False
+            return requeued
+
+    def stop(self) -> None:
+        with self.cond:
+            self.stopping = True
+            self.cond.notify()
+        self.thread.join(timeout=30)
+        self.writer.close()
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.pending and not self.stopping:
+                    self.cond.wait()
+                if not self.pending:
+                    return
+                batch, self.pending = self.pending, Outcome()
+                self.writing = True
+            while True:
+                try:
+                    self.writer.flush(batch)
+                    break
+                except psycopg.Error as e:
+                    logger.error("writing %s finished job(s) failed, retrying: %s",
+                                 len(batch.done) + len(batch.retry) + len(batch.park),
+                                 str(e).strip())
+                    self.writer.close()
+                    time.sleep(0.2)
+            with self.cond:
+                self.writing = False
+                if batch.retry:
+                    self.requeued = True
+            if batch.retry:
+                with contextlib.suppress(OSError):
+                    os.write(self.wake_fd, b"r")
+
+
 # --- the dispatcher -----------------------------------------------------------------------
 
 
@@ -295,6 +378,8 @@ class Dispatcher:
         self.store = Store(alias=alias(), queue=self.queue, owner=self.owner) if self.native \
             else None
         self.source = None if self.native else GenericSource(self.broker, self.wake_w)
+        self.flusher = Flusher(Writer(alias=alias(), owner=self.owner), self.wake_w) \
+            if self.native else None
 
     # --- life cycle -----------------------------------------------------------------------
 
@@ -314,6 +399,8 @@ class Dispatcher:
         finally:
             if self.source is not None:
                 self.source.stop()
+            if self.flusher is not None:
+                self.flusher.stop()
             if self.store is not None:
                 with contextlib.suppress(psycopg.Error):
                     self.store.leave()
@@ -339,7 +426,7 @@ class Dispatcher:
             self._flush()
             self._housekeeping()
             if self.stopping and not any(s.process.is_alive() for s in self.slots) \
-                    and not (self.outcome and self.native and self.store.up):
+                    and (not self.native or self.flusher.idle()):
                 return
 
     def _wait(self) -> None:
@@ -354,8 +441,7 @@ class Dispatcher:
                 if at is not None:
                     deadline = min(deadline, at)
         timeout = max(0.0, deadline - now)
-        if (self.outcome and (not self.native or self.store.up)) or self._can_dispatch() \
-                or self._should_claim(now):
+        if self.outcome or self._can_dispatch() or self._should_claim(now):
             timeout = 0.0
         elif self.native and self.store.up and self._room():
             objects.append(self.store)  # a NOTIFY wakes us
@@ -579,22 +665,11 @@ class Dispatcher:
     # --- finishing ------------------------------------------------------------------------
 
     def _flush(self) -> None:
-        if not self.outcome:
-            return
-        if not self.native:
+        if self.outcome:
+            if self.native:
+                self.flusher.put(self.outcome)
             self.outcome = Outcome()
-            return
-        if not self.store.up:
-            return
-        outcome, self.outcome = self.outcome, Outcome()
-        try:
-            self.store.flush(outcome)
-        except psycopg.Error as e:
-            outcome.merge(self.outcome)
-            self.outcome = outcome
-            self._lost(e)
-            return
-        if outcome.retry:
+        if self.native and self.flusher.take_requeued():
             self._wake()
 
     def _hand_back_buffer(self) -> None:

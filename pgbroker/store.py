@@ -131,16 +131,29 @@ class Outcome:
 
 
 def task_upsert_sql() -> str:
+    """One statement for a whole batch of results (arrays, unnested): django-q2's monitor
+    writes them one by one, one commit each."""
     table = Task._meta.db_table
     return f"""
-INSERT INTO {table} (id, name, func, hook, args, kwargs, result, "group", started, stopped,
-                     success, attempt_count, cluster)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, 1, %s)
+INSERT INTO {table} AS t (id, name, func, hook, args, kwargs, result, "group", started,
+                          stopped, success, attempt_count, cluster)
+SELECT id, name, func, hook, args, kwargs, result, grp, started, stopped, success, 1, cluster
+  FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[], %s::text[],
+              %s::text[], %s::text[], %s::varchar[], %s::timestamptz[], %s::timestamptz[],
+              %s::boolean[], %s::varchar[])
+       AS r(id, name, func, hook, args, kwargs, result, grp, started, stopped, success, cluster)
 ON CONFLICT (id) DO UPDATE
    SET stopped = EXCLUDED.stopped, result = EXCLUDED.result, success = EXCLUDED.success,
-       attempt_count = {table}.attempt_count + 1
- WHERE NOT {table}.success
+       attempt_count = t.attempt_count + 1
+ WHERE NOT t.success
 """
+
+
+def result_columns(rows: list[tuple]) -> list[list]:
+    """Rows as columns, one row per task id (the last result of a task in the batch wins:
+    one statement cannot update a row twice)."""
+    unique = list({row[0]: row for row in rows}.values())
+    return [list(column) for column in zip(*unique, strict=True)]
 
 
 class Store:
@@ -151,7 +164,6 @@ class Store:
         self.params = connection_params(alias)
         self.conn: psycopg.Connection | None = None
         self.woken = False
-        self._upsert = task_upsert_sql()
 
     # --- the session ------------------------------------------------------------------------
 
@@ -225,22 +237,6 @@ class Store:
         (seconds,) = self.conn.execute(NEXT_RUN_AT, [self.queue]).fetchone()
         return None if seconds is None else max(0.0, float(seconds))
 
-    # --- finishing --------------------------------------------------------------------------
-
-    def flush(self, outcome: Outcome) -> None:
-        with self.conn.transaction(), self.conn.cursor() as cur:
-            if outcome.results:
-                cur.executemany(self._upsert, outcome.results)
-            if outcome.done:
-                cur.execute(ACK, [outcome.done, self.owner])
-            if outcome.retry:
-                ids, delays, give_back, errors = zip(*outcome.retry, strict=True)
-                cur.execute(RETRY, [list(ids), list(delays), list(give_back), list(errors),
-                                    self.owner])
-            if outcome.park:
-                ids, errors = zip(*outcome.park, strict=True)
-                cur.execute(PARK, [list(ids), list(errors), self.owner])
-
     def still_ours(self, ids: Iterable[int]) -> set[int]:
         rows = self.conn.execute(STILL_OURS, [list(ids), self.owner])
         return {row[0] for row in rows}
@@ -267,3 +263,40 @@ class Store:
 
     def release_key(self, key: int) -> None:
         self.conn.execute("SELECT pg_advisory_unlock(%s)", [key])
+
+
+class Writer:
+    """Writes finished jobs on a connection of its own: results, acknowledgements, retries
+    and parked jobs, each batch in one transaction. Its commits are asynchronous
+    (synchronous_commit off): a database crash can lose the last acknowledgements of a few
+    milliseconds, and those jobs run again (at least once, as always; never lost)."""
+
+    def __init__(self, *, alias: str, owner: int) -> None:
+        self.owner = owner
+        self.params = connection_params(alias)
+        extra = "-c synchronous_commit=off"
+        self.params["options"] = f"{self.params.get('options', '')} {extra}".strip()
+        self.conn: psycopg.Connection | None = None
+        self._upsert = task_upsert_sql()
+
+    def flush(self, outcome: Outcome) -> None:
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            self.conn = psycopg.connect(**self.params, autocommit=True,
+                                        application_name="pgbroker writer")
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            if outcome.results:
+                cur.execute(self._upsert, result_columns(outcome.results))
+            if outcome.done:
+                cur.execute(ACK, [outcome.done, self.owner])
+            if outcome.retry:
+                ids, delays, give_back, errors = zip(*outcome.retry, strict=True)
+                cur.execute(RETRY, [list(ids), list(delays), list(give_back), list(errors),
+                                    self.owner])
+            if outcome.park:
+                ids, errors = zip(*outcome.park, strict=True)
+                cur.execute(PARK, [list(ids), list(errors), self.owner])
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.conn = None

@@ -12,6 +12,7 @@ which that user can reach and which two clones never share.
 With DATABASE_URL set, nothing here starts or stops anything.
 
     python3 project/localpg.py start|stop|status|reset|url
+    python3 project/localpg.py restart [fast|immediate]
     python3 project/localpg.py run -- CMD...   # start if needed, run CMD, stop if we started it
 """
 
@@ -239,6 +240,20 @@ def stop(*, quiet: bool = False) -> None:
          check=True, stdout=subprocess.DEVNULL)
 
 
+def restart(*, mode: str = "fast") -> None:
+    """Restart the running cluster (`immediate`: a crash and recovery, as in a power cut)."""
+    if os.environ.get("DATABASE_URL"):
+        raise LocalPgError("DATABASE_URL is set: this script restarts only its own cluster")
+    c = cluster()
+    bindir = ensure_bindir()
+    if not is_running(c, bindir):
+        raise LocalPgError("the project-local PostgreSQL is not running")
+    r = _run([str(bindir / "pg_ctl"), "restart", "-w", "-t", "60", "-m", mode,
+              "-D", str(c.data_dir), "-l", str(c.log_file)], c, stdout=subprocess.DEVNULL)
+    if r.returncode != 0:
+        raise LocalPgError(f"pg_ctl restart failed (exit {r.returncode})")
+
+
 def reset() -> None:
     stop()
     c = cluster()
@@ -285,6 +300,8 @@ def main(argv: list[str]) -> int:
             stop()
         elif verb == "reset":
             reset()
+        elif verb == "restart":
+            restart(mode=rest[0] if rest else "fast")
         elif verb == "status":
             return status()
         elif verb == "url":

@@ -67,7 +67,7 @@ import django  # noqa: E402
 django.setup()
 
 from django.core.management import call_command  # noqa: E402
-from django.db import connection  # noqa: E402
+from django.db import DatabaseError, connection  # noqa: E402
 from django.db.models import Count  # noqa: E402
 
 from bench.peers.engines import ENGINES, Engine  # noqa: E402
@@ -139,7 +139,7 @@ def bench_throughput(engine: Engine, result: Result) -> None:
     t0 = time.monotonic()
     engine.start_workers()
     try:
-        bodies = wait_for(lambda: ran("t-") >= N, timeout=1800, interval=0.05)
+        bodies = wait_for(lambda: ran("t-") >= N, timeout=600, interval=0.05)
         drained = wait_for(lambda: engine.pending() == 0, timeout=600, interval=0.05)
     finally:
         engine.stop()
@@ -255,32 +255,45 @@ def main() -> None:
         f"crash={CRASHES} x up to {CRASH_TIMEOUT:.0f} s; engines: "
         f"{', '.join(e.slug for e in engines)}")
     call_command("migrate", verbosity=0)
-    results = []
+    results: list[Result] = []
+    loads = [os.getloadavg()[0]]
     try:
         for engine in engines:
             say(f"{engine.title}")
             result = Result(engine)
             results.append(result)
-            if "throughput" in PARTS:
-                bench_throughput(engine, result)
-            if "latency" in PARTS:
-                bench_latency(engine, result)
-            if "crash" in PARTS:
-                bench_crash(engine, result)
+            try:
+                if "throughput" in PARTS:
+                    bench_throughput(engine, result)
+                if "latency" in PARTS:
+                    bench_latency(engine, result)
+                if "crash" in PARTS:
+                    bench_crash(engine, result)
+            except DatabaseError as exc:  # e.g. the server restarted under us: next engine
+                say(f"  failed: {exc!r}")
+                result.duplicates.append(f"run failed: {type(exc).__name__}")
+                engine.stop()
+                connection.close()
+            loads.append(os.getloadavg()[0])
+            write(results, loads)
     finally:
         for engine in engines:
             engine.stop()
-    text = table(results)
-    say("\n" + text)
+    say("\n" + table(results))
+    say(f"\n(written to {OUT})")
+    connection.close()
+
+
+def write(results: list[Result], loads: list[float]) -> None:
+    """The table so far, to OUT (rewritten after each engine, so a broken run keeps its rows)."""
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(
         f"Peers benchmark ({os.cpu_count()} cores, PostgreSQL on a unix socket; N={N}, "
         f"latency samples={LATENCY_SAMPLES}, crashes={CRASHES}, crash timeout "
-        f"{CRASH_TIMEOUT:.0f} s). jobs/s includes worker start; crash: median seconds from "
-        f"SIGKILL to the body's next start (redelivered/tried); duplicates: jobs with two "
-        f"completed runs.\n\n{text}\n")
-    say(f"\n(written to {OUT})")
-    connection.close()
+        f"{CRASH_TIMEOUT:.0f} s; 1-min load average before each engine and at the end: "
+        f"{', '.join(f'{x:.2f}' for x in loads)}). jobs/s includes worker start; crash: median "
+        f"seconds from SIGKILL to the body's next start (redelivered/tried); duplicates: jobs "
+        f"with two completed runs.\n\n{table(results)}\n")
 
 
 if __name__ == "__main__":

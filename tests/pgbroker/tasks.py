@@ -1,0 +1,35 @@
+"""Tasks for the liveness tests. Each run of a job appends "start"/"end" lines to a file, and
+holds an exclusive lock on a per-job file while it runs: a second run of the same job starting
+while the first is still alive finds the lock taken and says so (the lock dies with its
+process, like a worker's SIGKILL)."""
+
+import fcntl
+import os
+import time
+
+
+def _append(path: str, line: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def run(path: str, key: str, seconds: float = 0.0) -> str:
+    lock = open(f"{path}.{key}.lock", "a")  # noqa: SIM115 (held for the whole run)
+    try:
+        fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        _append(path, f"overlap {key} {os.getpid()} {time.time()}")
+        raise RuntimeError(f"job {key} is already running elsewhere") from None
+    _append(path, f"start {key} {os.getpid()} {time.time()}")
+    time.sleep(seconds)
+    _append(path, f"end {key} {os.getpid()} {time.time()}")
+    lock.close()
+    return key
+
+
+def crash() -> None:
+    """A poison job: kills its worker every time (an OOM or a segfault would do the same)."""
+    os._exit(70)
