@@ -74,9 +74,11 @@ status: ## what is running
 
 test: $(STAMP) browser-deps ## lint + the whole suite against a real PostgreSQL (sets up from nothing)
 	@$(VENV)/bin/ruff check .
-	@$(LOCALPG) run -- $(VENV)/bin/pytest $(PYTEST_ARGS)
+	@$(LOCALPG) run -- bash -c '$(VENV)/bin/pytest $(PYTEST_ARGS) && \
+	  echo "== the cluster tests again, on the stock django-q2 ORM broker (Q_BROKER=orm) ==" && \
+	  Q_BROKER=orm $(VENV)/bin/pytest -q -m cluster $(PYTEST_ARGS)'
 
-test-fast: $(STAMP) ## the suite without the browser tests
+test-fast: $(STAMP) ## the suite without the browser tests, on the default broker only
 	@$(LOCALPG) run -- $(VENV)/bin/pytest -m "not browser" $(PYTEST_ARGS)
 
 browser-deps: ## Debian's chromium for the browser tests (installed with apt when root)

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.utils import timezone
-from django_q.brokers import get_broker
+from django.utils.module_loading import import_string
+from django_q.conf import Conf
 from django_q.models import Failure, OrmQ
 
 from jobs.models import JobRun
@@ -16,7 +17,9 @@ from pgbroker.models import Job
 
 
 def uses_pgbroker() -> bool:
-    return isinstance(get_broker(), PostgresBroker)
+    """Is the configured broker pgbroker's (decided from settings: no connection needed)?"""
+    return bool(Conf.BROKER_CLASS) and issubclass(import_string(Conf.BROKER_CLASS),
+                                                  PostgresBroker)
 
 
 @dataclass(frozen=True)

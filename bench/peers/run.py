@@ -86,7 +86,7 @@ class Result:
 
 
 def say(text: str) -> None:
-    print(text, flush=True)
+    print(f"{time.strftime('%H:%M:%S')} {text}", flush=True)
 
 
 def reset() -> None:
@@ -237,6 +237,28 @@ def bench_crash(engine: Engine, result: Result) -> None:
         result.duplicates.append(f"crash {dups}/{CRASHES}")
 
 
+def measure(engine: Engine, result: Result) -> None:
+    if "throughput" in PARTS:
+        bench_throughput(engine, result)
+    if "latency" in PARTS:
+        bench_latency(engine, result)
+    if "crash" in PARTS:
+        bench_crash(engine, result)
+
+
+def wait_for_database(timeout: float = 120) -> None:
+    def up() -> bool:
+        connection.close()
+        try:
+            connection.ensure_connection()
+        except DatabaseError:
+            return False
+        return True
+
+    if wait_for(up, timeout=timeout, interval=1) is None:
+        raise SystemExit("the database did not come back")
+
+
 def table(results: list[Result]) -> str:
     lines = ["| engine | jobs/s | p50 ms | p99 ms | crash redelivery median s | duplicates "
              "| enqueue (one txn) |",
@@ -259,28 +281,25 @@ def main() -> None:
     loads = [os.getloadavg()[0]]
     try:
         for engine in engines:
-            say(f"{engine.title}")
-            result = Result(engine)
+            for attempt in (1, 2):
+                say(f"{engine.title}")
+                result = Result(engine)
+                try:
+                    measure(engine, result)
+                    break
+                except DatabaseError as exc:  # e.g. the server restarted under us: once more
+                    say(f"  failed (attempt {attempt}): {exc!r}")
+                    result.duplicates.append(f"run failed: {type(exc).__name__}")
+                    engine.stop()
+                    wait_for_database()
             results.append(result)
-            try:
-                if "throughput" in PARTS:
-                    bench_throughput(engine, result)
-                if "latency" in PARTS:
-                    bench_latency(engine, result)
-                if "crash" in PARTS:
-                    bench_crash(engine, result)
-            except DatabaseError as exc:  # e.g. the server restarted under us: next engine
-                say(f"  failed: {exc!r}")
-                result.duplicates.append(f"run failed: {type(exc).__name__}")
-                engine.stop()
-                connection.close()
             loads.append(os.getloadavg()[0])
             write(results, loads)
     finally:
         for engine in engines:
             engine.stop()
-    say("\n" + table(results))
-    say(f"\n(written to {OUT})")
+    print("\n" + table(results), flush=True)
+    print(f"\n(written to {OUT})", flush=True)
     connection.close()
 
 
