@@ -7,3 +7,6 @@ class PgBrokerConfig(AppConfig):
     name = "pgbroker"
     verbose_name = "PostgreSQL job queue"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from pgbroker import checks  # noqa: F401 (registers the system checks)

@@ -164,10 +164,8 @@ DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "welcome@reliable.exam
 # which must outlast the worst case a leased task can wait before it is acknowledged: the
 # tasks prefetched ahead of it (queue_limit + bulk, over the workers) plus its own run, each
 # up to `timeout`. Shorter leases redeliver tasks that are still running or waiting.
-Q_BROKER = os.environ.get("Q_BROKER", "postgres")
+Q_BROKER = os.environ.get("Q_BROKER", "postgres")  # an unknown one: `check` says reliable.E001
 BROKER_CLASSES = {"postgres": "pgbroker.broker.PostgresBroker", "orm": None}
-if Q_BROKER not in BROKER_CLASSES:
-    raise ImproperlyConfigured(f"Q_BROKER={Q_BROKER!r}: expected postgres or orm")
 Q_WORKERS = env_int("Q_WORKERS", 2)
 Q_TIMEOUT = env_int("Q_TIMEOUT", 30)
 Q_QUEUE_LIMIT = env_int("Q_QUEUE_LIMIT", 2 if Q_BROKER == "orm" else 20)
@@ -198,7 +196,7 @@ Q_CLUSTER = {
     "catch_up": False,
     "label": "Task queue",
 }
-if BROKER_CLASSES[Q_BROKER]:
+if BROKER_CLASSES.get(Q_BROKER):
     Q_CLUSTER["broker_class"] = BROKER_CLASSES[Q_BROKER]
 
 # --- this project's knobs (read inside functions, never at import) ---------------------------
@@ -207,10 +205,6 @@ OUTBOX_BATCH_SIZE = env_int("OUTBOX_BATCH_SIZE", 100)
 OUTBOX_MAX_ATTEMPTS = env_int("OUTBOX_MAX_ATTEMPTS", 5)
 OUTBOX_POLL_SECONDS = float(os.environ.get("OUTBOX_POLL_SECONDS", "5"))
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 5)
-if 0 < Q_CLUSTER["max_attempts"] < JOB_MAX_ATTEMPTS:
-    raise ImproperlyConfigured(
-        "Q_MAX_ATTEMPTS is below JOB_MAX_ATTEMPTS: django-q2 would drop failing jobs before "
-        "jobs.JobRun parks them, and they would vanish unseen")
 CLUSTER_WAIT_SECONDS = float(os.environ.get("CLUSTER_WAIT_SECONDS", "5"))
 SAGA_LEASE_SECONDS = float(os.environ.get("SAGA_LEASE_SECONDS", "10"))
 SAGA_STEP_DEADLINE_SECONDS = float(os.environ.get("SAGA_STEP_DEADLINE_SECONDS", "5"))
