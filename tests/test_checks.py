@@ -23,9 +23,9 @@ def test_the_project_settings_pass_every_check():
     assert check_job_settings() == []
 
 
-def test_an_orm_alias_other_than_the_business_one_is_flagged(settings):
+def test_an_orm_alias_other_than_the_business_one_is_flagged(settings, monkeypatch):
     settings.Q_CLUSTER = {**STOCK, "orm": "queue", "broker_class": "x", "retry": 999}
-    settings.DATABASES = {**settings.DATABASES, "queue": settings.DATABASES["default"]}
+    monkeypatch.setitem(settings.DATABASES, "queue", settings.DATABASES["default"])
     (found,) = check_queue_settings()
     assert found.id == "reliable.W001"
     assert "orphan task" in found.msg
@@ -45,8 +45,8 @@ def test_the_lease_is_not_checked_for_the_postgresql_broker(settings):
     assert check_queue_settings() == []
 
 
-def test_conn_max_age_zero_is_flagged(settings):
-    settings.DATABASES = {"default": {**settings.DATABASES["default"], "CONN_MAX_AGE": 0}}
+def test_conn_max_age_zero_is_flagged(settings, monkeypatch):
+    monkeypatch.setitem(settings.DATABASES["default"], "CONN_MAX_AGE", 0)
     assert ids(check_queue_settings()) == ["reliable.W004"]
 
 
