@@ -46,8 +46,9 @@ class ModeStats:
 
 
 def users_with_pending_email() -> set[int]:
-    """Users whose welcome email is still on its way: a queued job, a pending outbox message,
-    or an email job between attempts."""
+    """Users whose welcome email is still on its way: a job still in the queue (waiting,
+    running, or between attempts) or a pending outbox message. A job the queue gave up on
+    (parked) is not on its way: a person has to retry it."""
     ids: set[int] = set()
     for task in queued_tasks():
         if task.func == SEND_EMAIL_TASK:
@@ -55,9 +56,6 @@ def users_with_pending_email() -> set[int]:
     for payload in pending_messages().filter(topic=WELCOME_TOPIC).values_list("payload", flat=True):
         if isinstance(payload, dict):
             ids.add(payload.get("user_id"))
-    for key in JobRun.objects.filter(key__startswith="email:", finished_at__isnull=True,
-                                     parked_at__isnull=True).values_list("key", flat=True):
-        ids.add(int(key.split(":", 1)[1]))
     return ids
 
 
@@ -114,6 +112,7 @@ def consistency_checks(signups: list[ModeStats] | None = None) -> list[Check]:
     duplicated = [n for s in signups for n in s.duplicated]
     parked = list(JobRun.objects.filter(parked_at__isnull=False, finished_at__isnull=True)
                   .values_list("key", flat=True))
+    queue_parked = [f"{t.id} {t.func}" for t in queued_tasks(include_parked=True) if t.parked]
     dead = [str(i) for i in OutboxMessage.objects.filter(
         dead_at__isnull=False, published_at__isnull=True).values_list("id", flat=True)]
     still_booked, incomplete = saga_booking_violations()
@@ -136,6 +135,8 @@ def consistency_checks(signups: list[ModeStats] | None = None) -> list[Check]:
               dead, ATTENTION),
         check("jobs_parked", "jobs parked after too many attempts (poison jobs)",
               parked, ATTENTION),
+        check("queue_parked", "jobs the queue gave up on (retry them from the Jobs page)",
+              queue_parked, ATTENTION),
         check("saga_compensated_but_booked",
               "compensated sagas must leave nothing booked", still_booked, VIOLATION),
         check("saga_completed_but_not_booked",

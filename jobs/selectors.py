@@ -29,6 +29,8 @@ class QueueCounts:
     failed: int      # django-q2 Failure rows
     parked: int      # our own poison-job ledger: gave up after JOB_MAX_ATTEMPTS
     queue_parked: int = 0  # pgbroker: jobs the queue itself gave up on, kept for a person
+    retrying: int = 0      # pgbroker: waiting for their retry (backoff)
+    broker: str = "orm"    # "pgbroker" or "orm": which admin page lists the jobs
 
 
 def queue_counts() -> QueueCounts:
@@ -37,7 +39,7 @@ def queue_counts() -> QueueCounts:
     if uses_pgbroker():
         c = pg.counts()
         return QueueCounts(queued=c.pending, leased=c.claimed, failed=failed, parked=parked,
-                           queue_parked=c.parked)
+                           queue_parked=c.parked, retrying=c.retrying, broker="pgbroker")
     now = timezone.now()
     return QueueCounts(queued=OrmQ.objects.count(),
                        leased=OrmQ.objects.filter(lock__gt=now).count(), failed=failed,

@@ -103,9 +103,25 @@ def explain(job: Job, *, clusters: dict[int, Cluster], where: dict, now: datetim
                    attempts=job.attempts, run_at=job.run_at, worker_pid=pid, since=since)
 
 
-def job_views(jobs=None, *, limit: int | None = None) -> list[JobView]:
+def _clusters() -> tuple[dict[int, Cluster], dict]:
     clusters = {c.owner: c for c in Cluster.objects.all()}
-    where = _running(list(clusters.values()))
+    return clusters, _running(list(clusters.values()))
+
+
+_snapshot: tuple[float, tuple] = (0.0, ({}, {}))
+
+
+def view(job: Job) -> JobView:
+    """One job explained, with the clusters as read at most a second ago (list pages)."""
+    global _snapshot
+    if time.monotonic() - _snapshot[0] > 1.0:
+        _snapshot = (time.monotonic(), _clusters())
+    clusters, where = _snapshot[1]
+    return explain(job, clusters=clusters, where=where, now=timezone.now())
+
+
+def job_views(jobs=None, *, limit: int | None = None) -> list[JobView]:
+    clusters, where = _clusters()
     qs = (jobs if jobs is not None else Job.objects.all()).order_by("id")
     if limit is not None:
         qs = qs[:limit]

@@ -1,0 +1,98 @@
+"""The queue, read-only: every job with its state and, when it is not running, why."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from pgbroker import selectors, services
+from pgbroker.models import Cluster, Job
+
+
+class StateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+    CHOICES = {
+        "claimed": ("running or claimed", lambda qs: qs.claimed()),
+        "ready": ("ready", lambda qs: qs.ready()),
+        "retrying": ("waiting for a retry", lambda qs: qs.retrying()),
+        "parked": ("parked", lambda qs: qs.parked()),
+    }
+
+    def lookups(self, request, model_admin):
+        return [(key, label) for key, (label, _) in self.CHOICES.items()]
+
+    def queryset(self, request, queryset):
+        choice = self.CHOICES.get(self.value())
+        return choice[1](queryset) if choice else queryset
+
+
+class ReadOnly(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(Job)
+class JobAdmin(ReadOnly):
+    list_display = ["id", "task", "state", "why", "attempts", "created_at", "run_at"]
+    list_filter = [StateFilter, "queue"]
+    search_fields = ["id"]
+    actions = ["retry_parked"]
+    list_per_page = 50
+    readonly_fields = ["queue", "task", "state", "why", "attempts", "created_at", "run_at",
+                       "claimed_at", "owner", "parked_at", "last_error"]
+    exclude = ["payload"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).order_by("id")
+
+    def _view(self, obj: Job) -> selectors.JobView:
+        return selectors.view(obj)
+
+    @admin.display(description="task")
+    def task(self, obj: Job) -> str:
+        view = self._view(obj)
+        kwargs = ", ".join(f"{k}={v!r}" for k, v in view.kwargs.items())
+        return f"{view.func}({kwargs})"
+
+    @admin.display(description="state")
+    def state(self, obj: Job) -> str:
+        view = self._view(obj)
+        color = {"parked": "#ba2121", "retrying": "#b07000", "orphaned": "#ba2121"}.get(
+            view.state, "inherit")
+        return format_html('<span style="color:{}">{}</span>', color, view.state)
+
+    @admin.display(description="why")
+    def why(self, obj: Job) -> str:
+        return self._view(obj).why
+
+    @admin.action(description="Retry parked jobs (fresh attempts)", permissions=["operate"])
+    def retry_parked(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        n = services.retry_parked(jobs=queryset, by=request.user.get_username())
+        self.message_user(request, f"{n} parked job(s) will run again now.")
+
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        return request.user.is_superuser
+
+
+@admin.register(Cluster)
+class ClusterAdmin(ReadOnly):
+    list_display = ["owner_hex", "queue", "host", "pid", "started_at", "seen_at", "idle",
+                    "running"]
+
+    @admin.display(description="owner")
+    def owner_hex(self, obj: Cluster) -> str:
+        return f"{obj.owner:x}"
+
+    @admin.display(description="workers (pid: job)")
+    def running(self, obj: Cluster) -> str:
+        return ", ".join(f"{w['pid']}: {w['job'] or 'idle'}" for w in obj.workers or []
+                         if w.get("pid"))
