@@ -6,20 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.utils import timezone
-from django.utils.module_loading import import_string
-from django_q.conf import Conf
 from django_q.models import Failure, OrmQ
 
 from jobs.models import JobRun
 from pgbroker import selectors as pg
-from pgbroker.broker import PostgresBroker
+from pgbroker.broker import configured
 from pgbroker.models import Job
 
 
 def uses_pgbroker() -> bool:
-    """Is the configured broker pgbroker's (decided from settings: no connection needed)?"""
-    return bool(Conf.BROKER_CLASS) and issubclass(import_string(Conf.BROKER_CLASS),
-                                                  PostgresBroker)
+    return configured()
 
 
 @dataclass(frozen=True)

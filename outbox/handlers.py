@@ -14,6 +14,14 @@ class PermanentError(Exception):
     """This message can never be handled: retrying will not help."""
 
 
+def enqueue_only(handler: Callable[[dict], None]) -> Callable[[dict], None]:
+    """Marks a handler that writes nothing but its async_task(): the relay then needs no
+    savepoint for it, and its jobs join the batch's one multi-row INSERT."""
+    handler.enqueue_only = True
+    return handler
+
+
+@enqueue_only
 def enqueue_welcome_email(payload: dict) -> None:
     user_id = payload.get("user_id") if isinstance(payload, dict) else None
     if not isinstance(user_id, int) or isinstance(user_id, bool) or user_id <= 0:

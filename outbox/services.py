@@ -10,12 +10,13 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from faults.services import fire
 from outbox.handlers import HANDLERS, PermanentError
 from outbox.models import OutboxMessage
+from pgbroker.broker import batched_enqueue, configured
 
 logger = logging.getLogger(__name__)
 
@@ -82,14 +83,17 @@ def backoff(attempts: int) -> timedelta:
 def relay_batch(*, batch: int) -> RelayResult:
     """Claim up to `batch` due messages (SKIP LOCKED), handle each, commit once.
 
-    Each message is handled in a savepoint: a failing handler rolls back only its own work,
-    its message is rescheduled with backoff (or dead), and the rest of the batch goes on.
+    A failing handler rolls back only its own work (a savepoint, or for a handler that only
+    enqueues, its jobs dropped from the batch); its message is rescheduled with backoff (or
+    dead), and the rest of the batch goes on. With pgbroker the batch's jobs are one INSERT,
+    and the published messages one UPDATE.
     """
     if connection.in_atomic_block:
         raise OutboxError(RELAY_IN_TRANSACTION)
     result = RelayResult()
     max_attempts = settings.OUTBOX_MAX_ATTEMPTS
-    with transaction.atomic():
+    batching = configured()
+    with transaction.atomic(), batched_enqueue() as enqueued:
         now = timezone.now()
         messages = list(
             pending()
@@ -99,17 +103,23 @@ def relay_batch(*, batch: int) -> RelayResult:
         )
         if messages:
             fire("relay.publish")
+        published: list = []
         for message in messages:
             handler = HANDLERS.get(message.topic)
             message.attempts += 1
+            mark = enqueued.mark()
             try:
                 if handler is None:
                     raise PermanentError(
                         NO_HANDLER.format(topic=message.topic, known=", ".join(sorted(HANDLERS)))
                     )
-                with transaction.atomic():  # savepoint
+                if batching and getattr(handler, "enqueue_only", False):
                     handler(message.payload)
+                else:
+                    with transaction.atomic():  # savepoint
+                        handler(message.payload)
             except Exception as e:
+                enqueued.discard_since(mark)
                 message.last_error = "".join(traceback.format_exception(e))[-4000:]
                 if isinstance(e, PermanentError) or message.attempts >= max_attempts:
                     message.dead_at = now
@@ -120,11 +130,12 @@ def relay_batch(*, batch: int) -> RelayResult:
                     result.failed += 1
                     logger.warning("outbox message %s (%s) failed, attempt %s: %s",
                                    message.id, message.topic, message.attempts, e)
+                message.save(update_fields=["attempts", "last_error", "dead_at", "available_at"])
             else:
-                message.published_at = now
-                result.published += 1
-            message.save(update_fields=["attempts", "last_error", "dead_at", "available_at",
-                                        "published_at"])
+                published.append(message.pk)
+        if published:
+            result.published = OutboxMessage.objects.filter(pk__in=published).update(
+                published_at=now, attempts=F("attempts") + 1)
     return result
 
 

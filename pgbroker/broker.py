@@ -9,7 +9,12 @@ of a job's owner being alive), and `dequeue()` says so.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
 from django.db import connections
+from django.utils.module_loading import import_string
 from django_q.brokers import Broker
 from django_q.conf import Conf
 
@@ -25,12 +30,64 @@ def alias() -> str:
     return Conf.ORM or "default"
 
 
+def configured() -> bool:
+    """Is pgbroker the configured broker (decided from settings: no connection needed)?"""
+    return bool(Conf.BROKER_CLASS) and issubclass(import_string(Conf.BROKER_CLASS),
+                                                  PostgresBroker)
+
+
+class Batch:
+    """Packages enqueued inside `batched_enqueue()`, per queue, not yet written."""
+
+    def __init__(self) -> None:
+        self.packages: list[tuple[str, str]] = []
+
+    def mark(self) -> int:
+        return len(self.packages)
+
+    def discard_since(self, mark: int) -> None:
+        del self.packages[mark:]
+
+    def write(self) -> int:
+        by_queue: dict[str, list[str]] = {}
+        for queue, package in self.packages:
+            by_queue.setdefault(queue, []).append(package)
+        with connections[alias()].cursor() as cur:
+            for queue, packages in by_queue.items():
+                cur.execute("SELECT count(*) FROM pgbroker_enqueue_many(%s, %s)",
+                            [queue, packages])
+        n, self.packages = len(self.packages), []
+        return n
+
+
+_batch: contextvars.ContextVar[Batch | None] = contextvars.ContextVar("pgbroker_batch",
+                                                                     default=None)
+
+
+@contextlib.contextmanager
+def batched_enqueue() -> Iterator[Batch]:
+    """Inside the block, async_task() on this broker only collects its package; they are
+    written as one multi-row INSERT when the block ends without an error (so run it inside
+    the transaction they belong to). `discard_since(mark)` drops what a failed step added."""
+    batch = Batch()
+    token = _batch.set(batch)
+    try:
+        yield batch
+        batch.write()
+    finally:
+        _batch.reset(token)
+
+
 class PostgresBroker(Broker):
     @staticmethod
     def get_connection(list_key: str | None = None):
         return connections[alias()]
 
-    def enqueue(self, task: str) -> int:
+    def enqueue(self, task: str) -> int | None:
+        batch = _batch.get()
+        if batch is not None:
+            batch.packages.append((self.list_key or Conf.CLUSTER_NAME, task))
+            return None
         # No close_old_connections() here (the stock ORM broker's), which would close the
         # caller's other connections in the middle of its transaction (django-q2 #293).
         with connections[alias()].cursor() as cur:
