@@ -39,6 +39,8 @@ class Saga(models.Model):
     fault_scope = models.CharField(max_length=64, blank=True, default="",
                                    help_text="faults armed for this saga only")
     lease_until = models.DateTimeField(null=True, blank=True)
+    last_seq = models.PositiveIntegerField(
+        default=0, help_text="seq of the last log entry (the next append takes the one after)")
     retry_from_seq = models.PositiveIntegerField(
         default=0, help_text="compensation failures before this log entry are forgiven (retry)")
     created_at = models.DateTimeField(auto_now_add=True)

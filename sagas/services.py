@@ -30,7 +30,7 @@ from faults.models import Action
 from project.sideconn import side_cursor
 from sagas import decide as d
 from sagas.definitions import DEFINITIONS, TRIP, SagaDefinition
-from sagas.models import ACTIVE_STATES, Event, Saga, SagaLog, State
+from sagas.models import ACTIVE_STATES, FINAL_STATES, Event, Saga, State
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ CUSTOMER_TOO_LONG = "the customer name is longer than 100 characters"
 UNKNOWN_KIND = "unknown saga kind {kind!r}"
 NOT_STUCK = "saga {id} is {state}, not stuck: only stuck sagas can be retried"
 ADVANCE_IN_TRANSACTION = "advance() must not run inside a transaction: each event commits"
+ALREADY_FINAL = "saga {id} is already final: {event} refused (a late coordinator?)"
 
 
 class SagaError(Exception):
@@ -132,23 +133,35 @@ def saga_lock(saga_id: int) -> Iterator[bool]:
                 cur.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_CLASS, saga_id])
 
 
+APPEND = """
+WITH s AS (
+    UPDATE sagas_saga
+       SET last_seq = last_seq + 1, state = coalesce(%(state)s, state), updated_at = now(),
+           lease_until = clock_timestamp() + make_interval(secs => %(lease)s)
+     WHERE id = %(saga)s AND state <> ALL(%(final)s)
+ RETURNING id, last_seq, state, lease_until)
+INSERT INTO sagas_sagalog (saga_id, seq, event, step, detail, pid, at)
+SELECT id, last_seq, %(event)s, %(step)s, %(detail)s, %(pid)s, clock_timestamp() FROM s
+RETURNING seq, (SELECT state FROM s), (SELECT lease_until FROM s)
+"""
+
+
 def _append(saga: Saga, event: str, *, step: str = "", detail: str = "",
-            state: str | None = None, lease_for: float | None = None) -> SagaLog:
-    """Append one event (and the state it implies), extending the lease. Commits on its own
-    unless the caller holds a transaction (start_saga does)."""
-    with transaction.atomic():
-        locked = Saga.objects.select_for_update().get(pk=saga.pk)
-        seq = (locked.log.aggregate(m=Max("seq"))["m"] or 0) + 1
-        entry = SagaLog.objects.create(saga=locked, seq=seq, event=event, step=step,
-                                       detail=detail[:2000], pid=os.getpid())
-        seconds = lease_seconds() if lease_for is None else lease_for
-        locked.lease_until = timezone.now() + timedelta(seconds=seconds)
-        if state:
-            locked.state = state
-        locked.save(update_fields=["lease_until", "state", "updated_at"])
-        saga.state, saga.lease_until = locked.state, locked.lease_until
+            state: str | None = None, lease_for: float | None = None) -> int:
+    """Append one event (and the state it implies) and extend the lease, in one statement:
+    it commits on its own unless the caller holds a transaction (start_saga does). A saga
+    that is already final takes no more events (a late coordinator is refused)."""
+    seconds = lease_seconds() if lease_for is None else lease_for
+    with connection.cursor() as cur:
+        cur.execute(APPEND, {"state": state, "lease": seconds, "saga": saga.pk,
+                             "final": [str(s) for s in FINAL_STATES], "event": event, "step": step,
+                             "detail": detail[:2000], "pid": os.getpid()})
+        row = cur.fetchone()
+    if row is None:
+        raise SagaError(ALREADY_FINAL.format(id=saga.pk, event=event))
+    seq, saga.state, saga.lease_until = row
     logger.info("saga %s: %s %s %s", saga.pk, seq, event, step)
-    return entry
+    return seq
 
 
 def _call_step(call, saga: Saga, step: str, *, deadline: float | None) -> None:

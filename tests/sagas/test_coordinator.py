@@ -38,6 +38,16 @@ def test_happy_path_books_all_three_and_completes():
                                                "flight": "booked"}
 
 
+def test_a_final_saga_takes_no_more_events_and_advancing_it_does_nothing():
+    saga = run(services.start_trip(customer="alice"))
+    events = log_of(saga)
+    with pytest.raises(services.SagaError, match=f"saga {saga.pk} is already final"):
+        services._append(saga, "STEP_START", step="flight")  # a late coordinator
+    assert run(saga).state == State.COMPLETED
+    assert log_of(saga) == events
+    assert saga.last_seq == len(events)
+
+
 FAILURE_LOGS = {
     "hotel": ["STEP_START hotel", "STEP_FAIL hotel", "SAGA_ABORT",
               "COMP_START hotel", "COMP_END hotel"],
