@@ -78,6 +78,7 @@ WORKER_DIED = "worker {pid} died ({how}) while running it"
 HANDED_BACK = "handed back unstarted: the cluster stopped"
 RUN_AGAIN_MAX = 60.0
 PIPELINE = 2  # jobs in one worker's pipe: the running one and the next
+PIPELINE_MAX_BYTES = 16_384  # a larger job waits for a free worker (well inside a pipe buffer)
 RECHECK_MAX = 0.1
 
 
@@ -467,6 +468,9 @@ class Dispatcher:
         close = [s.conn.fileno() for s in self.slots if not s.conn.closed]
         if self.store is not None and self.store.up:
             close.append(self.store.fileno())
+        if self.flusher is not None and self.flusher.writer.conn is not None \
+                and not self.flusher.writer.conn.closed:
+            close.append(self.flusher.writer.conn.fileno())
         close += [self.wake_r, self.wake_w]
         process = mp_context().Process(
             target=worker_main, name=f"Worker-{number}",
@@ -572,9 +576,10 @@ class Dispatcher:
     def _can_dispatch(self) -> bool:
         if not self._room():
             return False
-        if self.native:
-            return bool(self.buffer)
-        return not self.source.buffer.empty()
+        if self.buffer:
+            return any(s.room and (not s.jobs or len(self.buffer[0].payload) <= PIPELINE_MAX_BYTES)
+                       for s in self.slots)
+        return not self.native and not self.source.buffer.empty()
 
     def _should_claim(self, now: float) -> bool:
         if not self.native or not self.store.up or not self._room() or self.buffer:
@@ -590,13 +595,21 @@ class Dispatcher:
             return
         if self.native and self._should_claim(time.monotonic()):
             self._claim()
-        for slot in self.slots:
+        # Idle workers first; a busy worker gets a job queued behind its running one only if
+        # the job is small: a large one could fill its pipe while the worker, still busy,
+        # is itself blocked sending a large result back (both ends would wait forever).
+        for slot in sorted(self.slots, key=lambda s: len(s.jobs)):
             while slot.room:
-                job = self.buffer.popleft() if self.native and self.buffer else (
-                    None if self.native else self.source.take())
-                if job is None:
+                if not self.buffer and not self.native:
+                    job = self.source.take()
+                    if job is None:
+                        return
+                    self.buffer.append(job)
+                if not self.buffer:
                     return
-                self._dispatch(slot, job)
+                if slot.jobs and len(self.buffer[0].payload) > PIPELINE_MAX_BYTES:
+                    break
+                self._dispatch(slot, self.buffer.popleft())
 
     def _claim(self) -> None:
         room = self._room()

@@ -33,3 +33,9 @@ def run(path: str, key: str, seconds: float = 0.0) -> str:
 def crash() -> None:
     """A poison job: kills its worker every time (an OOM or a segfault would do the same)."""
     os._exit(70)
+
+
+def big(path: str, key: str, seconds: float, blob: str, result_bytes: int) -> str:
+    """A job with a large argument and a large result (to fill the pipes)."""
+    run(path, key, seconds)
+    return "x" * result_bytes

@@ -230,3 +230,16 @@ def test_the_cluster_survives_a_sigkill_of_any_process_and_is_back_at_full_speed
         wait_until(lambda: events.ends("busy"), timeout=30, message="the killed job to finish")
         assert events.overlaps() == []
     assert qcluster.proc.poll() is None
+
+
+def test_large_jobs_and_results_never_block_the_cluster(transactional_db, start_process, events):
+    # One worker busy with a job that returns 300 kB while a 300 kB job waits for it: were the
+    # waiting job sent down the busy worker's pipe, both ends would block on full pipes.
+    start_process("qcluster", ready="running.", Q_WORKERS="1")
+    blob = "y" * 300_000
+    with transaction.atomic():
+        for key in ("first", "second", "third"):
+            async_task("tests.pgbroker.tasks.big", str(events.path), key, 0.5, blob, 300_000)
+    wait_until(queue_drained, timeout=30, message="the large jobs to be done")
+    assert [len(events.ends(k)) for k in ("first", "second", "third")] == [1, 1, 1]
+    assert Success.objects.filter(func="tests.pgbroker.tasks.big").count() == 3

@@ -1,0 +1,89 @@
+"""What waking the cluster costs producers: 8 processes enqueue as fast as they can (one job
+per transaction, through async_task) while a real cluster consumes, with three wake-ups:
+none (a plain INSERT), NOTIFY in every producer transaction, and pgbroker's (NOTIFY only
+while a cluster is idle). Rounds are interleaved so drift hits every mode alike.
+
+    python -m bench.wakeup            (run by `make bench`; BENCH_WAKEUP_SECONDS, _ROUNDS)
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import statistics
+import time
+
+from django.db import connection, connections, transaction
+from django_q.tasks import async_task
+
+from pgbroker.broker import PostgresBroker
+
+PRODUCERS = 8
+SECONDS = float(os.environ.get("BENCH_WAKEUP_SECONDS", "4"))
+ROUNDS = int(os.environ.get("BENCH_WAKEUP_ROUNDS", "3"))
+
+
+class PlainInsert(PostgresBroker):
+    """No wake-up at all: the cluster would have to poll."""
+
+    def enqueue(self, task: str) -> int:
+        with connection.cursor() as cur:
+            cur.execute("INSERT INTO pgbroker_job (queue, payload) VALUES (%s, %s) RETURNING id",
+                        [self.list_key, task])
+            return cur.fetchone()[0]
+
+
+class NotifyEveryCommit(PlainInsert):
+    """The textbook wake-up: NOTIFY in every producer transaction."""
+
+    def enqueue(self, task: str) -> int:
+        job_id = super().enqueue(task)
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_notify('pgbroker', %s)", [self.list_key])
+        return job_id
+
+
+MODES = {"no wake-up": PlainInsert, "NOTIFY every commit": NotifyEveryCommit,
+         "pgbroker (NOTIFY only an idle cluster)": PostgresBroker}
+
+
+def _produce(mode: str, seconds: float, out) -> None:
+    connections.close_all()
+    broker = MODES[mode]()
+    n = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with transaction.atomic():
+            async_task("math.floor", 1.5, broker=broker)
+        n += 1
+    connections.close_all()
+    out.put(n)
+
+
+def measure(mode: str, seconds: float = SECONDS) -> float:
+    connections.close_all()
+    ctx = multiprocessing.get_context("fork")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_produce, args=(mode, seconds, out)) for _ in range(PRODUCERS)]
+    for p in procs:
+        p.start()
+    total = sum(out.get() for _ in procs)
+    for p in procs:
+        p.join()
+    return total / seconds
+
+
+def run(record) -> dict[str, float]:
+    """Interleaved rounds of every mode; records the medians and returns them."""
+    samples: dict[str, list[float]] = {m: [] for m in MODES}
+    for _ in range(ROUNDS):
+        for mode in MODES:
+            samples[mode].append(measure(mode))
+    medians = {m: statistics.median(v) for m, v in samples.items()}
+    base = medians["no wake-up"]
+    for mode, value in medians.items():
+        spread = f"{min(samples[mode]):,.0f}-{max(samples[mode]):,.0f}"
+        record(f"8 producers, {mode}", f"{value:,.0f} commits/s ({value / base:.0%} of none)",
+               f"median of {ROUNDS} interleaved {SECONDS:g} s rounds ({spread}); a cluster "
+               "consumes meanwhile")
+    return medians
