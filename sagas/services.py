@@ -30,7 +30,7 @@ from faults.models import Action
 from project.sideconn import side_cursor
 from sagas import decide as d
 from sagas.definitions import DEFINITIONS, TRIP, SagaDefinition
-from sagas.models import ACTIVE_STATES, FINAL_STATES, Event, Saga, State
+from sagas.models import ACTIVE_STATES, FINAL_STATES, Event, Saga, SagaLog, State
 
 logger = logging.getLogger(__name__)
 
@@ -192,19 +192,25 @@ def advance(*, saga_id: int) -> str:
     with saga_lock(saga_id) as locked:
         if not locked:
             return "busy"
+        saga = Saga.objects.get(pk=saga_id)
+        definition = DEFINITIONS[saga.kind]
+        log = list(saga.log.order_by("seq"))
         while True:
-            saga = Saga.objects.get(pk=saga_id)
-            definition = DEFINITIONS[saga.kind]
-            outcome = _advance_once(saga, definition)
+            outcome = _advance_once(saga, definition, log)
             if outcome is not None:
                 return outcome
 
 
-def _advance_once(saga: Saga, definition: SagaDefinition) -> str | None:
-    """Take one decision and act on it. Returns the state to stop at, or None to go on."""
+def _advance_once(saga: Saga, definition: SagaDefinition, log: list[SagaLog]) -> str | None:
+    """Take one decision and act on it. Returns the state to stop at, or None to go on.
+    `log` is the saga's log, kept up to date here (only the lock holder appends)."""
     if saga.state == State.STUCK:
         return saga.state
-    log = list(saga.log.order_by("seq"))
+
+    def append(event: str, **kwargs) -> None:
+        seq = _append(saga, event, **kwargs)
+        log.append(SagaLog(saga_id=saga.pk, seq=seq, event=event, step=kwargs.get("step", ""),
+                           detail=kwargs.get("detail", "")))
     decision = d.decide(
         log, definition.steps,
         max_comp_attempts=settings.SAGA_MAX_COMP_ATTEMPTS,
@@ -215,31 +221,31 @@ def _advance_once(saga: Saga, definition: SagaDefinition) -> str | None:
         case d.Done(outcome):
             return outcome
         case d.RunStep(step, recovery):
-            _append(saga, Event.STEP_START, step=step,
+            append(Event.STEP_START, step=step,
                     detail="forward recovery: in doubt, idempotent, run again" if recovery else "")
             try:
                 _call_step(definition.step(step).action, saga, step,
                            deadline=float(settings.SAGA_STEP_DEADLINE_SECONDS))
             except Exception as e:
-                _append(saga, Event.STEP_FAIL, step=step, detail=_error(e))
+                append(Event.STEP_FAIL, step=step, detail=_error(e))
             else:
-                _append(saga, Event.STEP_END, step=step)
+                append(Event.STEP_END, step=step)
         case d.Complete():
-            _append(saga, Event.SAGA_END, detail="completed", state=State.COMPLETED)
+            append(Event.SAGA_END, detail="completed", state=State.COMPLETED)
         case d.Abort(reason):
-            _append(saga, Event.SAGA_ABORT, detail=reason, state=State.COMPENSATING)
+            append(Event.SAGA_ABORT, detail=reason, state=State.COMPENSATING)
         case d.Compensate(step, attempt):
-            _append(saga, Event.COMP_START, step=step, detail=f"attempt {attempt}")
+            append(Event.COMP_START, step=step, detail=f"attempt {attempt}")
             try:
                 _call_step(definition.step(step).compensation, saga, step, deadline=None)
             except Exception as e:
                 wait = comp_backoff(attempt)
-                _append(saga, Event.COMP_FAIL, step=step, lease_for=wait,
+                append(Event.COMP_FAIL, step=step, lease_for=wait,
                         detail=f"{_error(e)}; retry in {wait:g}s")
                 return saga.state  # recovery retries it when the lease (the backoff) runs out
-            _append(saga, Event.COMP_END, step=step)
+            append(Event.COMP_END, step=step)
         case d.FinishCompensated():
-            _append(saga, Event.SAGA_END, detail="compensated", state=State.COMPENSATED)
+            append(Event.SAGA_END, detail="compensated", state=State.COMPENSATED)
         case d.Stuck(step, tries):
             Saga.objects.filter(pk=saga.pk).update(state=State.STUCK, lease_until=None)
             logger.error("saga %s is stuck: compensating %s failed %s times", saga.pk, step,
