@@ -118,8 +118,10 @@ relay: ready ## relay the outbox once
 faults: ready ## list the fault points
 	@$(MANAGE) faults list
 
-bench: ready ## throughput and latency numbers (see docs/benchmarks.md)
-	@$(LOCALPG) run -- $(PY) -m bench.run
+bench: ready ## throughput, latency, crashes: ours and the peers side by side (docs/benchmarks.md)
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt 2>&1 \
+	  | { grep -v 'is ignored: it is neither a file' || true; }
+	@$(LOCALPG) run -- bash -c '$(PY) -m bench.run && $(PY) -m bench.peers.run'
 
 lock: ## rebuild requirements.txt from requirements.in in a scratch venv
 	@rm -rf /tmp/reliable-lock && $(PYTHON_SYS) -m venv /tmp/reliable-lock

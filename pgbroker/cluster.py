@@ -78,8 +78,11 @@ WORKER_DIED = "worker {pid} died ({how}) while running it"
 HANDED_BACK = "handed back unstarted: the cluster stopped"
 RUN_AGAIN_MAX = 60.0
 PIPELINE = 2  # jobs in one worker's pipe: the running one and the next
+PIPELINE_FAST = 8  # ... while the worker's last jobs each took under FAST_JOB seconds
+FAST_JOB = 0.01
 PIPELINE_MAX_BYTES = 16_384  # a larger job waits for a free worker (well inside a pipe buffer)
 RECHECK_MAX = 0.1
+SPIN_DOWN = (0.0005, 0.001, 0.002, 0.004)  # looks for more work after the queue ran dry
 
 
 def mp_context():
@@ -207,7 +210,8 @@ def worker_main(conn: Connection, timer, timeout, parent: int, close_fds: list[i
 @dataclass
 class Slot:
     """One worker and the jobs in its pipe: the first is running, the next waits behind it
-    so the worker never idles while its result travels back."""
+    so the worker never idles while its result travels back. While the worker's recent jobs
+    are fast, a few more wait behind (a round trip per job would cost more than the job)."""
 
     number: int
     process: multiprocessing.process.BaseProcess
@@ -216,12 +220,14 @@ class Slot:
     jobs: deque = field(default_factory=deque)
     since: float = 0.0  # wall clock: when the running job started, for the dashboard
     stopped: bool = False  # STOP sent
+    recent: deque = field(default_factory=lambda: deque(maxlen=2))  # last job durations
 
     @property
     def room(self) -> int:
         if self.stopped or not self.process.is_alive():
             return 0
-        return max(0, PIPELINE - len(self.jobs))
+        fast = len(self.recent) == 2 and max(self.recent) < FAST_JOB
+        return max(0, (PIPELINE_FAST if fast else PIPELINE) - len(self.jobs))
 
     @property
     def running(self) -> Claimed | None:
@@ -368,6 +374,7 @@ class Dispatcher:
         self.recheck_at: float | None = None
         self.recheck_delay = 0.001
         self.confirming = self.last_look = False
+        self.spin = len(SPIN_DOWN)  # at start: no recent work, go idle at once
         self.run_at: float | None = None  # monotonic time the next delayed job is due
         self.dead_seen: dict[int, float] = {}
         self.down_since: float | None = None
@@ -520,7 +527,9 @@ class Dispatcher:
         job = None
         if slot.jobs and slot.jobs[0].id == job_id:
             job = slot.jobs.popleft()
-            slot.since = time.time()  # the next one in its pipe starts now
+            now = time.time()
+            slot.recent.append(now - slot.since)
+            slot.since = now  # the next one in its pipe starts now
         if kind == "bad":
             self._park_or_drop(job_id, message[2])
             return
@@ -616,14 +625,21 @@ class Dispatcher:
         want = max(room, min(Conf.BULK, room + (Conf.QUEUE_LIMIT or 0)))
         try:
             claimed = self.store.claim(want)
-            if not claimed:
+            if not claimed and self.spin < len(SPIN_DOWN):
+                # Work came in a moment ago: more may follow at once. Look again a few times
+                # over some milliseconds before asking producers for NOTIFYs, which would
+                # serialise their commits while we keep up with them.
+                self.recheck_at = time.monotonic() + SPIN_DOWN[self.spin]
+                self.spin += 1
+            elif not claimed:
                 self._go_idle()
             else:
                 self.asleep = False
                 self.recheck_at = None
                 self.recheck_delay = 0.001
                 self.last_look = False
-                if len(claimed) == want and self.idle:  # a backlog: producers need not wake us
+                self.spin = 0
+                if self.idle:  # busy now: producers need not wake us
                     self.store.set_idle(False)
                     self.idle = self.confirming = False
         except psycopg.Error as e:

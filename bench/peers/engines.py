@@ -21,13 +21,13 @@ import sys
 from pathlib import Path
 
 from django.db import transaction
-from django_q.models import OrmQ
+from django_q.models import OrmQ, Success
 from django_q.tasks import async_task
 from django_tasks_db.compat import TaskResultStatus
 from django_tasks_db.models import DBTaskResult
 from procrastinate.contrib.django.models import ProcrastinateJob
 
-from bench.peers.jobs.tasks import Q_NOOP, p_noop, t_noop
+from bench.peers.jobs.tasks import Q_NOOP, Q_NOTHING, p_noop, p_nothing, t_noop, t_nothing
 from project.procs import stop_pid
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -41,6 +41,8 @@ class Engine:
     slug = "engine"  # short id for PEERS_ENGINES and log file names
     title = "engine"  # the table's first column
     grace = 30.0  # seconds a worker may take to stop after SIGTERM before its group is killed
+    crashes: int | None = None  # crash probes (None: PEERS_CRASH); each may wait the timeout
+    crash_timeout: float | None = None  # seconds to wait for a redelivery (None: the default)
 
     def __init__(self) -> None:
         self.procs: list[tuple[list[str], subprocess.Popen]] = []
@@ -54,7 +56,11 @@ class Engine:
         return {}
 
     def enqueue_many(self, n: int, *, prefix: str = "t") -> list[str]:
-        """Enqueue `n` no-op jobs (keys `prefix-0` ...) in one transaction; return the keys."""
+        """Enqueue `n` jobs that do nothing (keys `prefix-0` ...) in one transaction."""
+        raise NotImplementedError
+
+    def succeeded(self) -> int:
+        """Jobs this engine recorded as done successfully (its own bookkeeping)."""
         raise NotImplementedError
 
     def enqueue_one(self, key: str, *, sleep: float = 0.0) -> None:
@@ -118,9 +124,12 @@ class DjangoQ2(Engine):
 
     grace = 45.0
 
+    crash_timeout = 130.0  # the lease (`retry` 120 s) brings the job back, nothing sooner
+
     def __init__(self, *, bulk: int) -> None:
         super().__init__()
         self.bulk = bulk
+        self.crashes = 1 if bulk == 1 else 0  # 2 minutes a probe; bulk does not change it
         self.slug = f"django-q2-bulk{bulk}"
         self.title = f"django-q2 1.11.1, qcluster 2 workers, bulk {bulk}"
 
@@ -134,8 +143,11 @@ class DjangoQ2(Engine):
         keys = [f"{prefix}-{i}" for i in range(n)]
         with transaction.atomic():
             for key in keys:
-                async_task(Q_NOOP, key)
+                async_task(Q_NOTHING, key)
         return keys
+
+    def succeeded(self) -> int:
+        return Success.objects.filter(func=Q_NOTHING).count()
 
     def enqueue_one(self, key: str, *, sleep: float = 0.0) -> None:
         with transaction.atomic():
@@ -151,6 +163,8 @@ class Procrastinate(Engine):
     def __init__(self, *, concurrency: int) -> None:
         super().__init__()
         self.concurrency = concurrency
+        if concurrency != 1:
+            self.crashes = 0  # the stalled-job recipe, not the concurrency, decides
         self.slug = f"procrastinate-c{concurrency}"
         self.title = f"procrastinate 3.10.0, 1 worker, concurrency {concurrency}"
 
@@ -161,15 +175,19 @@ class Procrastinate(Engine):
         keys = [f"{prefix}-{i}" for i in range(n)]
         with transaction.atomic():
             for start in range(0, n, 1000):
-                p_noop.batch_defer(*({"key": k} for k in keys[start:start + 1000]))
+                p_nothing.batch_defer(*({"key": k} for k in keys[start:start + 1000]))
         return keys
+
+    def succeeded(self) -> int:
+        return ProcrastinateJob.objects.filter(task_name="peer_nothing",
+                                               status="succeeded").count()
 
     def enqueue_one(self, key: str, *, sleep: float = 0.0) -> None:
         with transaction.atomic():
             p_noop.defer(key=key, sleep=sleep)
 
     def pending(self) -> int:
-        return ProcrastinateJob.objects.filter(task_name="peer_noop",
+        return ProcrastinateJob.objects.filter(task_name__in=["peer_noop", "peer_nothing"],
                                                status__in=["todo", "doing"]).count()
 
 
@@ -179,6 +197,7 @@ class DjangoTasksDB(Engine):
     def __init__(self, *, processes: int, interval: float = 0.1) -> None:
         super().__init__()
         self.processes = processes
+        self.crashes = 1 if processes == 1 else 0  # never redelivered: one probe says so
         self.interval = interval
         self.slug = f"django-tasks-db-{processes}p"
         self.title = (f"django-tasks-db 0.13.0, {processes} db_worker"
@@ -194,8 +213,11 @@ class DjangoTasksDB(Engine):
         keys = [f"{prefix}-{i}" for i in range(n)]
         with transaction.atomic():
             for key in keys:
-                t_noop.enqueue(key)
+                t_nothing.enqueue(key)
         return keys
+
+    def succeeded(self) -> int:
+        return DBTaskResult.objects.filter(status=TaskResultStatus.SUCCESSFUL).count()
 
     def enqueue_one(self, key: str, *, sleep: float = 0.0) -> None:
         with transaction.atomic():
@@ -215,3 +237,12 @@ ENGINES: list[Engine] = [
     DjangoTasksDB(processes=1),
     DjangoTasksDB(processes=2),
 ]
+
+
+def _ours() -> Engine:
+    from bench.peers.ours import PgBroker
+
+    return PgBroker()
+
+
+ENGINES.insert(0, _ours())

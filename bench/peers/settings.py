@@ -4,6 +4,7 @@ ours, each configured as documented, on a scratch database `reliable_peers`.
 PEERS_DATABASE_URL  set by bench/peers/run.py (default: `reliable_peers` beside DATABASE_URL or
                     the project-local cluster)
 PEERS_Q_BULK        django-q2's `bulk` (default 1)
+PEERS_Q_BROKER      "postgres": this project's broker (pgbroker) for the processes started with it
 """
 
 import os
@@ -30,7 +31,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 INSTALLED_APPS = [
     "django.contrib.contenttypes",
-    "django_q",
+    "django_q",  # before pgbroker: `qcluster` here is django-q2's stock cluster
+    "pgbroker",  # this project's broker; its cluster is `pgbroker_qcluster` here
     "procrastinate.contrib.django",
     "django_tasks",
     "django_tasks_db",
@@ -56,6 +58,9 @@ Q_CLUSTER = {
     "max_attempts": 5,
     "catch_up": False,
 }
+if os.environ.get("PEERS_Q_BROKER") == "postgres":  # the project's defaults for pgbroker
+    Q_CLUSTER.update(broker_class="pgbroker.broker.PostgresBroker", bulk=50, queue_limit=20,
+                     recycle=5000)
 
 # --- procrastinate 3.x: the app is procrastinate.contrib.django.app; tasks autodiscovered from
 # each app's tasks.py. Worker options come from `manage.py procrastinate worker` flags.

@@ -11,6 +11,11 @@ from procrastinate.contrib.django import app as procrastinate_app
 from bench.peers.jobs.models import Execution
 
 Q_NOOP = "bench.peers.jobs.tasks.q_noop"  # django-q2 names its functions by dotted path
+Q_NOTHING = "bench.peers.jobs.tasks.q_nothing"
+
+
+def nothing(key: str) -> None:
+    """The throughput test's job: no work at all, so the queue's own cost is what is timed."""
 
 
 def run_body(key: str, sleep: float = 0.0) -> None:
@@ -27,6 +32,20 @@ def run_body(key: str, sleep: float = 0.0) -> None:
 
 def q_noop(key: str, sleep: float = 0.0) -> None:
     run_body(key, sleep)
+
+
+def q_nothing(key: str) -> None:
+    nothing(key)
+
+
+@procrastinate_app.task(name="peer_nothing")
+def p_nothing(key: str) -> None:
+    nothing(key)
+
+
+@django_task()
+def t_nothing(key: str) -> None:
+    nothing(key)
 
 
 @procrastinate_app.task(name="peer_noop")
