@@ -64,7 +64,7 @@ from django_q.worker import worker as django_q_worker
 from picklefield.fields import dbsafe_encode
 
 from pgbroker.broker import PostgresBroker, alias
-from pgbroker.store import Claimed, Outcome, OwnerKeyTaken, Store, Writer
+from pgbroker.store import Claimed, Outcome, OwnerKeyTaken, Store, Writer, result_line
 
 TICK = 0.25  # seconds between housekeeping passes (timers, sweep, heartbeat)
 GRACE = 1.0  # a dead owner's jobs are taken back after its key was seen free this long
@@ -82,7 +82,7 @@ PIPELINE_FAST = 8  # ... while the worker's last jobs each took under FAST_JOB s
 FAST_JOB = 0.01
 PIPELINE_MAX_BYTES = 16_384  # a larger job waits for a free worker (well inside a pipe buffer)
 RECHECK_MAX = 0.1
-SPIN_DOWN = (0.0005, 0.001, 0.002, 0.004)  # looks for more work after the queue ran dry
+SPIN_DOWN = (0.0005, 0.001, 0.001, 0.001)  # looks for more work after the queue ran dry
 
 
 def mp_context():
@@ -180,10 +180,10 @@ class Outbox:
         row = None
         if task.get("save", Conf.SAVE_LIMIT >= 0) or not success:
             func = task.get("func_name") or get_func_repr(task["func"]) or ""
-            row = (task["id"], str(task["name"])[:100], func[:256],
-                   None, pickled(task["args"]), pickled(task["kwargs"]),
-                   pickled(task["result"]), _short(task.get("group")), task["started"],
-                   task["stopped"], success, _short(task.get("cluster")))
+            row = result_line((
+                task["id"], str(task["name"])[:100], func[:256], None, pickled(task["args"]),
+                pickled(task["kwargs"]), pickled(task["result"]), _short(task.get("group")),
+                task["started"], task["stopped"], success, _short(task.get("cluster"))))
         self.conn.send(("done", job_id, success, row, None, error))
 
 
@@ -375,6 +375,7 @@ class Dispatcher:
         self.recheck_delay = 0.001
         self.confirming = self.last_look = False
         self.spin = len(SPIN_DOWN)  # at start: no recent work, go idle at once
+        self.busy_again = False
         self.run_at: float | None = None  # monotonic time the next delayed job is due
         self.dead_seen: dict[int, float] = {}
         self.down_since: float | None = None
@@ -604,6 +605,18 @@ class Dispatcher:
             return
         if self.native and self._should_claim(time.monotonic()):
             self._claim()
+        try:
+            self._dispatch_buffer()
+        finally:
+            if self.busy_again and self.store.up:  # busy now: producers need not wake us
+                self.busy_again = False
+                try:
+                    self.store.set_idle(False)
+                    self.idle = self.confirming = False
+                except psycopg.Error as e:
+                    self._lost(e)
+
+    def _dispatch_buffer(self) -> None:
         # Idle workers first; a busy worker gets a job queued behind its running one only if
         # the job is small: a large one could fill its pipe while the worker, still busy,
         # is itself blocked sending a large result back (both ends would wait forever).
@@ -639,9 +652,7 @@ class Dispatcher:
                 self.recheck_delay = 0.001
                 self.last_look = False
                 self.spin = 0
-                if self.idle:  # busy now: producers need not wake us
-                    self.store.set_idle(False)
-                    self.idle = self.confirming = False
+                self.busy_again = self.idle  # clear the flag once these jobs are dispatched
         except psycopg.Error as e:
             self._lost(e)
             return

@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import psycopg
 from django.db import connections
@@ -115,7 +116,7 @@ class Claimed:
 class Outcome:
     """What one flush writes, in one transaction."""
 
-    results: list[tuple] = field(default_factory=list)  # django_q_task rows
+    results: list[bytes] = field(default_factory=list)  # django_q_task rows, COPY lines
     done: list[int] = field(default_factory=list)
     retry: list[tuple[int, float, int, str]] = field(default_factory=list)  # id, delay, give back
     park: list[tuple[int, str]] = field(default_factory=list)
@@ -130,18 +131,24 @@ class Outcome:
         self.park += other.park
 
 
+RESULT_COLUMNS = ('id, name, func, hook, args, kwargs, result, "group", started, stopped, '
+                  "success, cluster")
+RESULTS_TABLE = """
+CREATE TEMP TABLE IF NOT EXISTS pgbroker_results (
+    id varchar(32), name varchar(100), func varchar(256), hook varchar(256), args text,
+    kwargs text, result text, "group" varchar(100), started timestamptz, stopped timestamptz,
+    success boolean, cluster varchar(100)) ON COMMIT DELETE ROWS
+"""
+
+
 def task_upsert_sql() -> str:
-    """One statement for a whole batch of results (arrays, unnested): django-q2's monitor
-    writes them one by one, one commit each."""
+    """The batch's results, copied into a temporary table, become django-q2 result rows in one
+    statement (django-q2's monitor writes them one by one, one commit each). The last result
+    of a task in the batch wins."""
     table = Task._meta.db_table
     return f"""
-INSERT INTO {table} AS t (id, name, func, hook, args, kwargs, result, "group", started,
-                          stopped, success, attempt_count, cluster)
-SELECT id, name, func, hook, args, kwargs, result, grp, started, stopped, success, 1, cluster
-  FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[], %s::varchar[], %s::text[],
-              %s::text[], %s::text[], %s::varchar[], %s::timestamptz[], %s::timestamptz[],
-              %s::boolean[], %s::varchar[])
-       AS r(id, name, func, hook, args, kwargs, result, grp, started, stopped, success, cluster)
+INSERT INTO {table} AS t ({RESULT_COLUMNS}, attempt_count)
+SELECT DISTINCT ON (id) {RESULT_COLUMNS}, 1 FROM pgbroker_results ORDER BY id, stopped DESC
 ON CONFLICT (id) DO UPDATE
    SET stopped = EXCLUDED.stopped, result = EXCLUDED.result, success = EXCLUDED.success,
        attempt_count = t.attempt_count + 1
@@ -149,11 +156,21 @@ ON CONFLICT (id) DO UPDATE
 """
 
 
-def result_columns(rows: list[tuple]) -> list[list]:
-    """Rows as columns, one row per task id (the last result of a task in the batch wins:
-    one statement cannot update a row twice)."""
-    unique = list({row[0]: row for row in rows}.values())
-    return [list(column) for column in zip(*unique, strict=True)]
+def _copy_text(value) -> str:
+    if value is None:
+        return "\\N"
+    if value is True or value is False:
+        return "t" if value else "f"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return (str(value).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
+            .replace("\r", "\\r"))
+
+
+def result_line(row: tuple) -> bytes:
+    """One result row in COPY's text format. Workers build these, so the dispatcher only joins
+    bytes."""
+    return ("\t".join(_copy_text(v) for v in row) + "\n").encode()
 
 
 class Store:
@@ -283,9 +300,12 @@ class Writer:
         if self.conn is None or self.conn.closed or self.conn.broken:
             self.conn = psycopg.connect(**self.params, autocommit=True,
                                         application_name="pgbroker writer")
+            self.conn.execute(RESULTS_TABLE)
         with self.conn.transaction(), self.conn.cursor() as cur:
             if outcome.results:
-                cur.execute(self._upsert, result_columns(outcome.results))
+                with cur.copy(f"COPY pgbroker_results ({RESULT_COLUMNS}) FROM STDIN") as copy:
+                    copy.write(b"".join(outcome.results))
+                cur.execute(self._upsert)
             if outcome.done:
                 cur.execute(ACK, [outcome.done, self.owner])
             if outcome.retry:
