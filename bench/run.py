@@ -17,30 +17,15 @@ from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
+
+from bench.scratch import scratch_database  # noqa: E402
+
 N = int(os.environ.get("BENCH_N", "1000"))
 SAGAS = int(os.environ.get("BENCH_SAGAS", "200"))
 LATENCY_SAMPLES = int(os.environ.get("BENCH_LATENCY", "100"))
 
 
-def scratch_database() -> str:
-    """DATABASE_URL of a fresh `reliable_bench` database beside the project's own."""
-    import dj_database_url
-    import psycopg
-
-    from project.localpg import default_database_url
-
-    base = os.environ.get("DATABASE_URL") or default_database_url()
-    head, _, _ = base.rpartition("/")
-    cfg = dj_database_url.parse(base)
-    params = {"dbname": "postgres", "user": cfg["USER"], "host": cfg["HOST"],
-              "port": cfg["PORT"], "password": cfg["PASSWORD"] or None}
-    with psycopg.connect(**{k: v for k, v in params.items() if v}, autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS reliable_bench WITH (FORCE)")
-        conn.execute("CREATE DATABASE reliable_bench")
-    return f"{head}/reliable_bench"
-
-
-URL = scratch_database()
+URL = scratch_database("reliable_bench")
 os.environ.update(DATABASE_URL=URL, DJANGO_SETTINGS_MODULE="project.settings",
                   FAULTS_ENABLED="0", LOG_LEVEL="WARNING",
                   EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend")

@@ -74,8 +74,8 @@ def _cluster_row(idle: bool | None) -> None:
                         [FAKE_OWNER, PostgresBroker().list_key, idle])
 
 
-def measure(mode: str, seconds: float = SECONDS) -> float:
-    _cluster_row({BUSY: False, IDLE: True}.get(mode))
+def _producers(mode: str, seconds: float) -> float:
+    """Commits per second of PRODUCERS processes enqueuing with `mode` for `seconds`."""
     connections.close_all()
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
@@ -85,10 +85,16 @@ def measure(mode: str, seconds: float = SECONDS) -> float:
     total = sum(out.get() for _ in procs)
     for p in procs:
         p.join()
+    return total / seconds
+
+
+def measure(mode: str, seconds: float = SECONDS) -> float:
+    _cluster_row({BUSY: False, IDLE: True}.get(mode))
+    rate = _producers(mode, seconds)
     _cluster_row(None)
     with connection.cursor() as cur:
         cur.execute("TRUNCATE pgbroker_job")
-    return total / seconds
+    return rate
 
 
 def idle_fraction(seconds: float = SECONDS) -> tuple[float, float]:
@@ -110,24 +116,11 @@ def idle_fraction(seconds: float = SECONDS) -> tuple[float, float]:
     thread = threading.Thread(target=sample)
     thread.start()
     try:
-        rate = _measure_live(seconds)
+        rate = _producers(BUSY, seconds)  # the real cluster's own row says idle or not
     finally:
         done.set()
         thread.join()
     return rate, sum(samples) / max(len(samples), 1)
-
-
-def _measure_live(seconds: float) -> float:
-    connections.close_all()
-    ctx = multiprocessing.get_context("fork")
-    out = ctx.Queue()
-    procs = [ctx.Process(target=_produce, args=(BUSY, seconds, out)) for _ in range(PRODUCERS)]
-    for p in procs:
-        p.start()
-    total = sum(out.get() for _ in procs)
-    for p in procs:
-        p.join()
-    return total / seconds
 
 
 def run(record) -> dict[str, float]:

@@ -120,11 +120,9 @@ def view(job: Job) -> JobView:
     return explain(job, clusters=clusters, where=where, now=timezone.now())
 
 
-def job_views(jobs=None, *, limit: int | None = None) -> list[JobView]:
+def job_views(jobs=None) -> list[JobView]:
     clusters, where = _clusters()
     qs = (jobs if jobs is not None else Job.objects.all()).order_by("id")
-    if limit is not None:
-        qs = qs[:limit]
     now = timezone.now()
     return [explain(j, clusters=clusters, where=where, now=now) for j in qs]
 

@@ -32,6 +32,9 @@ from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(BASE_DIR))
+
+from bench.scratch import scratch_database  # noqa: E402
+
 N = int(os.environ.get("PEERS_N", "10000"))
 LATENCY_SAMPLES = int(os.environ.get("PEERS_LATENCY", "200"))
 CRASHES = int(os.environ.get("PEERS_CRASH", "5"))
@@ -42,25 +45,7 @@ PARTS = set(os.environ.get("PEERS_PARTS", "throughput,latency,crash").split(",")
 OUT = Path(os.environ.get("PEERS_OUT", str(BASE_DIR / "var" / "bench-peers.md")))
 
 
-def scratch_database() -> str:
-    """URL of a fresh `reliable_peers` database beside the project's own (as bench/run.py)."""
-    import dj_database_url
-    import psycopg
-
-    from project.localpg import default_database_url
-
-    base = os.environ.get("DATABASE_URL") or default_database_url()
-    head, _, _ = base.rpartition("/")
-    cfg = dj_database_url.parse(base)
-    params = {"dbname": "postgres", "user": cfg["USER"], "host": cfg["HOST"],
-              "port": cfg["PORT"], "password": cfg["PASSWORD"] or None}
-    with psycopg.connect(**{k: v for k, v in params.items() if v}, autocommit=True) as conn:
-        conn.execute("DROP DATABASE IF EXISTS reliable_peers WITH (FORCE)")
-        conn.execute("CREATE DATABASE reliable_peers")
-    return f"{head}/reliable_peers"
-
-
-os.environ.update(PEERS_DATABASE_URL=scratch_database(),
+os.environ.update(PEERS_DATABASE_URL=scratch_database("reliable_peers"),
                   DJANGO_SETTINGS_MODULE="bench.peers.settings")
 
 import django  # noqa: E402

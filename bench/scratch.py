@@ -1,0 +1,23 @@
+"""A fresh scratch database beside the project's own, for the benchmarks (no Django needed)."""
+
+from __future__ import annotations
+
+import os
+
+
+def scratch_database(name: str) -> str:
+    """Drop and create database `name` on the project's PostgreSQL; return its URL."""
+    import dj_database_url
+    import psycopg
+
+    from project.localpg import default_database_url
+
+    base = os.environ.get("DATABASE_URL") or default_database_url()
+    head, _, _ = base.rpartition("/")
+    cfg = dj_database_url.parse(base)
+    params = {"dbname": "postgres", "user": cfg["USER"], "host": cfg["HOST"],
+              "port": cfg["PORT"], "password": cfg["PASSWORD"] or None}
+    with psycopg.connect(**{k: v for k, v in params.items() if v}, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{head}/{name}"
