@@ -59,7 +59,8 @@ class Saga(models.Model):
 
 
 class SagaLog(models.Model):
-    """Append-only: one row per event, numbered per saga, each committed on its own."""
+    """Append-only: one row per event, numbered per saga, each committed before what it announces
+    happens (sagas.services)."""
 
     saga = models.ForeignKey(Saga, on_delete=models.CASCADE, related_name="log")
     seq = models.PositiveIntegerField()

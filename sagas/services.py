@@ -1,11 +1,15 @@
 """The saga execution coordinator (SEC): start sagas, advance them, recover them.
 
-Every log event is appended and committed on its own, so the log tells what may have
-happened. What to do next is decided from the log alone (sagas.decide). Two coordinators never
-advance one saga at once: advancing holds a PostgreSQL advisory lock on a separate session,
-which the server releases by itself when a coordinator dies. The lease (`Saga.lease_until`) is
-how a dead coordinator is noticed: every event extends it, and `recover_sagas` resumes
-non-final sagas whose lease ran out.
+Every log event is committed before what it announces happens, so the log tells what may
+have happened: a `STEP_START` commits before the step runs, a `COMP_START` before the
+compensation. An event that closes one (`STEP_END`, `STEP_FAIL`, `COMP_END`) commits with the
+event that opens the next, in one statement (one commit fewer per step, and nothing happens
+between the two). What to do next is decided from the log alone (sagas.decide).
+
+Two coordinators never advance one saga at once: advancing holds a PostgreSQL advisory lock on
+a separate session, which the server releases by itself when a coordinator dies. The lease
+(`Saga.lease_until`) is how a dead coordinator is noticed: every event extends it, and
+`recover_sagas` resumes non-final sagas whose lease ran out.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -134,33 +138,59 @@ def saga_lock(saga_id: int) -> Iterator[bool]:
 
 
 APPEND = """
-WITH s AS (
+WITH e AS (
+    SELECT * FROM unnest(%(events)s::text[], %(steps)s::text[], %(details)s::text[])
+           WITH ORDINALITY AS e(event, step, detail, n)),
+s AS (
     UPDATE sagas_saga
-       SET last_seq = last_seq + 1, state = coalesce(%(state)s, state), updated_at = now(),
+       SET last_seq = last_seq + (SELECT count(*) FROM e), state = coalesce(%(state)s, state),
+           updated_at = now(),
            lease_until = clock_timestamp() + make_interval(secs => %(lease)s)
      WHERE id = %(saga)s AND state <> ALL(%(final)s)
- RETURNING id, last_seq, state, lease_until)
-INSERT INTO sagas_sagalog (saga_id, seq, event, step, detail, pid, at)
-SELECT id, last_seq, %(event)s, %(step)s, %(detail)s, %(pid)s, clock_timestamp() FROM s
-RETURNING seq, (SELECT state FROM s), (SELECT lease_until FROM s)
+ RETURNING id, last_seq, state, lease_until),
+i AS (
+    INSERT INTO sagas_sagalog (saga_id, seq, event, step, detail, pid, at)
+    SELECT s.id, s.last_seq - (SELECT count(*) FROM e) + e.n, e.event, e.step, e.detail,
+           %(pid)s, clock_timestamp()
+      FROM s, e
+ RETURNING seq)
+SELECT last_seq, state, lease_until FROM s
 """
+
+# Events that close what the previous event opened: they wait for the next event and commit with
+# it (advance() writes one left waiting when it stops).
+CLOSING = frozenset({Event.STEP_END, Event.STEP_FAIL, Event.COMP_END})
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An event to append: what `_append` writes."""
+
+    event: str
+    step: str = ""
+    detail: str = ""
 
 
 def _append(saga: Saga, event: str, *, step: str = "", detail: str = "",
-            state: str | None = None, lease_for: float | None = None) -> int:
-    """Append one event (and the state it implies) and extend the lease, in one statement:
-    it commits on its own unless the caller holds a transaction (start_saga does). A saga
-    that is already final takes no more events (a late coordinator is refused)."""
+            state: str | None = None, lease_for: float | None = None,
+            before: Sequence[Pending] = ()) -> int:
+    """Append `before` and then one event (with the state it implies) and extend the lease, in
+    one statement: it commits on its own unless the caller holds a transaction (start_saga
+    does). A saga that is already final takes no more events (a late coordinator is refused).
+    Returns the seq of the last event."""
     seconds = lease_seconds() if lease_for is None else lease_for
+    rows = [*before, Pending(event, step, detail)]
     with connection.cursor() as cur:
         cur.execute(APPEND, {"state": state, "lease": seconds, "saga": saga.pk,
-                             "final": [str(s) for s in FINAL_STATES], "event": event, "step": step,
-                             "detail": detail[:2000], "pid": os.getpid()})
+                             "final": [str(s) for s in FINAL_STATES],
+                             "events": [r.event for r in rows], "steps": [r.step for r in rows],
+                             "details": [r.detail[:2000] for r in rows], "pid": os.getpid()})
         row = cur.fetchone()
     if row is None:
         raise SagaError(ALREADY_FINAL.format(id=saga.pk, event=event))
     seq, saga.state, saga.lease_until = row
-    logger.info("saga %s: %s %s %s", saga.pk, seq, event, step)
+    for n, r in enumerate(rows):
+        logger.info("saga %s: %s %s %s", saga.pk, seq - len(rows) + 1 + n, r.event, r.step)
     return seq
 
 
@@ -193,24 +223,49 @@ def advance(*, saga_id: int) -> str:
         if not locked:
             return "busy"
         saga = Saga.objects.get(pk=saga_id)
-        definition = DEFINITIONS[saga.kind]
-        log = list(saga.log.order_by("seq"))
-        while True:
-            outcome = _advance_once(saga, definition, log)
-            if outcome is not None:
-                return outcome
+        coordinator = _Coordinator(saga, list(saga.log.order_by("seq")))
+        try:
+            while True:
+                outcome = _advance_once(saga, DEFINITIONS[saga.kind], coordinator)
+                if outcome is not None:
+                    return outcome
+        finally:
+            coordinator.flush()
 
 
-def _advance_once(saga: Saga, definition: SagaDefinition, log: list[SagaLog]) -> str | None:
-    """Take one decision and act on it. Returns the state to stop at, or None to go on.
-    `log` is the saga's log, kept up to date here (only the lock holder appends)."""
+class _Coordinator:
+    """The lock holder's copy of the log, and the closing event waiting to be appended."""
+
+    def __init__(self, saga: Saga, log: list[SagaLog]) -> None:
+        self.saga, self.log = saga, log
+        self.waiting: list[Pending] = []
+
+    def append(self, event: str, *, step: str = "", detail: str = "", state: str | None = None,
+               lease_for: float | None = None) -> None:
+        if event in CLOSING:
+            self.waiting.append(Pending(event, step, detail))
+            seq = self.log[-1].seq + 1  # only the lock holder appends: this is its number
+        else:
+            seq = _append(self.saga, event, step=step, detail=detail, state=state,
+                          lease_for=lease_for, before=self.waiting)
+            self.waiting = []
+        self.log.append(SagaLog(saga_id=self.saga.pk, seq=seq, event=event, step=step,
+                                detail=detail))
+
+    def flush(self) -> None:
+        """Append a closing event left waiting (the coordinator stops here)."""
+        if self.waiting:
+            last, before = self.waiting[-1], self.waiting[:-1]
+            self.waiting = []
+            _append(self.saga, last.event, step=last.step, detail=last.detail, before=before)
+
+
+def _advance_once(saga: Saga, definition: SagaDefinition,
+                  coordinator: _Coordinator) -> str | None:
+    """Take one decision and act on it. Returns the state to stop at, or None to go on."""
     if saga.state == State.STUCK:
         return saga.state
-
-    def append(event: str, **kwargs) -> None:
-        seq = _append(saga, event, **kwargs)
-        log.append(SagaLog(saga_id=saga.pk, seq=seq, event=event, step=kwargs.get("step", ""),
-                           detail=kwargs.get("detail", "")))
+    append, log = coordinator.append, coordinator.log
     decision = d.decide(
         log, definition.steps,
         max_comp_attempts=settings.SAGA_MAX_COMP_ATTEMPTS,

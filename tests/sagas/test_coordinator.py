@@ -1,5 +1,5 @@
-"""The coordinator in-process against the real database (transactional_db: every log event
-commits on its own, and the advisory lock lives on a second session)."""
+"""The coordinator in-process against the real database (transactional_db: log events commit
+as they go, and the advisory lock lives on a second session)."""
 
 import json
 import time
@@ -36,6 +36,35 @@ def test_happy_path_books_all_three_and_completes():
                             "STEP_END flight", "SAGA_END"]
     assert booking_states(saga_id=saga.pk) == {"hotel": "booked", "car": "booked",
                                                "flight": "booked"}
+
+
+def commits_of(saga: Saga) -> list[list[str]]:
+    """The log grouped by the transaction that wrote each event (its xmin)."""
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("SELECT xmin::text, event, step FROM sagas_sagalog WHERE saga_id = %s"
+                    " ORDER BY seq", [saga.pk])
+        groups: dict[str, list[str]] = {}
+        for xmin, event, step in cur.fetchall():
+            groups.setdefault(xmin, []).append(f"{event} {step}".strip())
+    return list(groups.values())
+
+
+def test_a_step_start_commits_before_the_step_and_its_end_with_the_next_start():
+    saga = run(services.start_trip(customer="alice"))
+    assert commits_of(saga) == [
+        ["SAGA_START"], ["STEP_START hotel"], ["STEP_END hotel", "STEP_START car"],
+        ["STEP_END car", "STEP_START flight"], ["STEP_END flight", "SAGA_END"]]
+
+
+def test_a_failed_step_commits_with_the_abort_and_compensations_one_by_one():
+    saga = run(services.start_trip(customer="bob", fail="car"))
+    assert saga.state == State.COMPENSATED
+    assert commits_of(saga) == [
+        ["SAGA_START"], ["STEP_START hotel"], ["STEP_END hotel", "STEP_START car"],
+        ["STEP_FAIL car", "SAGA_ABORT"], ["COMP_START car"], ["COMP_END car", "COMP_START hotel"],
+        ["COMP_END hotel", "SAGA_END"]]
 
 
 def test_a_final_saga_takes_no_more_events_and_advancing_it_does_nothing():
