@@ -7,6 +7,8 @@ VENV       := .venv
 PY         := $(VENV)/bin/python
 MANAGE     := $(PY) manage.py
 LOCALPG    := $(PYTHON_SYS) project/localpg.py
+LOCALREDIS := $(PYTHON_SYS) project/localredis.py
+STORES     := $(LOCALPG) run -- $(LOCALREDIS) run --
 PROCS      := $(PYTHON_SYS) project/procs.py
 STAMP      := $(VENV)/.installed
 mode       ?= dual-write
@@ -15,7 +17,8 @@ BOLD  := \033[1m
 CYAN  := \033[36m
 RESET := \033[0m
 
-.PHONY: usage setup ready venv db-start db-stop db-reset db-status migrate run demo stop status \
+.PHONY: usage setup ready venv db-start db-stop db-reset db-status redis-start redis-stop \
+        redis-status reconcile migrate run demo stop status \
         test test-fast lint format clean lock create-user show-state relay faults bench book-trip show-saga recover screenshots \
         browser-deps
 
@@ -47,15 +50,24 @@ db-status: ## is the project-local PostgreSQL running?
 db-reset: ## stop the cluster and delete its data (asks nothing: careful)
 	@$(LOCALPG) reset
 
+redis-start: ## start the project-local Redis (installs Debian's redis-server as root if missing)
+	@$(LOCALREDIS) start
+
+redis-stop: ## stop the project-local Redis (the outbox waits, dual-write loses, que carries on)
+	@$(LOCALREDIS) stop
+
+redis-status: ## is the project-local Redis running?
+	@$(LOCALREDIS) status
+
 migrate: $(STAMP) db-start ## apply migrations
 	@$(MANAGE) migrate --no-input -v 0
 
 setup: ready ## venv + packages + database + migrations (idempotent)
 	@echo "setup done: $(MANAGE) ... is ready"
 
-ready: $(STAMP) db-start migrate
+ready: $(STAMP) db-start redis-start migrate
 
-run: ready ## start web (127.0.0.1:8000), qcluster, relay and saga recoverer in the background
+run: ready ## start web (127.0.0.1:8000), both clusters, relay and saga recoverer in the background
 	@$(PROCS) start
 	@echo "admin: http://127.0.0.1:8000/admin/  logs: var/log/  stop with: make stop"
 
@@ -64,22 +76,24 @@ demo: ready ## setup + run + a superuser whose password is printed once
 	@$(PROCS) start
 	@printf "\n$(BOLD)Open http://127.0.0.1:8000/admin/$(RESET)  (stop everything with: make stop)\n"
 
-stop: ## stop what run/demo started and the local PostgreSQL
+stop: ## stop what run/demo started, the local Redis and the local PostgreSQL
 	@$(PROCS) stop
+	@$(LOCALREDIS) stop
 	@$(LOCALPG) stop
 
 status: ## what is running
 	@$(PROCS) status || true
+	@$(LOCALREDIS) status || true
 	@$(LOCALPG) status || true
 
-test: $(STAMP) browser-deps ## lint + the whole suite against a real PostgreSQL (sets up from nothing)
+test: $(STAMP) browser-deps ## lint + the whole suite against real PostgreSQL and Redis (sets up from nothing)
 	@$(VENV)/bin/ruff check .
-	@$(LOCALPG) run -- bash -c '$(VENV)/bin/pytest $(PYTEST_ARGS) && \
+	@$(STORES) bash -c '$(VENV)/bin/pytest $(PYTEST_ARGS) && \
 	  echo "== the cluster tests again, on the stock django-q2 ORM broker (Q_BROKER=orm) ==" && \
 	  Q_BROKER=orm $(VENV)/bin/pytest -q -m cluster $(PYTEST_ARGS)'
 
 test-fast: $(STAMP) ## the suite without the browser tests, on the default broker only
-	@$(LOCALPG) run -- $(VENV)/bin/pytest -m "not browser" $(PYTEST_ARGS)
+	@$(STORES) $(VENV)/bin/pytest -m "not browser" $(PYTEST_ARGS)
 
 browser-deps: ## Debian's chromium for the browser tests (installed with apt when root)
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -89,7 +103,7 @@ browser-deps: ## Debian's chromium for the browser tests (installed with apt whe
 	  else echo "chromium is missing: browser tests will be skipped (sudo apt-get install chromium)"; fi; }
 
 screenshots: $(STAMP) browser-deps ## re-take the README's screenshots (docs/*.png) with the browser test
-	@SCREENSHOT_DIR=docs $(LOCALPG) run -- $(VENV)/bin/pytest -q tests/dashboard/test_browser.py
+	@SCREENSHOT_DIR=docs $(STORES) $(VENV)/bin/pytest -q tests/dashboard/test_browser.py
 
 lint: $(STAMP) ## ruff
 	@$(VENV)/bin/ruff check .
@@ -112,6 +126,9 @@ show-saga: ready ## a saga's log and bookings: id=N
 recover: ready ## recover sagas whose coordinator died (one pass)
 	@$(MANAGE) recover_sagas --once
 
+reconcile: ready ## enqueue again the welcome emails a store lost (outbox and que; one pass)
+	@$(MANAGE) reconcile
+
 relay: ready ## relay the outbox once
 	@$(MANAGE) relay_outbox --once
 
@@ -121,7 +138,7 @@ faults: ready ## list the fault points
 bench: ready ## throughput, latency, crashes: ours and the peers side by side (docs/benchmarks.md)
 	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt 2>&1 \
 	  | { grep -v 'is ignored: it is neither a file' || true; }
-	@$(LOCALPG) run -- bash -c '$(PY) -m bench.run && $(PY) -m bench.peers.run'
+	@$(STORES) bash -c '$(PY) -m bench.run && $(PY) -m bench.peers.run'
 
 lock: ## rebuild requirements.txt from requirements.in in a scratch venv
 	@rm -rf /tmp/reliable-lock && $(PYTHON_SYS) -m venv /tmp/reliable-lock

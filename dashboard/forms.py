@@ -3,6 +3,7 @@ from django import forms
 from faults.models import Action
 from faults.points import POINTS
 from faults.services import MAX_DELAY_MS, MAX_TIMES
+from faults.stores import Action as RedisAction
 from sagas.forms import SERVICE_CHOICES
 from users.models import Mode
 
@@ -34,3 +35,7 @@ class TripForm(forms.Form):
     customer = forms.CharField(max_length=100)
     fail = forms.ChoiceField(choices=SERVICE_CHOICES, required=False, label="failing")
     crash = forms.ChoiceField(choices=SERVICE_CHOICES, required=False, label="crashing")
+
+
+class RedisForm(forms.Form):
+    action = forms.ChoiceField(choices=RedisAction.CHOICES)

@@ -6,19 +6,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from faults.selectors import armed_faults
 from jobs.models import JobRun
-from jobs.selectors import queue_counts, queued_tasks
+from jobs.selectors import queue_counts, queued_tasks, redis_queued_tasks, redis_status
 from outbox.models import OutboxMessage
 from outbox.selectors import outbox_counts
-from outbox.services import pending as pending_messages
 from sagas.models import ACTIVE_STATES, Saga, State
 from travel.services import MODELS
 from users.models import Mode, User
-from users.services import SEND_EMAIL_TASK, WELCOME_TOPIC
+from users.services import EMAIL_STORE, SEND_EMAIL_TASK, WELCOME_TOPIC
 
 OK, EXPECTED, ATTENTION, VIOLATION = "ok", "expected", "attention", "violation"
 
@@ -43,6 +42,17 @@ class ModeStats:
     lost: list[str] = field(default_factory=list)
     in_flight: list[str] = field(default_factory=list)
     duplicated: list[str] = field(default_factory=list)
+    lost_by_store: list[str] = field(default_factory=list)  # published, then a store lost it
+
+    @property
+    def store(self) -> str:
+        """Where this mode's email jobs go."""
+        return EMAIL_STORE[Mode(self.mode)].label.split(" (")[0]
+
+
+# A published message's job normally runs within milliseconds; one still not done after this
+# long was lost by its store (Redis), and reconciliation will publish it again.
+PUBLISHED_GRACE_SECONDS = 5
 
 
 def users_with_pending_email() -> set[int]:
@@ -50,18 +60,30 @@ def users_with_pending_email() -> set[int]:
     running, or between attempts) or a pending outbox message. A job the queue gave up on
     (parked) is not on its way: a person has to retry it."""
     ids: set[int] = set()
-    for task in queued_tasks():
+    for task in [*queued_tasks(), *redis_queued_tasks()]:
         if task.func == SEND_EMAIL_TASK:
             ids.add(task.kwargs.get("user_id"))
-    for payload in pending_messages().filter(topic=WELCOME_TOPIC).values_list("payload", flat=True):
+    recent = timezone.now() - timedelta(seconds=PUBLISHED_GRACE_SECONDS)
+    messages = OutboxMessage.objects.filter(topic=WELCOME_TOPIC).filter(
+        Q(published_at__isnull=True, dead_at__isnull=True) | Q(published_at__gte=recent))
+    for payload in messages.values_list("payload", flat=True):
         if isinstance(payload, dict):
             ids.add(payload.get("user_id"))
     return ids
 
 
+def users_published_long_ago() -> set[int]:
+    """Users whose welcome message was published more than the grace ago."""
+    cutoff = timezone.now() - timedelta(seconds=PUBLISHED_GRACE_SECONDS)
+    return {p.get("user_id") for p in OutboxMessage.objects.filter(
+        topic=WELCOME_TOPIC, published_at__lt=cutoff).values_list("payload", flat=True)
+        if isinstance(p, dict)}
+
+
 def signup_stats() -> list[ModeStats]:
     stats = {m: ModeStats(mode=m) for m in Mode.values}
     pending = users_with_pending_email()
+    published = users_published_long_ago()
     users = User.objects.exclude(signup_mode="").annotate(n=Count("email_sends")).order_by("id")
     for user in users:
         s = stats[user.signup_mode]
@@ -70,7 +92,12 @@ def signup_stats() -> list[ModeStats]:
         if user.n > 1:
             s.duplicated.append(user.username)
         elif user.n == 0:
-            (s.in_flight if user.pk in pending else s.lost).append(user.username)
+            if user.pk in pending:
+                s.in_flight.append(user.username)
+            elif user.pk in published and user.signup_mode != Mode.DUAL_WRITE:
+                s.lost_by_store.append(user.username)
+            else:
+                s.lost.append(user.username)
     return list(stats.values())
 
 
@@ -110,6 +137,7 @@ def consistency_checks(signups: list[ModeStats] | None = None) -> list[Check]:
     lost_reliable = [n for s in signups if s.mode != Mode.DUAL_WRITE for n in s.lost]
     lost_dual = [n for s in signups if s.mode == Mode.DUAL_WRITE for n in s.lost]
     duplicated = [n for s in signups for n in s.duplicated]
+    lost_by_store = [n for s in signups for n in s.lost_by_store]
     parked = list(JobRun.objects.filter(parked_at__isnull=False, finished_at__isnull=True)
                   .values_list("key", flat=True))
     queue_parked = [f"{t.id} {t.func}" for t in queued_tasks(include_parked=True) if t.parked]
@@ -131,6 +159,9 @@ def consistency_checks(signups: list[ModeStats] | None = None) -> list[Check]:
         check("dual_write_lost_email",
               "dual-write: users whose welcome email was lost (the talk's anomaly)",
               lost_dual, EXPECTED),
+        check("outbox_lost_by_store",
+              "outbox: published, then lost by Redis (reconcile publishes it again)",
+              lost_by_store, ATTENTION),
         check("outbox_dead", "outbox: dead messages (kept with their error, retryable)",
               dead, ATTENTION),
         check("jobs_parked", "jobs parked after too many attempts (poison jobs)",
@@ -159,6 +190,7 @@ def dashboard_state() -> dict:
         "signups": signups,
         "outbox": outbox_counts(),
         "queue": queue_counts(),
+        "redis": redis_status(),
         "sagas": saga_stats(),
         "recent_sagas": recent_sagas(),
         "faults": armed_faults(),

@@ -3,6 +3,7 @@
 Views are thin: reads come from dashboard.selectors, every control calls the same service
 function as the matching command."""
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -10,9 +11,10 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from dashboard.forms import FaultForm, SignupForm, TripForm
+from dashboard.forms import FaultForm, RedisForm, SignupForm, TripForm
 from dashboard.selectors import dashboard_state
 from faults import services as faults
+from faults import stores
 from jobs.services import run_on_cluster
 from outbox import services as outbox
 from sagas import services as sagas
@@ -29,7 +31,9 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     context.update(signup_form=SignupForm(initial={"name": "matt", "mode": "dual-write"}),
                    fault_form=FaultForm(initial={"point": "signup.part2", "action": "raise",
                                                  "times": 3}),
-                   trip_form=TripForm(initial={"customer": "alice", "fail": "car"}))
+                   trip_form=TripForm(initial={"customer": "alice", "fail": "car"}),
+                   redis_form=RedisForm(initial={"action": stores.Action.STOP}),
+                   reconcile_after=settings.RECONCILE_AFTER_SECONDS)
     return TemplateResponse(request, "admin/dashboard/dashboard.html", context)
 
 
@@ -115,5 +119,17 @@ def _recover(request: HttpRequest) -> tuple[int, str]:
     return _on_cluster("sagas.tasks.recover_sagas", "Saga recovery")
 
 
+def _redis(request: HttpRequest) -> tuple[int, str]:
+    form = RedisForm(request.POST)
+    if not form.is_valid():
+        return _invalid(form)
+    return messages.WARNING, stores.act(action=form.cleaned_data["action"]) + "."
+
+
+def _reconcile(request: HttpRequest) -> tuple[int, str]:
+    result = users.reconcile_welcome_emails(older_than=settings.RECONCILE_AFTER_SECONDS)
+    return messages.SUCCESS, f"Reconciled: {result}."
+
+
 CONTROLS = {"signup": _signup, "fault": _fault, "relay": _relay, "trip": _trip,
-            "recover": _recover}
+            "recover": _recover, "redis": _redis, "reconcile": _reconcile}

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
+import redis
 from django.utils import timezone
 from django_q.models import Failure, OrmQ
 
@@ -72,3 +74,63 @@ def queue_drained() -> bool:
     if uses_pgbroker():
         return not Job.objects.unparked().exists()
     return not OrmQ.objects.exists()
+
+
+# --- Redis, the second store ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RedisStatus:
+    up: bool
+    depth: int | None = None           # jobs waiting in the Redis cluster's list
+    refusing_writes: bool = False      # min-replicas-to-write set with no replica: writes refused
+    error: str = ""
+    clusters: tuple[dict, ...] = ()    # the Redis clusters alive now (their published stat)
+    url: str = ""
+
+    @property
+    def workers(self) -> int:
+        return sum(len(c.get("workers", ())) for c in self.clusters)
+
+
+def redis_status() -> RedisStatus:
+    """Is Redis up, how deep is the Redis cluster's list, which clusters serve it."""
+    from django.conf import settings
+    from django_q.conf import Conf
+
+    from jobs.queues import redis_queue
+
+    queue = redis_queue()
+    try:
+        conn = queue.connection
+        depth = conn.llen(queue.list_key)
+        refusing = int(conn.config_get("min-replicas-to-write").get("min-replicas-to-write", 0)) > 0
+        keys = conn.keys(f"{Conf.Q_STAT}:{settings.REDIS_CLUSTER}:*")
+        stats = [json.loads(v) for v in conn.mget(keys) if v] if keys else []
+    except redis.RedisError as e:
+        return RedisStatus(up=False, error=f"{type(e).__name__}: {e}", url=settings.REDIS_URL)
+    return RedisStatus(up=True, depth=depth, refusing_writes=refusing,
+                       clusters=tuple(sorted(stats, key=lambda c: c.get("pid", 0))),
+                       url=settings.REDIS_URL)
+
+
+def redis_queued_tasks() -> list[QueuedTask]:
+    """The jobs waiting in Redis, decoded ([] when Redis is down: nothing can be read)."""
+    from django_q.signing import SignedPackage
+
+    from jobs.queues import redis_queue
+
+    queue = redis_queue()
+    try:
+        packages = queue.connection.lrange(queue.list_key, 0, -1)
+    except redis.RedisError:
+        return []
+    tasks = []
+    for n, package in enumerate(packages):
+        try:
+            task = SignedPackage.loads(package)
+        except Exception:  # signed with another key: not ours to read
+            continue
+        tasks.append(QueuedTask(id=n, func=str(task.get("func")),
+                                kwargs=dict(task.get("kwargs", {}))))
+    return tasks

@@ -4,6 +4,9 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
+# last_error of a pending message whose store (Redis) was down: not the message's fault.
+WAITING_PREFIX = "waiting for "
+
 
 class OutboxMessage(models.Model):
     """A message written in the same transaction as the business change that caused it.

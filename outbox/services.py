@@ -14,8 +14,10 @@ from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from faults.services import fire
-from outbox.handlers import HANDLERS, PermanentError
-from outbox.models import OutboxMessage
+from jobs.queues import RedisUnavailable, Store, enqueue, redis_batch
+from outbox import topics
+from outbox.models import WAITING_PREFIX, OutboxMessage
+from outbox.topics import PermanentError
 from pgbroker.broker import batched_enqueue, configured
 
 logger = logging.getLogger(__name__)
@@ -30,7 +32,9 @@ NOT_JSON = "outbox payload for {topic!r} is not JSON-serialisable: {error}"
 RELAY_IN_TRANSACTION = (
     "relay_outbox() must not run inside a transaction: it commits each batch on its own"
 )
-NO_HANDLER = "no handler for topic {topic!r} (known topics: {known}); message is dead"
+NO_TOPIC = "no topic {topic!r} is registered (known topics: {known}); message is dead"
+WAITING = WAITING_PREFIX + "{store}: {error}"
+STORE_RETRY_SECONDS = 1.0  # a message whose store is down is tried again this often
 
 
 class OutboxError(Exception):
@@ -42,24 +46,30 @@ class RelayResult:
     published: int = 0
     failed: int = 0
     dead: int = 0
+    waiting: int = 0  # their store (Redis) is down: tried again soon, no attempt counted
 
     def __iadd__(self, other: RelayResult) -> RelayResult:
         self.published += other.published
         self.failed += other.failed
         self.dead += other.dead
+        self.waiting += other.waiting
         return self
 
     @property
     def handled(self) -> int:
-        return self.published + self.failed + self.dead
+        return self.published + self.failed + self.dead + self.waiting
+
+    def __str__(self) -> str:
+        text = f"published {self.published}, failed {self.failed} (will retry), dead {self.dead}"
+        return text + (f", waiting for Redis {self.waiting}" if self.waiting else "")
 
 
 def publish(*, topic: str, payload: dict) -> OutboxMessage:
     """Write a message in the caller's transaction; the relay delivers it after commit."""
     if not connection.in_atomic_block:
         raise OutboxError(NOT_IN_TRANSACTION)
-    if topic not in HANDLERS:
-        raise OutboxError(UNKNOWN_TOPIC.format(topic=topic, known=", ".join(sorted(HANDLERS))))
+    if topics.get(topic) is None:
+        raise OutboxError(UNKNOWN_TOPIC.format(topic=topic, known=", ".join(topics.names())))
     try:
         json.dumps(payload)
     except (TypeError, ValueError) as e:
@@ -81,17 +91,19 @@ def backoff(attempts: int) -> timedelta:
 
 
 def relay_batch(*, batch: int) -> RelayResult:
-    """Claim up to `batch` due messages (SKIP LOCKED), handle each, commit once.
+    """Claim up to `batch` due messages (SKIP LOCKED), turn each into its topic's job, commit
+    once.
 
-    A failing handler rolls back only its own work (a savepoint, or for a handler that only
-    enqueues, its jobs dropped from the batch); its message is rescheduled with backoff (or
-    dead), and the rest of the batch goes on. With pgbroker the batch's jobs are one INSERT,
-    and the published messages one UPDATE.
+    Jobs for the PostgreSQL queue are written in this transaction (with pgbroker, the batch's
+    jobs are one INSERT). Jobs for Redis are pushed in one round trip before the commit, so a
+    message is published only once Redis has accepted its job; a relay that dies between the
+    two publishes it again (at least once; the job's own ledger absorbs the copy). A message
+    whose payload its topic rejects is dead at once; one whose store is down waits, no attempt
+    counted; the rest of the batch goes on.
     """
     if connection.in_atomic_block:
         raise OutboxError(RELAY_IN_TRANSACTION)
     result = RelayResult()
-    max_attempts = settings.OUTBOX_MAX_ATTEMPTS
     batching = configured()
     with transaction.atomic(), batched_enqueue() as enqueued:
         now = timezone.now()
@@ -104,39 +116,66 @@ def relay_batch(*, batch: int) -> RelayResult:
         if messages:
             fire("relay.publish")
         published: list = []
+        redis, to_redis = redis_batch(), []
         for message in messages:
-            handler = HANDLERS.get(message.topic)
-            message.attempts += 1
             mark = enqueued.mark()
             try:
-                if handler is None:
-                    raise PermanentError(
-                        NO_HANDLER.format(topic=message.topic, known=", ".join(sorted(HANDLERS)))
-                    )
-                if batching and getattr(handler, "enqueue_only", False):
-                    handler(message.payload)
+                topic = topics.get(message.topic)
+                if topic is None:
+                    raise PermanentError(NO_TOPIC.format(topic=message.topic,
+                                                         known=", ".join(topics.names())))
+                kwargs = topic.kwargs(message.payload)
+                if topic.store == Store.REDIS:
+                    redis.add(topic.task, **kwargs)
+                    to_redis.append(message)
+                    continue
+                if batching:
+                    enqueue(store=Store.POSTGRES, func=topic.task, **kwargs)
                 else:
-                    with transaction.atomic():  # savepoint
-                        handler(message.payload)
+                    with transaction.atomic():  # savepoint: a failed INSERT spoils nothing
+                        enqueue(store=Store.POSTGRES, func=topic.task, **kwargs)
             except Exception as e:
                 enqueued.discard_since(mark)
-                message.last_error = "".join(traceback.format_exception(e))[-4000:]
-                if isinstance(e, PermanentError) or message.attempts >= max_attempts:
-                    message.dead_at = now
-                    result.dead += 1
-                    logger.error("outbox message %s (%s) is dead: %s", message.id, message.topic, e)
-                else:
-                    message.available_at = now + backoff(message.attempts)
-                    result.failed += 1
-                    logger.warning("outbox message %s (%s) failed, attempt %s: %s",
-                                   message.id, message.topic, message.attempts, e)
-                message.save(update_fields=["attempts", "last_error", "dead_at", "available_at"])
+                _failed(message, e, now=now, result=result)
             else:
                 published.append(message.pk)
+        if to_redis:
+            try:
+                redis.push()
+            except RedisUnavailable as e:
+                _wait(to_redis, e, now=now, result=result)
+            else:
+                fire("relay.redis_accepted")
+                published += [m.pk for m in to_redis]
         if published:
             result.published = OutboxMessage.objects.filter(pk__in=published).update(
                 published_at=now, attempts=F("attempts") + 1)
     return result
+
+
+def _failed(message: OutboxMessage, e: Exception, *, now, result: RelayResult) -> None:
+    """The message's own failure: back off, or dead after OUTBOX_MAX_ATTEMPTS."""
+    message.attempts += 1
+    message.last_error = "".join(traceback.format_exception(e))[-4000:]
+    if isinstance(e, PermanentError) or message.attempts >= settings.OUTBOX_MAX_ATTEMPTS:
+        message.dead_at = now
+        result.dead += 1
+        logger.error("outbox message %s (%s) is dead: %s", message.id, message.topic, e)
+    else:
+        message.available_at = now + backoff(message.attempts)
+        result.failed += 1
+        logger.warning("outbox message %s (%s) failed, attempt %s: %s",
+                       message.id, message.topic, message.attempts, e)
+    message.save(update_fields=["attempts", "last_error", "dead_at", "available_at"])
+
+
+def _wait(messages: list[OutboxMessage], e: Exception, *, now, result: RelayResult) -> None:
+    """Their store is down: not the messages' fault. Try again soon, count no attempt."""
+    OutboxMessage.objects.filter(pk__in=[m.pk for m in messages]).update(
+        available_at=now + timedelta(seconds=STORE_RETRY_SECONDS),
+        last_error=WAITING.format(store="Redis", error=e))
+    result.waiting += len(messages)
+    logger.warning("%s outbox message(s) wait for Redis: %s", len(messages), e)
 
 
 def relay_outbox(*, batch: int | None = None) -> RelayResult:
@@ -168,3 +207,55 @@ def retry_dead(*, messages: QuerySet[OutboxMessage]) -> int:
             with connection.cursor() as cur:
                 cur.execute("SELECT pg_notify(%s, '')", [CHANNEL])
     return n
+
+
+RECONCILE_WINDOW = timedelta(days=1)
+REPUBLISHED = "published again by reconciliation: published at {at}, its work never done"
+
+
+def reconcile(*, topic: str, older_than: float) -> int:
+    """Publish again the messages of `topic` published more than `older_than` seconds ago (and
+    within a day) whose work never happened and whose job is not waiting in its store: a store
+    lost it (a Redis crash, a Redis cluster killed with the job in hand). Needs the topic's
+    `done`; skipped while the store cannot be read. Returns how many."""
+    from jobs.selectors import queued_tasks, redis_queued_tasks, redis_status
+
+    spec = topics.get(topic)
+    if spec is None or spec.done is None:
+        return 0
+    now = timezone.now()
+    messages = list(OutboxMessage.objects.filter(
+        topic=topic, published_at__lt=now - timedelta(seconds=older_than),
+        published_at__gte=now - RECONCILE_WINDOW).only("id", "payload", "published_at"))
+    if not messages:
+        return 0
+    undone = [m for m, done in zip(messages, spec.done([m.payload for m in messages]),
+                                   strict=True) if not done]
+    if not undone:
+        return 0
+    if spec.store == Store.REDIS:
+        if not redis_status().up:
+            return 0  # cannot tell what Redis still holds
+        waiting = redis_queued_tasks()
+    else:
+        waiting = queued_tasks(include_parked=True)
+    queued = {(t.func, json.dumps(t.kwargs, sort_keys=True)) for t in waiting}
+    lost = []
+    for m in undone:
+        try:
+            job = (spec.task, json.dumps(spec.kwargs(m.payload), sort_keys=True))
+        except PermanentError:
+            continue
+        if job not in queued:
+            lost.append(m)
+    with transaction.atomic():
+        for m in lost:
+            OutboxMessage.objects.filter(pk=m.pk).update(
+                published_at=None, available_at=now,
+                last_error=REPUBLISHED.format(at=m.published_at.isoformat(timespec="seconds")))
+            logger.warning("outbox message %s (%s) published again: its work never happened",
+                           m.id, topic)
+        if lost:
+            with connection.cursor() as cur:
+                cur.execute("SELECT pg_notify(%s, '')", [CHANNEL])
+    return len(lost)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import multiprocessing
 import os
 import pydoc
@@ -43,6 +44,7 @@ import queue as stdqueue
 import random
 import select
 import signal
+import socket
 import threading
 import time
 import traceback
@@ -70,6 +72,8 @@ TICK = 0.25  # seconds between housekeeping passes (timers, sweep, heartbeat)
 GRACE = 1.0  # a dead owner's jobs are taken back after its key was seen free this long
 FENCE = GRACE / 2  # cut off from the database this long: stop busy workers
 PUBLISH_EVERY = 1.0
+STAT_TTL = 3  # seconds a published stat lives unless renewed
+HOST = socket.gethostname()
 SCHEDULER_EVERY = 30.0
 BAD_PACKAGE = ("the task package could not be read ({error}): it was signed with another "
                "SECRET_KEY or Q_CLUSTER name, or it is not a django-q2 package")
@@ -255,8 +259,9 @@ class GenericSource:
         while not self.stop_event.is_set():
             try:
                 tasks = self.broker.dequeue()
-            except Exception:
-                logger.exception("Failed to pull task from broker")
+            except Exception as e:  # the broker is down (Redis stopped): say so, once a second
+                logger.warning("cannot take jobs from the broker: %s: %s; trying again in 1 s",
+                               type(e).__name__, (str(e).strip().splitlines() or [""])[0])
                 time.sleep(1)
                 continue
             for ack_id, package in tasks or ():
@@ -736,6 +741,9 @@ class Dispatcher:
                         self.store.publish(idle=self.idle, workers=self.snapshot())
                 except psycopg.Error as e:
                     self._lost(e)
+        elif now >= self.next_publish:
+            self.next_publish = now + PUBLISH_EVERY
+            self._publish_stat()
         if Conf.SCHEDULER and now >= self.next_schedule and not self.stopping:
             self.next_schedule = now + SCHEDULER_EVERY
             try:
@@ -743,6 +751,18 @@ class Dispatcher:
             except Exception:
                 logger.exception("the scheduler failed")
             db.connections.close_all()
+
+    def _publish_stat(self) -> None:
+        """Another broker (Redis): say who we are through its stat keys, as django-q2's
+        sentinel does, expiring unless renewed (`<Q_STAT>:<cluster name>:<host>:<pid>`)."""
+        stat = {"host": HOST, "pid": os.getpid(), "cluster": Conf.CLUSTER_NAME,
+                "workers": self.snapshot()[:-1], "buffered": self.source.buffer.qsize(),
+                "at": time.time()}
+        try:
+            self.broker.set_stat(f"{Conf.Q_STAT}:{Conf.CLUSTER_NAME}:{HOST}:{os.getpid()}",
+                                 json.dumps(stat), STAT_TTL)
+        except Exception as e:  # the broker is down: the stat expires, which says so
+            logger.debug("could not publish the cluster's stat: %s", e)
 
     def _timers(self, elapsed: float) -> None:
         """django-q2's guard: a worker still busy `timeout + 3` s after it started is

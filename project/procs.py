@@ -1,8 +1,9 @@
 """Start and stop the project's background processes by pid (standard library only).
 
-`make run` starts the web server, the django-q2 cluster and the outbox relay; `make stop`
-stops them. Each runs in its own session (process group), logs to var/log/NAME.log and has
-its pid in var/run/NAME.pid.
+`make run` starts the web server, the two django-q2 clusters (PostgreSQL, and Redis in
+Sidekiq's role), the outbox relay and the saga recoverer; `make stop` stops them. Each runs
+in its own session (process group), logs to var/log/NAME.log and has its pid in
+var/run/NAME.pid.
 
 Stopping follows reference/django-q2-facts.md 2.3-2.4: SIGTERM to the main pid only (a
 SIGTERM to the whole group can hang qcluster forever), wait, then SIGKILL the whole group as a
@@ -30,10 +31,13 @@ HOST_PORT = os.environ.get("RUN_ADDR", "127.0.0.1:8000")
 PROCESSES: dict[str, list[str]] = {
     "web": [PYTHON, "manage.py", "runserver", HOST_PORT, "--noreload"],
     "qcluster": [PYTHON, "manage.py", "qcluster"],
+    "qcluster-redis": [PYTHON, "manage.py", "qcluster"],
     "relay": [PYTHON, "manage.py", "relay_outbox", "--follow"],
     "recoverer": [PYTHON, "manage.py", "recover_sagas", "--follow"],
 }
-GRACE_SECONDS = {"qcluster": 45.0}
+# django-q2's own multi-cluster setting picks the Redis cluster's configuration (settings.py).
+PROCESS_ENV: dict[str, dict[str, str]] = {"qcluster-redis": {"Q_CLUSTER_NAME": "redis"}}
+GRACE_SECONDS = {"qcluster": 45.0, "qcluster-redis": 45.0}
 # Demo timing: a 10 s task timeout gives a 40 s lease, so a failed or crashed job comes back
 # within a minute instead of two. Set Q_TIMEOUT yourself to override.
 DEMO_ENV = {"Q_TIMEOUT": os.environ.get("Q_TIMEOUT", "10"),
@@ -118,15 +122,16 @@ def start(names: list[str]) -> None:
     for name in names:
         pid = read_pid(name)
         if pid and alive(pid):
-            print(f"{name:<9} already running (pid {pid})")
+            print(f"{name:<14} already running (pid {pid})")
             continue
         with open(LOG_DIR / f"{name}.log", "ab") as log:
             proc = subprocess.Popen(
                 PROCESSES[name], cwd=BASE_DIR, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True, env={**os.environ, **DEMO_ENV},
+                stdin=subprocess.DEVNULL, start_new_session=True,
+                env={**os.environ, **DEMO_ENV, **PROCESS_ENV.get(name, {})},
             )
         pidfile(name).write_text(str(proc.pid))
-        print(f"{name:<9} started (pid {proc.pid}, log var/log/{name}.log)")
+        print(f"{name:<14} started (pid {proc.pid}, log var/log/{name}.log)")
     time.sleep(1.5)
     for name in names:
         pid = read_pid(name)
@@ -141,7 +146,7 @@ def stop(names: list[str]) -> None:
         if pid is None:
             continue
         outcome = stop_pid(pid, grace=GRACE_SECONDS.get(name, DEFAULT_GRACE), name=name)
-        print(f"{name:<9} {outcome} (pid {pid})")
+        print(f"{name:<14} {outcome} (pid {pid})")
         pidfile(name).unlink(missing_ok=True)
 
 
@@ -151,7 +156,7 @@ def status(names: list[str]) -> int:
         pid = read_pid(name)
         up = bool(pid and alive(pid))
         running += up
-        print(f"{name:<9} {f'running (pid {pid})' if up else 'stopped'}")
+        print(f"{name:<14} {f'running (pid {pid})' if up else 'stopped'}")
     return 0 if running == len(names) else 3
 
 

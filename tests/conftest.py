@@ -1,9 +1,32 @@
 from collections.abc import Iterator
 
 import pytest
+from django.conf import settings
 
-from project import sideconn
-from tests.helpers import Process
+from jobs.queues import redis_queue
+from project import localredis, sideconn
+from tests.helpers import Process, redis_url_for_tests
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_redis() -> Iterator[None]:
+    """The suite's own Redis database (15) on the same server, so a demo's queue on 0 is left
+    alone; the cluster subprocesses get it through REDIS_URL (tests.helpers.subprocess_env)."""
+    settings.REDIS_URL = redis_url_for_tests(settings.REDIS_URL, db=15)
+    redis_queue.cache_clear()
+    yield
+    redis_queue.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _empty_redis() -> None:
+    """Every test starts with an empty Redis database that accepts writes; a test that
+    stopped the project-local Redis gets it started again."""
+    if not localredis.external():
+        localredis.start()
+    conn = redis_queue().connection
+    conn.config_set("min-replicas-to-write", 0)
+    conn.flushdb()
 
 
 @pytest.fixture(autouse=True)
@@ -44,3 +67,10 @@ def start_process(tmp_path) -> Iterator:
 def qcluster(transactional_db, start_process) -> Process:
     """A real `manage.py qcluster`. Needs committed rows: the cluster is another process."""
     return start_process("qcluster", ready="running.")
+
+
+@pytest.fixture
+def redis_cluster(transactional_db, start_process) -> Process:
+    """The second cluster, on Redis (Sidekiq's role): `Q_CLUSTER_NAME=redis manage.py qcluster`."""
+    return start_process("qcluster", name="qcluster-redis", ready="running.",
+                         Q_CLUSTER_NAME=settings.REDIS_CLUSTER)

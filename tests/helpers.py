@@ -8,8 +8,9 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
+from django.conf import settings
 from django.db import connection
 
 from jobs.selectors import uses_pgbroker
@@ -31,11 +32,21 @@ def test_database_url() -> str:
     return f"postgresql://{user}{password}@{host}{port}/{s['NAME']}"
 
 
+def redis_url_for_tests(url: str, *, db: int) -> str:
+    """The same Redis server, database `db` (unix:///path?db=N or redis://host:port/N)."""
+    if url.startswith("unix://"):
+        base, _, query = url.partition("?")
+        params = [(k, v) for k, v in parse_qsl(query) if k != "db"] + [("db", str(db))]
+        return f"{base}?{urlencode(params)}"
+    return urlunsplit(urlsplit(url)._replace(path=f"/{db}"))
+
+
 def subprocess_env(**extra: str) -> dict[str, str]:
     """The environment of a process that must work on the test database, like the tests."""
     env = dict(os.environ)
     env.update(
         DATABASE_URL=test_database_url(),
+        REDIS_URL=settings.REDIS_URL,
         Q_TIMEOUT=str(TEST_Q_TIMEOUT),
         Q_POLL="0.05",
         FAULTS_ENABLED="1",

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
+from datetime import timedelta
 
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMessage
 from django.db import transaction
-from django_q.tasks import async_task
+from django.utils import timezone
 
 from faults import services as faults
 from faults.models import Action
+from jobs.queues import RedisUnavailable, Store, enqueue
 from outbox.services import publish
+from outbox.topics import PermanentError
 from users.models import EmailSend, Mode, User
 
 logger = logging.getLogger(__name__)
@@ -30,6 +34,11 @@ NAME_TAKEN = "a user named {name!r} already exists"
 UNKNOWN_MODE = "unknown mode {mode!r}; use one of: {modes}"
 SAME_PART = "--fail and --crash cannot both target {part}"
 UNKNOWN_PART = "unknown part {part!r}; use part1 or part2"
+EMAIL_LOST = ("user {name} is committed, but Redis refused the welcome email job: the email is "
+              "lost (dual-write: {error})")
+
+# Where each mode's welcome email job goes: the talk's two stores.
+EMAIL_STORE = {Mode.DUAL_WRITE: Store.REDIS, Mode.OUTBOX: Store.REDIS, Mode.QUE: Store.POSTGRES}
 
 
 class SignupError(Exception):
@@ -42,6 +51,10 @@ class InvalidName(SignupError):
 
 class NameTaken(SignupError):
     pass
+
+
+class EmailLost(Exception):
+    """dual-write: the user committed, the email job never reached Redis."""
 
 
 def check_mode(mode: str) -> Mode:
@@ -85,9 +98,13 @@ def create_user(*, name: str, mode: Mode | str) -> User | None:
             user = User.objects.create_user(username=name, signup_mode=mode)
             faults.fire("signup.part1")
         faults.fire("signup.part2")
-        # The naive code from the talk, on purpose: a second write after the commit. A crash
-        # or error between the commit and this line loses the email.
-        async_task(SEND_EMAIL_TASK, user_id=user.pk)
+        # The naive code from the talk, on purpose: a second write, to a second store, after
+        # the commit. A crash or error between the commit and this line, or a Redis that is
+        # down, loses the email.
+        try:
+            enqueue(store=EMAIL_STORE[mode], func=SEND_EMAIL_TASK, user_id=user.pk)
+        except RedisUnavailable as e:
+            raise EmailLost(EMAIL_LOST.format(name=name, error=e)) from e
     elif mode == Mode.OUTBOX:
         with transaction.atomic():
             user = User.objects.create_user(username=name, signup_mode=mode)
@@ -97,7 +114,7 @@ def create_user(*, name: str, mode: Mode | str) -> User | None:
     else:  # Mode.QUE: the job row is an INSERT in this very transaction
         with transaction.atomic():
             user = User.objects.create_user(username=name, signup_mode=mode)
-            async_task(SEND_EMAIL_TASK, user_id=user.pk)
+            enqueue(store=EMAIL_STORE[mode], func=SEND_EMAIL_TASK, user_id=user.pk)
             faults.fire("signup.part1")
         faults.fire("signup.part2")
     return user
@@ -105,6 +122,11 @@ def create_user(*, name: str, mode: Mode | str) -> User | None:
 
 def welcome_key(user_id: int) -> str:
     return f"welcome-{user_id}"
+
+
+def email_job_key(user_id: int) -> str:
+    """The job ledger's key (jobs.JobRun) of one user's welcome email job."""
+    return f"email:{user_id}"
 
 
 def send_welcome_email(*, user_id: int) -> EmailSend | None:
@@ -160,8 +182,8 @@ def enqueue_signup(
     """Validate, then enqueue the create-user job on the cluster; returns the signup id."""
     name, mode, signup_id = prepare_signup(name=name, mode=mode, fail=fail, crash=crash)
     with transaction.atomic():
-        async_task(CREATE_USER_TASK, name=name, mode=mode.value, signup_id=signup_id,
-                   task_name=f"signup {name} ({mode.value})")
+        enqueue(store=Store.POSTGRES, func=CREATE_USER_TASK, name=name, mode=mode.value,
+                signup_id=signup_id, task_name=f"signup {name} ({mode.value})")
     return signup_id
 
 
@@ -177,3 +199,62 @@ def _signup_faults(*, fail: str | None, crash: str | None) -> dict[str, str]:
             raise SignupError(SAME_PART.format(part=part))
         chosen[point] = action
     return chosen
+
+
+# --- the welcome email as an outbox topic, and reconciliation ---------------------------------
+
+
+def welcome_kwargs(payload: dict) -> dict:
+    """The outbox message's payload -> the email job's kwargs (PermanentError if it never can)."""
+    user_id = payload.get("user_id") if isinstance(payload, dict) else None
+    if not isinstance(user_id, int) or isinstance(user_id, bool) or user_id <= 0:
+        raise PermanentError(f"payload needs a positive integer user_id, got {payload!r}")
+    return {"user_id": user_id}
+
+
+def welcome_done(payloads: list[dict]) -> list[bool]:
+    """For each payload: is nothing left to do (its user's welcome email was sent, or there is
+    no such user)?"""
+    ids = [p.get("user_id") if isinstance(p, dict) else None for p in payloads]
+    known = [i for i in ids if isinstance(i, int)]
+    waiting = set(User.objects.filter(pk__in=known, email_sends__isnull=True)
+                  .values_list("pk", flat=True))
+    return [i not in waiting for i in ids]
+
+
+@dataclass
+class Reconciled:
+    republished: int = 0   # outbox: published, never done (a store lost the job): again
+    reenqueued: int = 0    # que: committed, no email, no job: enqueued again
+
+    def __str__(self) -> str:
+        return (f"outbox messages published again: {self.republished}; "
+                f"que email jobs enqueued again: {self.reenqueued}")
+
+
+def reconcile_welcome_emails(*, older_than: float) -> Reconciled:
+    """What PostgreSQL says was promised but never done, `older_than` seconds on: the outbox
+    messages whose job a store lost are published again, que users with no email and no job
+    get their job again. dual-write users are not touched: their loss is the demonstration.
+    The email ledger makes a copy that was not lost after all harmless."""
+    from jobs.models import JobRun
+    from jobs.selectors import queued_tasks
+    from outbox.services import reconcile
+
+    result = Reconciled(republished=reconcile(topic=WELCOME_TOPIC, older_than=older_than))
+    cutoff = timezone.now() - timedelta(seconds=older_than)
+    queued = {t.kwargs.get("user_id") for t in queued_tasks(include_parked=True)
+              if t.func == SEND_EMAIL_TASK}
+    parked = {k for k in JobRun.objects.filter(parked_at__isnull=False, finished_at__isnull=True)
+              .values_list("key", flat=True)}
+    orphans = (User.objects.filter(signup_mode=Mode.QUE, date_joined__lt=cutoff,
+                                   email_sends__isnull=True)
+               .values_list("pk", flat=True))
+    for user_id in orphans:
+        if user_id in queued or email_job_key(user_id) in parked:
+            continue
+        with transaction.atomic():
+            enqueue(store=EMAIL_STORE[Mode.QUE], func=SEND_EMAIL_TASK, user_id=user_id)
+        result.reenqueued += 1
+        logger.warning("que user %s had no welcome email and no job: enqueued it again", user_id)
+    return result

@@ -19,5 +19,11 @@ def send_welcome_email(*, user_id: int) -> str:
         sent = services.send_welcome_email(user_id=user_id)
         return f"sent {sent.message_id}" if sent else "no such user"
 
-    return run_job(key=f"email:{user_id}", func=services.SEND_EMAIL_TASK,
+    return run_job(key=services.email_job_key(user_id), func=services.SEND_EMAIL_TASK,
                    kwargs={"user_id": user_id}, body=body)
+
+
+def reconcile_welcome_emails() -> str:
+    from django.conf import settings
+
+    return str(services.reconcile_welcome_emails(older_than=settings.RECONCILE_AFTER_SECONDS))

@@ -40,6 +40,8 @@ def live_stack(transactional_db, start_process):
     port = free_port()
     env = {"SAGA_LEASE_SECONDS": "2"}
     start_process("qcluster", ready="running.", **env)
+    start_process("qcluster", name="qcluster-redis", ready="running.", Q_CLUSTER_NAME="redis",
+                  **env)
     start_process("relay_outbox", "--follow", name="relay", ready="relaying", **env)
     start_process("recover_sagas", "--follow", name="recoverer", ready="recovering", **env)
     start_process("runserver", f"127.0.0.1:{port}", "--noreload", name="web",
@@ -98,7 +100,33 @@ def test_the_talk_from_the_dashboard(live_stack, page, shots):
     expect(row("tr.check-dual_write_lost_email")).to_have_attribute("data-status", "expected")
     expect(row("tr.check-reliable_signups_lost_email")).to_have_attribute("data-status", "ok")
     expect(row("#panel-faults")).to_contain_text("none")  # all three firings used up
+    expect(row("tr.mode-dual-write td.store")).to_have_text("Redis")
+    expect(row("tr.mode-outbox td.store")).to_contain_text("Redis via the relay")
+    expect(row("tr.mode-que td.store")).to_have_text("PostgreSQL")
     page.screenshot(path=str(shots / "dashboard.png"), full_page=True)
+
+    # Redis stops: que carries on, the outbox waits, dual-write loses.
+    page.select_option("#redis-form select[name=action]", "stop")
+    page.click("#redis-form input[type=submit]")
+    expect(page.locator(".messagelist")).to_contain_text("Redis stopped")
+    expect(row("#panel-redis")).to_have_attribute("data-up", "0", timeout=10_000)
+    for name, mode in (("rita-dw", "dual-write"), ("rita-outbox", "outbox"), ("rita-que", "que")):
+        page.fill("#signup-form input[name=name]", name)
+        page.select_option("#signup-form select[name=mode]", mode)
+        page.select_option("#signup-form select[name=fault]", "")
+        page.click("#signup-form input[type=submit]")
+    expect(row("tr.mode-que")).to_have_attribute("data-emails", "2", timeout=30_000)
+    expect(row("tr.mode-dual-write")).to_have_attribute("data-lost", "2", timeout=30_000)
+    expect(row("tr.mode-outbox")).to_have_attribute("data-emails", "1")
+    expect(row("tr.mode-outbox")).to_have_attribute("data-users", "2", timeout=30_000)
+    expect(row("#panel-outbox")).to_contain_text("waiting", timeout=10_000)
+    page.screenshot(path=str(shots / "dashboard-redis-down.png"), full_page=True)
+    page.select_option("#redis-form select[name=action]", "start")
+    page.click("#redis-form input[type=submit]")
+    expect(page.locator(".messagelist")).to_contain_text("Redis started")
+    expect(row("tr.mode-outbox")).to_have_attribute("data-emails", "2", timeout=30_000)
+    expect(row("tr.mode-outbox")).to_have_attribute("data-lost", "0")
+    expect(row("tr.check-reliable_signups_lost_email")).to_have_attribute("data-status", "ok")
 
     # A trip with the car failing: compensations in reverse order, on the timeline.
     page.fill("#trip-form input[name=customer]", "alice")

@@ -4,14 +4,28 @@ from django.db import transaction
 from django.utils import timezone
 
 from faults import services as faults
+from faults import stores
 from faults.models import Fault
-from jobs.selectors import queued_tasks
-from outbox import services
-from outbox.handlers import HANDLERS
+from jobs.queues import Store
+from jobs.selectors import queued_tasks, redis_queued_tasks
+from outbox import services, topics
 from outbox.models import OutboxMessage
 from tests.helpers import wait_until
 
-TOPIC = "user.welcome_email"
+TOPIC = "user.welcome_email"  # registered by the users app: relayed into Redis
+
+
+def redis_user_ids() -> list[int]:
+    return sorted(q.kwargs["user_id"] for q in redis_queued_tasks())
+
+
+@pytest.fixture
+def pg_topic() -> str:
+    """A throwaway topic whose jobs go to the PostgreSQL queue (registered by no app)."""
+    topic = topics.register(topics.Topic(name="test.pg", task="tests.pgbroker.tasks.noop",
+                                         store=Store.POSTGRES, kwargs=lambda p: {"n": p["n"]}))
+    yield topic.name
+    topics.unregister(topic.name)
 
 
 def publish_committed(n: int, payload=None) -> list[OutboxMessage]:
@@ -55,13 +69,51 @@ def test_relay_refuses_to_run_inside_a_transaction(db):
 # transactional_db below: the relay commits batch by batch, in autocommit, as in production.
 
 
-def test_relay_publishes_each_due_message_and_enqueues_its_task(transactional_db):
+def test_relay_publishes_each_due_message_and_enqueues_its_job_on_redis(transactional_db):
     publish_committed(3)
     result = services.relay_outbox(batch=2)
     assert (result.published, result.failed, result.dead) == (3, 0, 0)
     assert OutboxMessage.objects.filter(published_at__isnull=False).count() == 3
-    assert sorted(q.kwargs["user_id"] for q in queued_tasks()) == [1, 2, 3]
+    assert redis_user_ids() == [1, 2, 3]
+    assert queued_tasks() == [], "the welcome topic's store is Redis, not PostgreSQL"
     assert services.relay_outbox().handled == 0
+
+
+def test_a_topic_on_the_postgresql_queue_enqueues_there(transactional_db, pg_topic):
+    with transaction.atomic():
+        services.publish(topic=pg_topic, payload={"n": 7})
+    assert services.relay_outbox().published == 1
+    assert [(q.func, q.kwargs) for q in queued_tasks()] == [("tests.pgbroker.tasks.noop",
+                                                             {"n": 7})]
+    assert redis_queued_tasks() == []
+
+
+def test_with_redis_refusing_writes_messages_wait_uncounted_then_go(transactional_db):
+    publish_committed(2)
+    stores.act(action=stores.Action.REFUSE_WRITES)
+    for _ in range(2):
+        result = services.relay_outbox()
+        assert (result.waiting, result.published, result.failed) == (2, 0, 0)
+        assert set(OutboxMessage.objects.values_list("attempts", flat=True)) == {0}
+        msg = OutboxMessage.objects.first()
+        assert msg.state == "pending"
+        assert "waiting for Redis: Redis refused the job (ReadOnlyError" in msg.last_error \
+            or "NOREPLICAS" in msg.last_error, msg.last_error
+        OutboxMessage.objects.update(available_at=timezone.now())
+    stores.act(action=stores.Action.ACCEPT_WRITES)
+    assert services.relay_outbox().published == 2
+    assert redis_user_ids() == [1, 2]
+
+
+def test_with_redis_stopped_messages_wait_then_go_when_it_is_back(transactional_db):
+    publish_committed(1)
+    stores.act(action=stores.Action.STOP)
+    assert services.relay_outbox().waiting == 1
+    assert "ConnectionError" in OutboxMessage.objects.get().last_error
+    stores.act(action=stores.Action.START)
+    OutboxMessage.objects.update(available_at=timezone.now())
+    assert services.relay_outbox().published == 1
+    assert redis_user_ids() == [1]
 
 
 def test_an_unknown_topic_goes_dead_with_a_clear_error(transactional_db):
@@ -70,8 +122,9 @@ def test_an_unknown_topic_goes_dead_with_a_clear_error(transactional_db):
     assert result.dead == 1
     msg = OutboxMessage.objects.get()
     assert msg.state == "dead"
-    assert "no handler for topic 'billing.invoice'" in msg.last_error
+    assert "no topic 'billing.invoice' is registered" in msg.last_error
     assert queued_tasks() == []
+    assert redis_queued_tasks() == []
 
 
 def test_a_payload_the_handler_rejects_goes_dead_at_once_and_the_batch_goes_on(transactional_db):
@@ -81,36 +134,44 @@ def test_a_payload_the_handler_rejects_goes_dead_at_once_and_the_batch_goes_on(t
     assert (result.published, result.dead) == (1, 1)
     dead = OutboxMessage.objects.get(dead_at__isnull=False)
     assert "payload needs a positive integer user_id" in dead.last_error
-    assert [q.kwargs["user_id"] for q in queued_tasks()] == [7]
+    assert redis_user_ids() == [7]
 
 
-def test_a_failing_handler_backs_off_then_goes_dead_after_max_attempts(
-    transactional_db, monkeypatch, settings
+def test_a_failing_topic_backs_off_then_goes_dead_after_max_attempts(
+    transactional_db, settings
 ):
     settings.OUTBOX_MAX_ATTEMPTS = 3
+    broken = {"yes": True}
 
-    def flaky(payload):
-        raise ConnectionError("broker unreachable")
+    def kwargs(payload):
+        if broken["yes"]:
+            raise ConnectionError("the address service is unreachable")
+        return {"n": payload["n"]}
 
-    monkeypatch.setitem(HANDLERS, TOPIC, flaky)
-    (msg,) = publish_committed(1)
-    for attempt in (1, 2):
-        result = services.relay_outbox()
-        assert result.failed == 1
+    topics.register(topics.Topic(name="test.flaky", task="tests.pgbroker.tasks.noop",
+                                 store=Store.POSTGRES, kwargs=kwargs))
+    try:
+        with transaction.atomic():
+            msg = services.publish(topic="test.flaky", payload={"n": 1})
+        for attempt in (1, 2):
+            result = services.relay_outbox()
+            assert result.failed == 1
+            msg.refresh_from_db()
+            assert msg.attempts == attempt
+            assert msg.available_at > timezone.now()  # backed off: not due again yet
+            assert services.relay_outbox().handled == 0
+            OutboxMessage.objects.filter(pk=msg.pk).update(available_at=timezone.now())
+        assert services.relay_outbox().dead == 1
         msg.refresh_from_db()
-        assert msg.attempts == attempt
-        assert msg.available_at > timezone.now()  # backed off: not due again yet
-        assert services.relay_outbox().handled == 0
-        OutboxMessage.objects.filter(pk=msg.pk).update(available_at=timezone.now())
-    assert services.relay_outbox().dead == 1
-    msg.refresh_from_db()
-    assert msg.state == "dead"
-    assert "ConnectionError: broker unreachable" in msg.last_error
+        assert msg.state == "dead"
+        assert "ConnectionError: the address service is unreachable" in msg.last_error
 
-    monkeypatch.undo()  # the broker is back
-    assert services.retry_dead(messages=OutboxMessage.objects.all()) == 1
-    assert services.relay_outbox().published == 1
-    assert len(queued_tasks()) == 1
+        broken["yes"] = False  # the service is back
+        assert services.retry_dead(messages=OutboxMessage.objects.all()) == 1
+        assert services.relay_outbox().published == 1
+        assert len(queued_tasks()) == 1
+    finally:
+        topics.unregister("test.flaky")
 
 
 def test_a_fault_in_the_relay_loses_nothing(transactional_db):
@@ -140,8 +201,7 @@ def test_two_relays_at_once_publish_each_message_exactly_once(transactional_db, 
     for relay in relays:
         assert relay.proc.wait(timeout=60) == 0, relay.log()
     assert OutboxMessage.objects.filter(published_at__isnull=False).count() == 300
-    user_ids = [q.kwargs["user_id"] for q in queued_tasks()]
-    assert sorted(user_ids) == list(range(1, 301)), "each message enqueued its task once"
+    assert redis_user_ids() == list(range(1, 301)), "each message enqueued its job once"
     counts = [int(r.log().split("published ")[1].split(",")[0]) for r in relays]
     assert sum(counts) == 300
     assert counts[0] >= 7, "the first relay published the batch it held"
@@ -157,7 +217,36 @@ def test_a_crashed_relay_loses_nothing_and_the_next_one_delivers(transactional_d
     again = start_process("relay_outbox", "--once", name="relay")
     assert again.proc.wait(timeout=60) == 0
     assert services.pending().count() == 0
-    assert len(queued_tasks()) == 5
+    assert redis_user_ids() == [1, 2, 3, 4, 5]
+
+
+def test_a_relay_killed_after_redis_accepted_publishes_again_and_one_email_goes(
+    transactional_db, start_process
+):
+    """The one window of the outbox-to-Redis path: Redis has the jobs, PostgreSQL has not yet
+    committed "published". The relay dies right there; the next relay pushes them again, and
+    the email ledger sends each user's email once."""
+    from users.models import EmailSend, User
+
+    users = [User.objects.create_user(username=f"u{i}", signup_mode="outbox") for i in range(3)]
+    with transaction.atomic():
+        for user in users:
+            services.publish(topic=TOPIC, payload={"user_id": user.pk})
+    faults.arm(point="relay.redis_accepted", action="crash", times=1)
+    crashed = start_process("relay_outbox", "--once", name="crashing-relay")
+    assert crashed.proc.wait(timeout=60) == faults.CRASH_EXIT_CODE
+    assert services.pending().count() == 3, "PostgreSQL never committed them as published"
+    assert redis_user_ids() == sorted(u.pk for u in users), "but Redis had accepted them"
+    again = start_process("relay_outbox", "--once", name="relay")
+    assert again.proc.wait(timeout=60) == 0
+    assert services.pending().count() == 0
+    assert redis_user_ids() == sorted([u.pk for u in users] * 2)
+    cluster = start_process("qcluster", name="qcluster-redis", ready="running.",
+                            Q_CLUSTER_NAME="redis")
+    wait_until(lambda: cluster.log().count("skipping duplicate delivery") == 3, timeout=30,
+               message="the Redis cluster to run all six jobs, three of them copies")
+    assert sorted(EmailSend.objects.values_list("user_id", flat=True)) == sorted(
+        u.pk for u in users), "one email each: the copies found their ledger row"
 
 
 def test_follow_wakes_on_notify_and_stops_cleanly_on_sigterm(transactional_db, start_process):

@@ -39,3 +39,7 @@ def big(path: str, key: str, seconds: float, blob: str, result_bytes: int) -> st
     """A job with a large argument and a large result (to fill the pipes)."""
     run(path, key, seconds)
     return "x" * result_bytes
+
+
+def noop(n: int = 0) -> int:
+    return n

@@ -9,17 +9,19 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from faults import services as faults
+from faults import stores
 from faults.models import Fault
 from faults.services import InjectedFault
 from jobs.models import JobRun
-from jobs.selectors import queued_tasks
+from jobs.selectors import queued_tasks, redis_queued_tasks
 from outbox.models import OutboxMessage
 from users import services
 from users.models import EmailSend, Mode, User
 
 
 def email_jobs() -> list[int]:
-    return [q.kwargs["user_id"] for q in queued_tasks()
+    """User ids of the email jobs waiting in either store."""
+    return [q.kwargs["user_id"] for q in [*queued_tasks(), *redis_queued_tasks()]
             if q.func == services.SEND_EMAIL_TASK]
 
 
@@ -156,3 +158,73 @@ def test_show_state_json_has_the_stable_shape(db, capsys):
         "outbox": {"pending": 0, "published": 0, "dead": 0},
         "queue": {"queued": 0, "failed": 0},
     }
+
+
+# --- the two stores ---------------------------------------------------------------------------
+
+
+def test_each_mode_puts_its_email_job_in_its_store(transactional_db):
+    """dual-write: Redis, after the commit; outbox: nothing until the relay (then Redis);
+    que: the PostgreSQL queue, in the signup's transaction."""
+    from outbox.services import relay_outbox
+
+    users = {mode: services.create_user(name=f"u-{mode}", mode=mode) for mode in Mode.values}
+    assert [q.kwargs["user_id"] for q in redis_queued_tasks()] == [users["dual-write"].pk]
+    assert [q.kwargs["user_id"] for q in queued_tasks()] == [users["que"].pk]
+    relay_outbox()
+    assert [q.kwargs["user_id"] for q in redis_queued_tasks()] == [
+        users["dual-write"].pk, users["outbox"].pk]
+
+
+@pytest.mark.parametrize("action", [stores.Action.STOP, stores.Action.REFUSE_WRITES])
+def test_with_redis_down_dual_write_commits_the_user_and_loses_the_email(
+    transactional_db, capsys, action
+):
+    stores.act(action=action)
+    with pytest.raises(CommandError, match="Redis refused the welcome email job: the email is "
+                                           "lost"):
+        call_command("create_user", "kevin", "--mode", "dual-write", "--sync")
+    assert "nothing will ever send this user's welcome email" in capsys.readouterr().out
+    assert User.objects.filter(username="kevin").exists()
+    # que does not notice; outbox keeps its message for the relay
+    assert services.create_user(name="quentin", mode="que") is not None
+    assert services.create_user(name="otto", mode="outbox") is not None
+    stores.act(action=stores.Action.START if action == stores.Action.STOP
+               else stores.Action.ACCEPT_WRITES)
+    assert email_jobs() == [User.objects.get(username="quentin").pk]
+    assert OutboxMessage.objects.get().payload == {"user_id": User.objects.get(username="otto").pk}
+
+
+def test_reconcile_publishes_again_what_redis_lost_and_only_that(transactional_db, capsys):
+    from outbox.services import relay_outbox
+    from pgbroker.models import Job
+
+    lost = services.create_user(name="lost", mode="outbox")
+    relay_outbox()
+    dual = services.create_user(name="dual", mode="dual-write")
+    stores.act(action=stores.Action.LOSE_JOBS)  # Redis forgets both; dual-write's stays lost
+    que = services.create_user(name="que", mode="que")
+    Job.objects.all().delete()  # as if the PostgreSQL queue lost it too (it never does)
+    waiting = services.create_user(name="waiting", mode="outbox")
+    relay_outbox()  # this one's job is still in Redis: not lost
+
+    call_command("reconcile", "--older-than", "0")
+    assert ("outbox messages published again: 1; que email jobs enqueued again: 1"
+            in capsys.readouterr().out)
+    assert OutboxMessage.objects.get(payload__user_id=lost.pk).state == "pending"
+    assert OutboxMessage.objects.get(payload__user_id=waiting.pk).state == "published"
+    assert [q.kwargs["user_id"] for q in queued_tasks()] == [que.pk]
+    relay_outbox()
+    assert sorted(q.kwargs["user_id"] for q in redis_queued_tasks()) == sorted(
+        [waiting.pk, lost.pk])
+    assert dual.pk not in email_jobs()
+    # once done, nothing is left to reconcile
+    for user_id in email_jobs():
+        services.send_welcome_email(user_id=user_id)
+    call_command("reconcile", "--older-than", "0")
+    assert "published again: 0; que email jobs enqueued again: 0" in capsys.readouterr().out
+
+
+def test_reconcile_refuses_a_bad_age(db):
+    with pytest.raises(CommandError, match="--older-than must be a number of seconds"):
+        call_command("reconcile", "--older-than", "nan")

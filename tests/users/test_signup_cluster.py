@@ -1,14 +1,16 @@
-"""The talk's demos on a real cluster and relay: every mode under every fault.
+"""The talk's demos on the two real clusters and a relay: every mode under every fault.
 
-The whole matrix runs once, concurrently, on one real `qcluster` and one real
-`relay_outbox --follow` (each signup carries its own fault, so they do not disturb each
-other); each case then checks its own outcome against DESIGN.md's table.
+The whole matrix runs once, concurrently, on one real `qcluster` (PostgreSQL: the signups and
+the que emails), one real Redis `qcluster` (Sidekiq's role: the dual-write and outbox emails)
+and one real `relay_outbox --follow` (each signup carries its own fault, so they do not
+disturb each other); each case then checks its own outcome against the design table.
 """
 
 import os
 import signal
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django_q.models import Failure
 from django_q.tasks import async_task
@@ -16,7 +18,7 @@ from django_q.tasks import async_task
 from faults import services as faults
 from faults.models import Fault
 from jobs.models import JobRun
-from jobs.selectors import queue_drained
+from jobs.selectors import queue_drained, redis_queued_tasks
 from outbox.services import pending
 from tests.helpers import Process, wait_until
 from users import services
@@ -45,7 +47,10 @@ def matrix_outcome(django_db_setup, django_db_blocker, tmp_path_factory):
         try:
             procs.append(Process("qcluster", log_dir=log_dir, name="qcluster"))
             procs.append(Process("relay_outbox", "--follow", log_dir=log_dir, name="relay"))
+            procs.append(Process("qcluster", log_dir=log_dir, name="qcluster-redis",
+                                 Q_CLUSTER_NAME=settings.REDIS_CLUSTER))
             procs[0].wait_for_log("running.")
+            procs[2].wait_for_log("running.")
             ids = {}
             for mode, fault in CASES:
                 kwargs = {fault[0]: fault[1]} if fault else {}
@@ -56,13 +61,16 @@ def matrix_outcome(django_db_setup, django_db_blocker, tmp_path_factory):
                 done = JobRun.objects.filter(
                     key__in=[f"signup:{i}" for i in ids.values()], finished_at__isnull=False
                 ).count()
-                return (done == len(ids) and queue_drained()
-                        and not pending().exists())
+                return (done == len(ids) and queue_drained() and not pending().exists()
+                        and not redis_queued_tasks()
+                        and EmailSend.objects.count() == sum(expected_emails(m, f)
+                                                             for m, f in CASES))
 
             # Crashed and failed signups come back when their lease (12 s in tests) runs out.
             wait_until(settled, timeout=120, interval=0.5,
-                       message="every signup to finish and the queue and outbox to drain:\n"
-                       + procs[0].log()[-3000:])
+                       message="every signup to finish, the queues and outbox to drain and "
+                       "the emails to be sent:\n" + procs[0].log()[-3000:]
+                       + procs[2].log()[-2000:])
             outcome = {
                 name: (
                     User.objects.filter(username=name).count(),

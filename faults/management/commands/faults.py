@@ -1,15 +1,16 @@
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from faults import selectors, services
+from faults import selectors, services, stores
 from faults.models import Action
 
 
 class Command(BaseCommand):
-    help = "List, arm and disarm the fault points (what a worker does when it passes one)."
+    help = ("List, arm and disarm the fault points (what a worker does when it passes one); "
+            "break Redis (`faults redis stop`).")
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="verb", required=True,
-                                    metavar="list|arm|disarm|disarm-all")
+                                    metavar="list|arm|disarm|disarm-all|redis")
         sub.add_parser("list", help="every fault point, with how it is armed")
         arm = sub.add_parser("arm", help="arm a point for whatever passes it next")
         arm.add_argument("name", help="fault point, e.g. signup.part2 (see 'faults list')")
@@ -21,6 +22,11 @@ class Command(BaseCommand):
         disarm = sub.add_parser("disarm", help="disarm one point")
         disarm.add_argument("name")
         sub.add_parser("disarm-all", help="disarm every point, including per-job faults")
+        red = sub.add_parser("redis", help="break the second store: stop or start Redis, make "
+                                           "it refuse writes, or lose its queued jobs")
+        red.add_argument("redis_action", metavar="ACTION",
+                         choices=[a for a, _ in stores.Action.CHOICES],
+                         help="; ".join(f"{a}: {label}" for a, label in stores.Action.CHOICES))
 
     def handle(self, *args, verb: str, **options) -> None:
         try:
@@ -36,6 +42,9 @@ class Command(BaseCommand):
                 was = services.disarm(point=options["name"])
                 self.stdout.write(self.style.SUCCESS(
                     f"disarmed {options['name']}" if was else f"{options['name']} was not armed"))
+            elif verb == "redis":
+                self.stdout.write(self.style.SUCCESS(
+                    stores.act(action=options["redis_action"])))
             elif verb == "disarm-all":
                 n = services.disarm_all()
                 self.stdout.write(self.style.SUCCESS(f"disarmed {n} fault(s)"))

@@ -10,7 +10,8 @@ from project.stopping import StopFlag
 
 
 class Command(BaseCommand):
-    help = "Relay due outbox messages to their topic handlers (which enqueue django-q2 tasks)."
+    help = ("Relay due outbox messages: each becomes its topic's job, on the PostgreSQL queue or "
+            "on Redis, and is marked published once that store has it.")
 
     def add_arguments(self, parser: CommandParser) -> None:
         mode = parser.add_mutually_exclusive_group()
@@ -32,9 +33,7 @@ class Command(BaseCommand):
             result = services.relay_outbox(batch=batch)
         except services.OutboxError as e:
             raise CommandError(str(e)) from e
-        self.stdout.write(self.style.SUCCESS(
-            f"published {result.published}, failed {result.failed} (will retry), "
-            f"dead {result.dead}"))
+        self.stdout.write(self.style.SUCCESS(str(result)))
 
     def follow(self, batch: int | None) -> None:
         stopping = StopFlag()
@@ -51,8 +50,7 @@ class Command(BaseCommand):
                 close_old_connections()
                 result = services.relay_outbox(batch=batch)
                 if result.handled:
-                    self.stdout.write(f"published {result.published}, failed {result.failed}, "
-                                      f"dead {result.dead}")
+                    self.stdout.write(str(result))
                     self.stdout.flush()
                 due = services.next_due_in()
                 self.wait(listener, poll if due is None else min(poll, max(due, 0.05)),

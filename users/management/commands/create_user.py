@@ -47,10 +47,13 @@ class Command(BaseCommand):
             raise CommandError(
                 f"the job failed: {e}. On the cluster the queue would retry it "
                 "(see what the retry does: run without --sync)") from e
+        except services.EmailLost as e:
+            self.report(name, mode)
+            raise CommandError(str(e)) from e
         self.report(name, mode)
 
     def report(self, name: str, mode: str) -> None:
-        from jobs.selectors import queued_tasks
+        from jobs.selectors import queued_tasks, redis_queued_tasks
         from outbox.services import pending
 
         user = User.objects.filter(username=name).first()
@@ -58,12 +61,13 @@ class Command(BaseCommand):
             self.stdout.write(f"user {name}: not created (the transaction rolled back)")
             return
         emails = EmailSend.objects.filter(user=user).count()
-        queued = sum(1 for q in queued_tasks()
+        queued = sum(1 for q in [*queued_tasks(), *redis_queued_tasks()]
                      if q.func == services.SEND_EMAIL_TASK and q.kwargs.get("user_id") == user.pk)
         outbox = pending().filter(payload__user_id=user.pk).count()
         self.stdout.write(self.style.SUCCESS(f"user {name} ({mode}) committed, id {user.pk}"))
-        self.stdout.write(f"  welcome emails sent: {emails}; email jobs queued: {queued}; "
-                          f"outbox messages pending: {outbox}")
+        store = services.EMAIL_STORE[services.check_mode(mode)].label.split(" (")[0]
+        self.stdout.write(f"  welcome emails sent: {emails}; email jobs queued ({store}): "
+                          f"{queued}; outbox messages pending: {outbox}")
         if emails + queued + outbox == 0:
             self.stdout.write(self.style.ERROR(
                 "  nothing will ever send this user's welcome email: it is lost"))

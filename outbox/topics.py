@@ -1,0 +1,56 @@
+"""Outbox topics, registered by the apps that publish them (in their AppConfig.ready()).
+
+A topic says what a message becomes: a job (`task`, with keyword arguments built from the
+payload) on a store (`jobs.queues.Store`: the PostgreSQL queue, in the relay's transaction, or
+Redis, pushed before the relay commits). `done`, when given, tells whether the work a message
+asked for has happened: reconciliation publishes again a message whose job a store lost.
+The outbox itself knows no topic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.core.exceptions import ImproperlyConfigured
+
+from jobs.queues import Store
+
+ALREADY_REGISTERED = "outbox topic {name!r} is already registered with another definition"
+
+
+class PermanentError(Exception):
+    """This message can never be handled: retrying will not help (a bad payload)."""
+
+
+@dataclass(frozen=True)
+class Topic:
+    name: str
+    task: str                          # dotted path of the django-q2 task the message becomes
+    store: Store                       # where that job is enqueued
+    kwargs: Callable[[dict], dict]     # payload -> the task's kwargs; PermanentError if never
+    done: Callable[[dict], bool] | None = None  # has its work happened? (reconciliation)
+    description: str = ""
+
+
+_TOPICS: dict[str, Topic] = {}
+
+
+def register(topic: Topic) -> Topic:
+    existing = _TOPICS.get(topic.name)
+    if existing is not None and existing != topic:
+        raise ImproperlyConfigured(ALREADY_REGISTERED.format(name=topic.name))
+    _TOPICS[topic.name] = topic
+    return topic
+
+
+def unregister(name: str) -> None:
+    _TOPICS.pop(name, None)
+
+
+def get(name: str) -> Topic | None:
+    return _TOPICS.get(name)
+
+
+def names() -> list[str]:
+    return sorted(_TOPICS)
