@@ -20,6 +20,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
 from bench.scratch import scratch_database  # noqa: E402
+from project.localredis import default_redis_url  # noqa: E402
 
 N = int(os.environ.get("BENCH_N", "1000"))
 SAGAS = int(os.environ.get("BENCH_SAGAS", "200"))
@@ -27,6 +28,8 @@ LATENCY_SAMPLES = int(os.environ.get("BENCH_LATENCY", "100"))
 
 
 URL = scratch_database("reliable_bench")
+# Redis database 14 of the project-local server: a running demo's queue (0) is left alone.
+os.environ.setdefault("REDIS_URL", default_redis_url().replace("db=0", "db=14"))
 os.environ.update(DATABASE_URL=URL, DJANGO_SETTINGS_MODULE="project.settings",
                   FAULTS_ENABLED="0", LOG_LEVEL="WARNING",
                   EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend")
@@ -39,6 +42,7 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django_q.models import Task  # noqa: E402
 
+from jobs.queues import Store, enqueue  # noqa: E402
 from jobs.selectors import queue_drained, queued_tasks  # noqa: E402
 from outbox.models import OutboxMessage  # noqa: E402
 from outbox.services import publish, relay_outbox  # noqa: E402
@@ -57,7 +61,10 @@ def record(what: str, value: str, how: str) -> None:
 
 
 def reset() -> None:
+    from jobs.queues import redis_queue
+
     call_command("flush", interactive=False, verbosity=0)
+    redis_queue().connection.flushdb()
 
 
 def start(*args: str) -> subprocess.Popen:
@@ -134,6 +141,54 @@ def bench_drain() -> None:
            "idempotent send: lock user, insert EmailSend, send, commit")
     record("... until every task is acknowledged", rate(N, seconds + acked),
            "results and acknowledgements written in batches")
+
+
+def start_redis_cluster() -> subprocess.Popen:
+    log = open(BASE_DIR / "var" / "log" / "bench-qcluster-redis.log", "ab")  # noqa: SIM115
+    return subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=BASE_DIR, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True,
+                            env={**os.environ, "Q_CLUSTER_NAME": "redis"})
+
+
+def bench_redis() -> None:
+    """The two clusters side by side: the same jobs, queued beforehand, drained by one
+    PostgreSQL cluster and by one Redis cluster (2 workers each)."""
+    from jobs.queues import redis_batch
+    from outbox.services import relay_outbox
+    from pgbroker.broker import batched_enqueue
+
+    jobs = N * 5
+    for store in ("PostgreSQL", "Redis"):
+        reset()
+        if store == "PostgreSQL":
+            with transaction.atomic(), batched_enqueue():
+                for _ in range(jobs):
+                    enqueue(store=Store.POSTGRES, func="time.time")
+        else:
+            batch = redis_batch()
+            for _ in range(jobs):
+                batch.add("time.time")
+            batch.push()
+        connection.close()
+        cluster = start("qcluster") if store == "PostgreSQL" else start_redis_cluster()
+        try:
+            seconds = wait_for(lambda: Task.objects.count() == jobs, interval=0.05)
+        finally:
+            stop(cluster)
+        record(f"{jobs:,} no-op jobs run by one {store} cluster", rate(jobs, seconds),
+               "queued beforehand; until every result row is written; includes cluster start")
+    reset()
+    for i in range(N):
+        create_user(name=f"o-{i}", mode="outbox")
+    relay_outbox()
+    connection.close()
+    cluster = start_redis_cluster()
+    try:
+        seconds = wait_for(lambda: EmailSend.objects.count() == N)
+    finally:
+        stop(cluster)
+    record("welcome emails sent by one Redis cluster (2 workers)", rate(N, seconds),
+           "outbox signups relayed into Redis beforehand; the same idempotent send as above")
 
 
 def bench_latency() -> None:
@@ -216,7 +271,8 @@ def main() -> None:
     (BASE_DIR / "var" / "log").mkdir(parents=True, exist_ok=True)
     only = {n.strip() for n in os.environ.get("BENCH_ONLY", "").split(",") if n.strip()}
     benches = {"signups": bench_signups, "relay": bench_relay, "drain": bench_drain,
-               "latency": bench_latency, "sagas": bench_sagas, "wakeup": bench_wakeup}
+               "redis": bench_redis, "latency": bench_latency, "sagas": bench_sagas,
+               "wakeup": bench_wakeup}
     unknown = only - benches.keys()
     if unknown:
         sys.exit(f"BENCH_ONLY: unknown {', '.join(sorted(unknown))}; use {', '.join(benches)}")

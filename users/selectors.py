@@ -1,6 +1,6 @@
 from django.db.models import Count
 
-from jobs.selectors import queue_counts
+from jobs.selectors import queue_counts, redis_status
 from outbox.selectors import outbox_counts
 from users.models import User
 
@@ -14,8 +14,10 @@ def system_state() -> dict:
     )
     outbox = outbox_counts()
     queue = queue_counts()
+    redis = redis_status()
     return {
         "users": [{"name": u.username, "mode": u.signup_mode, "emails": u.emails} for u in users],
         "outbox": {"pending": outbox.pending, "published": outbox.published, "dead": outbox.dead},
         "queue": {"queued": queue.queued, "failed": queue.failed},
+        "redis": {"up": redis.up, "queued": redis.depth, "workers": redis.workers},
     }

@@ -157,6 +157,7 @@ def test_show_state_json_has_the_stable_shape(db, capsys):
         "users": [{"name": "mike", "mode": "que", "emails": 1}],
         "outbox": {"pending": 0, "published": 0, "dead": 0},
         "queue": {"queued": 0, "failed": 0},
+        "redis": {"up": True, "queued": 0, "workers": 0},
     }
 
 

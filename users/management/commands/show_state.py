@@ -6,7 +6,8 @@ from users.selectors import system_state
 
 
 class Command(BaseCommand):
-    help = "Show users and their welcome emails, the outbox and the queue (the talk's db-show)."
+    help = ("Show users and their welcome emails, the outbox, the PostgreSQL queue and Redis "
+            "(the talk's db-show).")
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--json", action="store_true", dest="as_json",
@@ -30,4 +31,10 @@ class Command(BaseCommand):
         o, q = state["outbox"], state["queue"]
         self.stdout.write(f"outbox: {o['pending']} pending, {o['published']} published, "
                           f"{o['dead']} dead")
-        self.stdout.write(f"queue:  {q['queued']} queued, {q['failed']} failed")
+        self.stdout.write(f"queue:  {q['queued']} queued, {q['failed']} failed (PostgreSQL)")
+        r = state["redis"]
+        if r["up"]:
+            self.stdout.write(f"redis:  {r['queued']} queued, {r['workers']} cluster worker(s)")
+        else:
+            self.stdout.write(self.style.ERROR("redis:  down (dual-write loses its emails, the "
+                                               "outbox waits, que carries on)"))
