@@ -62,16 +62,18 @@ redis-status: ## is the project-local Redis running?
 migrate: $(STAMP) db-start ## apply migrations
 	@$(MANAGE) migrate --no-input -v 0
 
-setup: ready ## venv + packages + database + migrations (idempotent)
+setup: ready redis-start ## venv + packages + PostgreSQL + Redis + migrations (idempotent)
 	@echo "setup done: $(MANAGE) ... is ready"
 
-ready: $(STAMP) db-start redis-start migrate
+# What a command needs. Redis is not in it: `make redis-stop` must stay stopped while you try
+# the demos (run, demo and setup start it).
+ready: $(STAMP) db-start migrate
 
-run: ready ## start web (127.0.0.1:8000), both clusters, relay and saga recoverer in the background
+run: ready redis-start ## start web (127.0.0.1:8000), both clusters, relay and saga recoverer in the background
 	@$(PROCS) start
 	@echo "admin: http://127.0.0.1:8000/admin/  logs: var/log/  stop with: make stop"
 
-demo: ready ## setup + run + a superuser whose password is printed once
+demo: ready redis-start ## setup + run + a superuser whose password is printed once
 	@$(MANAGE) demo_superuser
 	@$(PROCS) start
 	@printf "\n$(BOLD)Open http://127.0.0.1:8000/admin/$(RESET)  (stop everything with: make stop)\n"
