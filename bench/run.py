@@ -19,7 +19,7 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from bench.scratch import scratch_database  # noqa: E402
+from experiments.scratch import scratch_database  # noqa: E402
 from project.localredis import default_redis_url  # noqa: E402
 
 N = int(os.environ.get("BENCH_N", "1000"))

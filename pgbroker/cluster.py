@@ -298,6 +298,7 @@ class Flusher:
         self.wake_fd = wake_fd
         self.cond = threading.Condition()
         self.pending = Outcome()
+        self.batch = Outcome()  # being written now
         self.writing = False
         self.stopping = False
         self.requeued = False  # retries were written: there is work no NOTIFY announces
@@ -312,6 +313,11 @@ class Flusher:
     def idle(self) -> bool:
         with self.cond:
             return not self.pending and not self.writing
+
+    def ids(self) -> set[int]:
+        """Jobs finished and not yet written."""
+        with self.cond:
+            return self.pending.ids() | (self.batch.ids() if self.writing else set())
 
     def take_requeued(self) -> bool:
         with self.cond:
@@ -333,6 +339,7 @@ class Flusher:
                 if not self.pending:
                     return
                 batch, self.pending = self.pending, Outcome()
+                self.batch = batch
                 self.writing = True
             while True:
                 try:
@@ -839,6 +846,15 @@ class Dispatcher:
                 slot.jobs = deque(j for j in slot.jobs if j.id in ours)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(slot.process.pid, signal.SIGKILL)
+        known = set(mine) | self.outcome.ids() | self.flusher.ids()
+        try:
+            orphans = self.store.hand_back_unknown(known)
+        except psycopg.Error as e:
+            self._lost(e)
+            return
+        if orphans:
+            logger.warning("handed back %s job(s) claimed while the connection broke: %s",
+                           len(orphans), orphans[:10])
 
 
 def dispatcher_main(cluster_id: str, parent: int) -> None:

@@ -68,6 +68,16 @@ UPDATE pgbroker_job AS j
 
 STILL_OURS = "SELECT id FROM pgbroker_job WHERE id = ANY(%s) AND owner = %s"
 
+# Jobs carrying our key that we do not know of: a claim that committed while the connection
+# broke, its rows never received. Nobody ran them: free them and give the attempt back.
+HAND_BACK_UNKNOWN = """
+UPDATE pgbroker_job
+   SET owner = NULL, claimed_at = NULL, run_at = clock_timestamp(),
+       attempts = greatest(attempts - 1, 0), last_error = %s
+ WHERE owner = %s AND NOT (id = ANY(%s))
+RETURNING id
+"""
+
 # Owners whose key nobody holds: their cluster's session is gone. Trying the lock takes it;
 # the caller keeps it while it takes their jobs back, so a dispatcher that reconnects cannot
 # re-take its key halfway through and believe its jobs are still its own.
@@ -123,6 +133,9 @@ class Outcome:
 
     def __bool__(self) -> bool:
         return bool(self.results or self.done or self.retry or self.park)
+
+    def ids(self) -> set[int]:
+        return {*self.done, *(r[0] for r in self.retry), *(p[0] for p in self.park)}
 
     def merge(self, other: Outcome) -> None:
         self.results += other.results
@@ -257,6 +270,14 @@ class Store:
     def still_ours(self, ids: Iterable[int]) -> set[int]:
         rows = self.conn.execute(STILL_OURS, [list(ids), self.owner])
         return {row[0] for row in rows}
+
+    def hand_back_unknown(self, known: Iterable[int]) -> list[int]:
+        """Free the jobs with our key that are not in `known` (every job we hold, run or
+        have finished and not yet written); returns their ids."""
+        note = (f"handed back at {time.strftime('%H:%M:%S')}: claimed while the connection "
+                "broke, never received")
+        rows = self.conn.execute(HAND_BACK_UNKNOWN, [note, self.owner, list(known)])
+        return [row[0] for row in rows]
 
     # --- liveness ---------------------------------------------------------------------------
 

@@ -87,6 +87,7 @@ INSTALLED_APPS = [
     "travel",
     "sagas",
     "dashboard",
+    "experiments",
 ]
 
 MIDDLEWARE = [
@@ -129,6 +130,11 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     raise ImproperlyConfigured("DATABASE_URL must point at PostgreSQL (postgresql://...)")
+# An experiment's runner works on a scratch database (its `default`) and records the run in the
+# project's own database through this second alias (experiments.runner).
+if os.environ.get("RESULTS_DATABASE_URL"):
+    DATABASES["results"] = dj_database_url.parse(os.environ["RESULTS_DATABASE_URL"],
+                                                 conn_max_age=0)
 # Tests and the cluster subprocesses they start share one test database name.
 DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TEST_DATABASE_NAME", "test_reliable")}
 

@@ -33,7 +33,7 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from bench.scratch import scratch_database  # noqa: E402
+from experiments.scratch import scratch_database  # noqa: E402
 
 N = int(os.environ.get("PEERS_N", "10000"))
 LATENCY_SAMPLES = int(os.environ.get("PEERS_LATENCY", "200"))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from django.db import connection, transaction
+from django.utils import timezone
 from django_q.models import Success
 from django_q.tasks import async_task
 
@@ -146,6 +147,30 @@ def test_the_dispatchers_backend_terminated_loses_nothing_and_runs_nothing_twice
     assert all(events.ends(k) for k in keys)
     assert events.overlaps() == []
     qcluster.wait_for_log("database back after")
+
+
+@pgbroker_only
+def test_a_claim_that_committed_as_the_connection_broke_is_handed_back_on_reconnect(
+    qcluster, events
+):
+    """Found by `manage.py experiment`: the claim commits on the server, the connection dies
+    before its rows arrive, the dispatcher reconnects within the grace and takes its key
+    again. Those jobs carry a live owner's key that owner never saw: nobody would ever run
+    them. The state is made here directly: a job given the live cluster's key behind its
+    back, then its session ended."""
+    wait_until(lambda: Cluster.objects.exists(), timeout=30, message="the cluster's row")
+    owner = Cluster.objects.get().owner
+    enqueue(events, "orphan")
+    Job.objects.update(owner=owner, claimed_at=timezone.now(), attempts=1)
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name LIKE 'pgbroker %%'")
+        assert cur.fetchone()[0]
+    wait_until(lambda: events.ends("orphan"), timeout=30,
+               message="the orphan job to be handed back and run:\n" + qcluster.log()[-2000:])
+    assert len(events.starts("orphan")) == 1
+    qcluster.wait_for_log("claimed while the connection broke")
+    assert Success.objects.get(name__isnull=False, func=RUN).attempt_count == 1
 
 
 @pgbroker_only

@@ -1,12 +1,14 @@
-"""A fresh scratch database beside the project's own, for the benchmarks (no Django needed)."""
+"""A fresh scratch database beside the project's own, for experiments and benchmarks (no
+Django needed)."""
 
 from __future__ import annotations
 
 import os
 
 
-def scratch_database(name: str) -> str:
-    """Drop and create database `name` on the project's PostgreSQL; return its URL."""
+def scratch_database(name: str, *, drop_only: bool = False) -> str:
+    """Drop and create database `name` on the project's PostgreSQL; return its URL.
+    `drop_only`: drop it, create nothing."""
     import dj_database_url
     import psycopg
 
@@ -19,5 +21,6 @@ def scratch_database(name: str) -> str:
               "port": cfg["PORT"], "password": cfg["PASSWORD"] or None}
     with psycopg.connect(**{k: v for k, v in params.items() if v}, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
+        if not drop_only:
+            conn.execute(f'CREATE DATABASE "{name}"')
     return f"{head}/{name}"

@@ -1,0 +1,135 @@
+"""What survived: the whole history of a run, checked against the invariants."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from pathlib import Path
+
+from django.db.models import Count
+
+from experiments.plan import MODES, Plan
+
+MESSAGE_ID = re.compile(rb"^Message-ID: <welcome-(\d+)@", re.MULTILINE | re.IGNORECASE)
+
+
+def mails_per_user(mail_dir: Path) -> Counter:
+    """How many welcome emails were handed to the mail server, per user id (the file backend
+    writes one file per connection; a message is counted by its Message-ID)."""
+    sent: Counter = Counter()
+    for path in mail_dir.glob("*.log"):
+        for match in MESSAGE_ID.finditer(path.read_bytes()):
+            sent[int(match.group(1))] += 1
+    return sent
+
+
+def longest_stall(samples: list[dict]) -> float:
+    """The longest time work was pending and nothing moved (users, emails, finished sagas)."""
+    longest, since, last, prev_t = 0.0, None, None, None
+    for s in samples:
+        progress = (s["users"], s["emails"], s["sagas_done"])
+        if s["pending"] and progress == last:
+            since = since if since is not None else prev_t
+            longest = max(longest, s["t"] - since)
+        else:
+            since = None
+        last, prev_t = progress, s["t"]
+    return round(longest, 1)
+
+
+def check_history(*, plan: Plan, mail_dir: Path, samples: list[dict], timeline: list[dict],
+                  faults: Counter, restarts: dict[str, int], quiesced_after: float,
+                  stall_limit: float) -> dict:
+    from jobs.models import JobRun
+    from outbox.models import OutboxMessage
+    from sagas.models import ACTIVE_STATES, Saga, State
+    from travel.models import FlightBooking
+    from travel.services import MODELS
+    from users.models import EmailSend, User
+
+    mails = mails_per_user(mail_dir)
+    ledger = Counter(EmailSend.objects.values_list("user_id", flat=True))
+    planned = {s.name: s for s in plan.signups}
+    modes = {}
+    for mode in MODES:
+        users = list(User.objects.filter(signup_mode=mode).values_list("pk", "username"))
+        lost = [name for pk, name in users if not ledger[pk]]
+        part2 = [n for n in lost if planned.get(n) and "part2" in (planned[n].fail,
+                                                                      planned[n].crash)]
+        modes[mode] = {
+            "signups": sum(1 for s in plan.signups if s.mode == mode),
+            "users": len(users),
+            "emails": sum(1 for pk, _ in users if ledger[pk]),
+            "lost": len(lost),
+            # more than one email recorded as sent (the ledger): a broken promise
+            "duplicated": sum(1 for pk, _ in users if ledger[pk] > 1),
+            # the same email handed to the mail server twice: the process died after the
+            # hand-off and before its commit; the receiver drops the copy by Message-ID
+            "resent": sum(1 for pk, _ in users if mails[pk] > 1),
+            "lost_names": lost[:20],
+            "lost_explained": {"part 2 fault": len(part2),
+                               "killed, crashed or Redis down after the commit":
+                                   len(lost) - len(part2)} if mode == "dual-write" else {},
+        }
+    booked: dict[int, set[str]] = {}
+    for service, model in MODELS.items():
+        for saga_id in model.objects.filter(status="booked").values_list("saga_id", flat=True):
+            booked.setdefault(saga_id, set()).add(service)
+    states = dict(Saga.objects.values_list("state").annotate(n=Count("id")))
+    completed = Saga.objects.filter(state=State.COMPLETED).values_list("pk", flat=True)
+    compensated = Saga.objects.filter(state=State.COMPENSATED).values_list("pk", flat=True)
+    half_done = ([i for i in completed if booked.get(i, set()) != set(MODELS)]
+                 + [i for i in compensated if booked.get(i)]
+                 + list(Saga.objects.filter(state__in=ACTIVE_STATES)
+                        .exclude(state=State.STUCK).values_list("pk", flat=True)))
+    sagas = {
+        "started": sum(states.values()),
+        "completed": states.get(State.COMPLETED, 0),
+        "compensated": states.get(State.COMPENSATED, 0),
+        "stuck": states.get(State.STUCK, 0),
+        "half_done": len(half_done),
+        "flights_booked_twice": FlightBooking.objects.filter(times_booked__gt=1).count(),
+    }
+    kinds = Counter(e["kind"] for e in timeline)
+    stall = longest_stall(samples)
+    result = {
+        "modes": modes,
+        "sagas": sagas,
+        "faults": {
+            "kills": kinds["kill"], "pg_restarts": kinds["pg_restart"],
+            "terminations": kinds["terminate"], "pauses": kinds["pause"],
+            "redis_restarts": kinds["redis_restart"],
+            "kills_by_target": dict(Counter(e["target"] for e in timeline
+                                            if e["kind"] == "kill")),
+            "signup_faults": sum(1 for s in plan.signups if s.fail or s.crash),
+            "saga_faults": sum(1 for t in plan.trips if t.fail or t.crash),
+            "restarts": {k: v for k, v in restarts.items() if v},
+            "reconciled": kinds["reconcile"],
+        },
+        "outbox_dead": OutboxMessage.objects.filter(dead_at__isnull=False,
+                                                    published_at__isnull=True).count(),
+        "jobs_parked": JobRun.objects.filter(parked_at__isnull=False,
+                                             finished_at__isnull=True).count(),
+        "quiesced_after_s": None if math.isinf(quiesced_after) else quiesced_after,
+        "longest_stall_s": stall,
+    }
+    reasons = []
+    for mode in ("outbox", "que"):
+        if modes[mode]["lost"] or modes[mode]["duplicated"]:
+            reasons.append(f"{mode}: {modes[mode]['lost']} lost, "
+                           f"{modes[mode]['duplicated']} duplicated")
+        if modes[mode]["users"] != modes[mode]["signups"]:
+            reasons.append(f"{mode}: {modes[mode]['users']} of {modes[mode]['signups']} "
+                           "signups committed")
+    if sagas["half_done"]:
+        reasons.append(f"{sagas['half_done']} saga(s) half done")
+    if sagas["flights_booked_twice"]:
+        reasons.append(f"{sagas['flights_booked_twice']} flight(s) booked twice")
+    if result["quiesced_after_s"] is None:
+        reasons.append("the system never quiesced")
+    if stall > stall_limit:
+        reasons.append(f"a stall of {stall:g} s (limit {stall_limit:g} s)")
+    result["passed"] = not reasons
+    result["why_not"] = reasons
+    return result

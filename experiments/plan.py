@@ -1,0 +1,162 @@
+"""What an experiment does, decided before it starts: its parameters, the presets, and the
+fault schedule (a pure function of the parameters and the seed: the same seed gives the same
+schedule)."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict, dataclass, field, fields
+
+MODES = ("dual-write", "outbox", "que")
+SIGNUP_FAULTS = (("fail", "part1"), ("fail", "part2"), ("crash", "part1"), ("crash", "part2"))
+SAGA_SERVICES = ("hotel", "car", "flight")
+# What a kill can hit. "worker" and "dispatcher" are processes inside a PostgreSQL cluster,
+# "cluster" the whole process group; the same for the Redis cluster.
+KILL_TARGETS = ("worker", "dispatcher", "cluster", "redis-worker", "redis-cluster", "relay",
+                "recoverer")
+PAUSE_SECONDS = 3.0  # a SIGSTOP longer than the liveness window (1 s of grace + a tick)
+MAX_SIGNUPS, MAX_SAGAS, MAX_EVENTS = 100_000, 10_000, 1_000
+
+
+class PlanError(ValueError):
+    """Parameters an experiment cannot run with."""
+
+
+@dataclass(frozen=True)
+class Params:
+    signups: int = 30          # per mode
+    sagas: int = 10
+    kills: int = 0
+    pg_restarts: int = 0
+    terminations: int = 0      # pg_terminate_backend of every session on the scratch database
+    pauses: int = 0            # SIGSTOP of a PostgreSQL cluster's dispatcher, PAUSE_SECONDS
+    redis_restarts: int = 0
+    fault_rate: float = 0.0    # share of signups and sagas that carry a random fault of their own
+    seed: int = 1
+    script: str = ""           # "talk": the talk's named demos instead of random load
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("signups", self.signups, 0, MAX_SIGNUPS), ("sagas", self.sagas, 0, MAX_SAGAS),
+            ("kills", self.kills, 0, MAX_EVENTS), ("pg_restarts", self.pg_restarts, 0, 20),
+            ("terminations", self.terminations, 0, MAX_EVENTS),
+            ("pauses", self.pauses, 0, MAX_EVENTS),
+            ("redis_restarts", self.redis_restarts, 0, 20),
+        ]
+        for name, value, low, high in checks:
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise PlanError(f"--{name.replace('_', '-')} must be a whole number from {low} "
+                                f"to {high:,}, not {value!r}")
+        if not (isinstance(self.fault_rate, float | int) and math.isfinite(self.fault_rate)
+                and 0 <= self.fault_rate <= 1):
+            raise PlanError(f"--fault-rate must be a number from 0 to 1, not {self.fault_rate!r}")
+        if self.script not in ("", "talk"):
+            raise PlanError(f"unknown script {self.script!r}")
+        if self.signups + self.sagas == 0 and not self.script:
+            raise PlanError("nothing to run: give --signups or --sagas")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Params:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+PRESETS: dict[str, dict] = {
+    # in `make test`: a little of everything, under a minute
+    "smoke": {"signups": 20, "sagas": 8, "kills": 3, "pg_restarts": 1, "terminations": 1,
+              "pauses": 1, "redis_restarts": 1, "fault_rate": 0.2},
+    # the talk: mike, kevin (part 1), matt (part 2) in each mode; trips ok, car failing,
+    # coordinator crashing after the hotel and after the flight
+    "talk": {"script": "talk", "signups": 0, "sagas": 0},
+    # `make chaos`
+    "chaos": {"signups": 10_000, "sagas": 1_000, "kills": 50, "pg_restarts": 3,
+              "terminations": 5, "pauses": 5, "redis_restarts": 2, "fault_rate": 0.05},
+}
+
+
+def params_for(*, preset: str | None, seed: int, **overrides) -> Params:
+    if preset and preset not in PRESETS:
+        raise PlanError(f"unknown preset {preset!r}; use one of: {', '.join(PRESETS)}")
+    values = {**(PRESETS[preset] if preset else {}),
+              **{k: v for k, v in overrides.items() if v is not None}, "seed": seed}
+    return Params.from_dict(values)
+
+
+@dataclass(frozen=True)
+class Signup:
+    name: str
+    mode: str
+    fail: str | None = None
+    crash: str | None = None
+
+
+@dataclass(frozen=True)
+class Trip:
+    customer: str
+    fail: str | None = None
+    crash: str | None = None
+
+
+@dataclass(frozen=True)
+class Event:
+    at: float    # seconds after the load starts
+    kind: str    # kill, pg_restart, terminate, pause, redis_restart
+    target: str = ""
+
+
+@dataclass
+class Plan:
+    params: Params
+    signups: list[Signup] = field(default_factory=list)
+    trips: list[Trip] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    load_seconds: float = 0.0  # how long the load is spread over
+
+
+# Rough capacity of the 2-core machine under faults, to spread load and faults over a
+# duration the system can follow (not a promise: the experiment measures what happens).
+SIGNUPS_PER_SECOND = 150
+SAGAS_PER_SECOND = 40
+
+
+def make_plan(params: Params) -> Plan:
+    """The whole run, decided from the seed: who signs up how, which trips fail, and when
+    what is killed."""
+    rng = random.Random(params.seed)
+    plan = Plan(params=params)
+    if params.script == "talk":
+        for mode in MODES:
+            plan.signups += [Signup(f"mike-{mode}", mode),
+                             Signup(f"kevin-{mode}", mode, fail="part1"),
+                             Signup(f"matt-{mode}", mode, fail="part2")]
+        plan.trips = [Trip("alice"), Trip("bob", fail="car"), Trip("carol", crash="hotel"),
+                      Trip("dave", crash="flight")]
+    else:
+        for i in range(params.signups):
+            for mode in MODES:
+                fail = crash = None
+                if rng.random() < params.fault_rate:
+                    how, part = rng.choice(SIGNUP_FAULTS)
+                    fail, crash = (part, None) if how == "fail" else (None, part)
+                plan.signups.append(Signup(f"{mode}-{i}", mode, fail=fail, crash=crash))
+        for i in range(params.sagas):
+            fail = crash = None
+            if rng.random() < params.fault_rate:
+                service = rng.choice(SAGA_SERVICES)
+                fail, crash = (service, None) if rng.random() < 0.5 else (None, service)
+            plan.trips.append(Trip(f"c{i}", fail=fail, crash=crash))
+        rng.shuffle(plan.signups)
+    plan.load_seconds = max(3.0, len(plan.signups) / SIGNUPS_PER_SECOND
+                            + len(plan.trips) / SAGAS_PER_SECOND)
+    kinds = (["kill"] * params.kills + ["pg_restart"] * params.pg_restarts
+             + ["terminate"] * params.terminations + ["pause"] * params.pauses
+             + ["redis_restart"] * params.redis_restarts)
+    for kind in kinds:
+        at = round(rng.uniform(0.1, 0.9) * plan.load_seconds, 3)
+        plan.events.append(Event(at, kind, rng.choice(KILL_TARGETS) if kind == "kill" else ""))
+    plan.events.sort(key=lambda e: (e.at, e.kind, e.target))
+    return plan

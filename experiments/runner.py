@@ -1,0 +1,359 @@
+"""Run one experiment inside its own process, on its scratch database (`default` here):
+start the real processes, spread the plan's load over time, inject its events, wait for the
+system to quiesce, check the whole history, and record it all in the project's database (the
+`results` alias). `manage.py experiment` starts this process (experiments.services)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import random
+import signal
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+from django.conf import settings
+from django.core.management import call_command
+from django.db import DatabaseError, InterfaceError, OperationalError, connections
+from django.utils import timezone
+
+from experiments.models import Experiment, Status
+from experiments.plan import PAUSE_SECONDS, Event, Params, Plan, make_plan
+from experiments.processes import Supervised
+from project import localpg, localredis
+
+RESULTS = "results"
+SAMPLE_EVERY = 0.5
+STALL_LIMIT = 5.0  # seconds without progress while work is pending: a failed run
+QUIESCE_GRACE = 60.0
+RECONCILE_EVERY = 3.0
+DB_ERRORS = (OperationalError, InterfaceError, DatabaseError, psycopg.Error)
+
+
+@contextlib.contextmanager
+def _env_without(name: str) -> Iterator[None]:
+    saved = os.environ.pop(name, None)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            os.environ[name] = saved
+
+
+def _reset_connections() -> None:
+    from project import sideconn
+
+    for conn in connections.all():
+        with contextlib.suppress(Exception):
+            conn.close()
+    with contextlib.suppress(Exception):
+        sideconn.close()
+
+
+def retrying(fn: Callable, *, what: str, timeout: float = 60.0):
+    """Call fn, again and again while the database is restarting (up to `timeout` s)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return fn()
+        except DB_ERRORS:
+            _reset_connections()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+class Recorder:
+    """The experiment's row in the project's database, written as the run goes."""
+
+    def __init__(self, experiment_id: int) -> None:
+        self.id = experiment_id
+        self.timeline: list[dict] = []
+        self.samples: list[dict] = []
+        self.last_write = 0.0
+
+    def update(self, **fields) -> None:
+        def write():
+            Experiment.objects.using(RESULTS).filter(pk=self.id).update(**fields)
+        retrying(write, what="recording the experiment")
+
+    def event(self, t: float, kind: str, target: str = "", pid: int | None = None,
+              note: str = "") -> None:
+        self.timeline.append({"t": round(t, 3), "kind": kind, "target": target, "pid": pid,
+                              "note": note})
+
+    def flush(self, *, progress: float, phase: str, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self.last_write > 1.0:
+            self.last_write = now
+            self.update(timeline=self.timeline, samples=self.samples, progress=progress,
+                        phase=phase)
+
+
+class Runner:
+    def __init__(self, experiment: Experiment, *, out=sys.stdout) -> None:
+        self.experiment = experiment
+        self.params = Params.from_dict(experiment.params)
+        self.plan: Plan = make_plan(self.params)
+        self.rng = random.Random(self.params.seed ^ 0x5EED)  # which pid a kill hits
+        self.recorder = Recorder(experiment.pk)
+        self.out = out
+        self.log_dir = Path(settings.BASE_DIR) / "var" / "experiments" / str(experiment.pk)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.mail_dir = self.log_dir / "mail"
+        self.mail_dir.mkdir(exist_ok=True)
+        env = {**os.environ, "LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
+               "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+               "EMAIL_FILE_PATH": str(self.mail_dir)}
+        env.pop("RESULTS_DATABASE_URL", None)
+        self.pg_clusters = [Supervised(f"qcluster-{c}", ["qcluster"], env=env,
+                                       log_dir=self.log_dir) for c in "ab"]
+        self.redis_cluster = Supervised("qcluster-redis", ["qcluster"],
+                                        env={**env, "Q_CLUSTER_NAME": settings.REDIS_CLUSTER},
+                                        log_dir=self.log_dir)
+        self.relay = Supervised("relay", ["relay_outbox", "--follow"], env=env,
+                                log_dir=self.log_dir)
+        self.recoverer = Supervised("recoverer", ["recover_sagas", "--follow"], env=env,
+                                    log_dir=self.log_dir)
+        self.processes = [*self.pg_clusters, self.redis_cluster, self.relay, self.recoverer]
+        self.paused: list[tuple[float, int]] = []  # (resume at, pid)
+        self.t0 = 0.0
+        self.faults = Counter()
+        self.retried_db = 0
+
+    # --- the run ----------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        self.recorder.update(status=Status.RUNNING, started_at=timezone.now(), pid=os.getpid(),
+                             phase="starting")
+        call_command("migrate", verbosity=0)
+        from jobs.queues import redis_queue
+
+        redis_queue().connection.flushdb()
+        for proc in self.processes:
+            proc.start()
+        started = time.monotonic()
+        while not all(p.log_has("running.") for p in (*self.pg_clusters, self.redis_cluster)):
+            if time.monotonic() - started > 60:
+                raise RuntimeError("the clusters did not start within 60 s; see "
+                                   f"{self.log_dir}")
+            time.sleep(0.1)
+        try:
+            self.t0 = time.monotonic()
+            self._load()
+            quiesced_after = self._quiesce()
+            result = self._check(quiesced_after)
+        finally:
+            for proc in self.processes:
+                for _, pid in self.paused:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGCONT)
+                proc.stop()
+        return result
+
+    def _elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def _load(self) -> None:
+        from sagas.services import start_trip
+        from users.services import NameTaken, enqueue_signup
+
+        plan = self.plan
+        spread = plan.load_seconds * 0.9
+        work = ([(i / max(len(plan.signups), 1) * spread, "signup", s)
+                 for i, s in enumerate(plan.signups)]
+                + [(i / max(len(plan.trips), 1) * spread, "trip", t)
+                   for i, t in enumerate(plan.trips)])
+        work.sort(key=lambda w: w[0])
+        events = list(plan.events)
+        done = 0
+        next_sample = 0.0
+        while work or events or self.paused:
+            now = self._elapsed()
+            while work and work[0][0] <= now:
+                _, kind, item = work.pop(0)
+                if kind == "signup":
+                    def enqueue(item=item):
+                        with contextlib.suppress(NameTaken):
+                            enqueue_signup(name=item.name, mode=item.mode, fail=item.fail,
+                                           crash=item.crash)
+                    retrying(enqueue, what="a signup")
+                else:
+                    retrying(lambda item=item: start_trip(customer=item.customer,
+                                                          fail=item.fail, crash=item.crash),
+                             what="a trip")
+                done += 1
+            while events and events[0].at <= now:
+                self._inject(events.pop(0))
+            self._resume_paused(now)
+            self._supervise()
+            if now >= next_sample:
+                next_sample = now + SAMPLE_EVERY
+                self._sample()
+                total = len(plan.signups) + len(plan.trips)
+                progress = 0.8 * done / max(total, 1)
+                self.recorder.flush(progress=progress, phase="load")
+                self._progress(progress, f"load {done:,}/{total:,}, "
+                                         f"{len(self.recorder.timeline)} faults")
+            time.sleep(0.01)
+
+    def _quiesce(self) -> float:
+        """Wait until nothing is left to do (bounded); returns seconds after the load."""
+        load_end = self._elapsed()
+        deadline = load_end + QUIESCE_GRACE + self.plan.load_seconds
+        next_reconcile = 0.0
+        quiet_since = None
+        while True:
+            now = self._elapsed()
+            self._supervise()
+            sample = self._sample()
+            if now >= next_reconcile:
+                next_reconcile = now + RECONCILE_EVERY
+                self._reconcile()
+            if sample["pending"] == 0:
+                quiet_since = quiet_since or now
+                if now - quiet_since >= 1.0:
+                    return round(quiet_since - load_end, 1)
+            else:
+                quiet_since = None
+            if now > deadline:
+                return math.inf
+            self.recorder.flush(progress=0.8 + 0.2 * min(1.0, (now - load_end)
+                                                         / max(deadline - load_end, 1)),
+                                phase="quiescing")
+            self._progress(0.8, "quiescing, waiting for: " + (", ".join(
+                f"{k} {v}" for k, v in sample["waiting"].items()) or "nothing"))
+            time.sleep(SAMPLE_EVERY)
+
+    # --- faults ------------------------------------------------------------------------------
+
+    def _inject(self, event: Event) -> None:
+        t = self._elapsed()
+        if event.kind == "kill":
+            proc, what = self._kill_target(event.target)
+            pid = proc.kill(what, self.rng) if proc else None
+            self.faults[f"kill {event.target}"] += 1
+            self.recorder.event(t, "kill", event.target, pid,
+                                f"SIGKILL {proc.name} {what}" if pid else "nothing to hit")
+        elif event.kind == "pg_restart":
+            if os.environ.get("EXPERIMENT_LOCAL_PG") != "1":
+                self.recorder.event(t, "pg_restart", note="skipped: DATABASE_URL is not ours")
+                return
+            self.faults["pg_restart"] += 1
+            with _env_without("DATABASE_URL"):
+                localpg.restart(mode="immediate")
+            _reset_connections()
+            self.recorder.event(t, "pg_restart", note="immediate mode (a crash and recovery)")
+        elif event.kind == "terminate":
+            def terminate() -> int:
+                with connections["default"].cursor() as cur:
+                    cur.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                "WHERE datname = current_database() "
+                                "AND pid <> pg_backend_pid()")
+                    return cur.fetchone()[0]
+            n = retrying(terminate, what="terminating backends")
+            self.faults["terminate"] += 1
+            self.recorder.event(t, "terminate", note=f"{n} sessions terminated")
+        elif event.kind == "pause":
+            proc = self.rng.choice(self.pg_clusters)
+            pid = proc.dispatcher()
+            if pid:
+                os.kill(pid, signal.SIGSTOP)
+                self.paused.append((self._elapsed() + PAUSE_SECONDS, pid))
+            self.faults["pause"] += 1
+            self.recorder.event(t, "pause", proc.name, pid,
+                                f"SIGSTOP its dispatcher for {PAUSE_SECONDS:g} s")
+        elif event.kind == "redis_restart":
+            if localredis.external():
+                self.recorder.event(t, "redis_restart", note="skipped: REDIS_URL is not ours")
+                return
+            localredis.stop(quiet=True)
+            localredis.start()
+            self.faults["redis_restart"] += 1
+            self.recorder.event(t, "redis_restart", note="stopped and started")
+
+    def _kill_target(self, target: str) -> tuple[Supervised | None, str]:
+        if target in ("worker", "dispatcher", "cluster"):
+            return self.rng.choice(self.pg_clusters), target
+        if target.startswith("redis-"):
+            return self.redis_cluster, target.removeprefix("redis-")
+        return {"relay": self.relay, "recoverer": self.recoverer}.get(target), "process"
+
+    def _resume_paused(self, now: float) -> None:
+        for item in list(self.paused):
+            if item[0] <= now:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(item[1], signal.SIGCONT)
+                self.paused.remove(item)
+
+    def _supervise(self) -> None:
+        for proc in self.processes:
+            if proc.supervise():
+                self.recorder.event(self._elapsed(), "restart", proc.name, proc.pid,
+                                    "the supervisor started it again")
+
+    def _reconcile(self) -> None:
+        from users.services import reconcile_welcome_emails
+
+        result = retrying(lambda: reconcile_welcome_emails(
+            older_than=settings.RECONCILE_AFTER_SECONDS), what="reconciling")
+        if result.republished or result.reenqueued:
+            self.recorder.event(self._elapsed(), "reconcile", note=str(result))
+
+    # --- measuring ---------------------------------------------------------------------------
+
+    def _sample(self) -> dict:
+        from jobs.selectors import queue_drained, redis_status
+        from outbox.services import pending
+        from sagas.models import ACTIVE_STATES, Saga
+        from users.models import EmailSend, User
+
+        def read() -> dict:
+            redis = redis_status()
+            users = User.objects.exclude(signup_mode="").count()
+            waiting = {
+                "queue": 0 if queue_drained() else 1,
+                "outbox": pending().count(),
+                "sagas": Saga.objects.filter(state__in=ACTIVE_STATES)
+                .exclude(state="stuck").count(),
+                "redis": redis.depth or 0,
+                "signups": max(0, len(self.plan.signups) - users),
+                # outbox and que users with no email yet: on their way, or lost by a store
+                # until reconciliation enqueues them again
+                "emails": User.objects.filter(signup_mode__in=["outbox", "que"],
+                                              email_sends__isnull=True).count(),
+                "redis_down": 0 if redis.up else 1,
+            }
+            return {"t": round(self._elapsed(), 2), "users": users,
+                    "emails": EmailSend.objects.count(),
+                    "sagas_done": Saga.objects.exclude(state__in=ACTIVE_STATES).count(),
+                    "pending": sum(waiting.values()),
+                    "waiting": {k: v for k, v in waiting.items() if v}}
+        sample = retrying(read, what="sampling")
+        self.recorder.samples.append(sample)
+        return sample
+
+    def _progress(self, fraction: float, text: str) -> None:
+        width = 30
+        filled = int(width * min(max(fraction, 0.0), 1.0))
+        bar = "#" * filled + "." * (width - filled)
+        line = f"[{bar}] {fraction:4.0%} {self._elapsed():6.1f} s {text}"
+        if self.out.isatty():
+            self.out.write("\r" + line[:118].ljust(118))
+        else:
+            self.out.write(line + "\n")
+        self.out.flush()
+
+    def _check(self, quiesced_after: float) -> dict:
+        from experiments.checks import check_history
+
+        return retrying(lambda: check_history(
+            plan=self.plan, mail_dir=self.mail_dir, samples=self.recorder.samples,
+            timeline=self.recorder.timeline, faults=self.faults,
+            restarts={p.name: p.restarts for p in self.processes},
+            quiesced_after=quiesced_after, stall_limit=STALL_LIMIT), what="checking")

@@ -1,0 +1,133 @@
+"""Start experiments and run them to the end (the parent side of a run).
+
+`start_experiment()` records the request; `execute()` creates the run's scratch database and
+starts the runner (experiments.runner) in a process of its own, with the scratch database as
+its `default` and the project's database as `results`; `launch()` does that in the background
+(the admin's start button)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.utils import timezone
+
+from experiments.models import Experiment, Status
+from experiments.plan import Params, make_plan, params_for
+from experiments.scratch import scratch_database
+from project.procs import alive
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+ALREADY_RUNNING = ("experiment {id} is still running (pid {pid}): one at a time, they share "
+                   "Redis and the machine")
+EXPERIMENT_REDIS_DB = 13
+
+
+class ExperimentError(Exception):
+    """An experiment that cannot be started or run."""
+
+
+def start_experiment(*, preset: str | None = None, seed: int | None = None,
+                     **overrides) -> Experiment:
+    """Validate and record a run (status queued). The same seed gives the same schedule."""
+    seed = int.from_bytes(os.urandom(4), "big") if seed is None else seed
+    params = params_for(preset=preset, seed=seed, **overrides)
+    make_plan(params)  # a plan that cannot be made is refused now, not in the background
+    with transaction.atomic():
+        for other in Experiment.objects.select_for_update().filter(
+                status__in=[Status.QUEUED, Status.RUNNING]):
+            if other.pid and alive(other.pid):
+                raise ExperimentError(ALREADY_RUNNING.format(id=other.pk, pid=other.pid))
+            if other.status == Status.RUNNING or other.pid:
+                Experiment.objects.filter(pk=other.pk).update(
+                    status=Status.FAILED, error="its process is gone", finished_at=timezone.now())
+        return Experiment.objects.create(preset=preset or "", params=params.as_dict(), seed=seed)
+
+
+def command_line(experiment: Experiment) -> str:
+    """The command that repeats this run exactly (same parameters, same seed)."""
+    params = Params.from_dict(experiment.params)
+    base = params_for(preset=experiment.preset, seed=params.seed) if experiment.preset else None
+    args = [f"--preset {experiment.preset}"] if experiment.preset else []
+    for key, value in params.as_dict().items():
+        if key in ("seed", "script") or (base is not None and getattr(base, key) == value):
+            continue
+        args.append(f"--{key.replace('_', '-')} {value}")
+    args.append(f"--seed {params.seed}")
+    return "manage.py experiment " + " ".join(args)
+
+
+def _redis_url() -> str:
+    url = settings.REDIS_URL
+    from urllib.parse import parse_qsl, urlencode
+
+    if url.startswith("unix://"):
+        base, _, query = url.partition("?")
+        params = [(k, v) for k, v in parse_qsl(query) if k != "db"]
+        return f"{base}?{urlencode([*params, ('db', str(EXPERIMENT_REDIS_DB))])}"
+    head, _, _ = url.rpartition("/")
+    return f"{head}/{EXPERIMENT_REDIS_DB}"
+
+
+def _results_url() -> str:
+    s = connection.settings_dict
+    from urllib.parse import quote
+
+    host = quote(s["HOST"] or "", safe="")
+    password = f":{quote(s['PASSWORD'], safe='')}" if s["PASSWORD"] else ""
+    port = f":{s['PORT']}" if s["PORT"] else ""
+    return f"postgresql://{quote(s['USER'] or '', safe='')}{password}@{host}{port}/{s['NAME']}"
+
+
+def execute(experiment: Experiment, *, out=None) -> Experiment:
+    """Run it to the end in a runner process; returns the row as the runner left it."""
+    name = f"reliable_experiment_{experiment.pk}"
+    try:
+        scratch = scratch_database(name)
+    except Exception as e:
+        Experiment.objects.filter(pk=experiment.pk).update(
+            status=Status.FAILED, error=f"could not create its scratch database: {e}",
+            finished_at=timezone.now())
+        raise ExperimentError(f"could not create the scratch database {name}: {e}") from e
+    env = {**os.environ, "DATABASE_URL": scratch, "RESULTS_DATABASE_URL": _results_url(),
+           "REDIS_URL": _redis_url(), "FAULTS_ENABLED": "1", "RECONCILE_AFTER_SECONDS": "5",
+           "SAGA_LEASE_SECONDS": "2", "Q_TIMEOUT": "10", "OUTBOX_POLL_SECONDS": "1",
+           "EXPERIMENT_LOCAL_PG": "0" if os.environ.get("DATABASE_URL") else "1",
+           "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}
+    connection.close()  # the runner may restart PostgreSQL under us
+    code = subprocess.call([sys.executable, "manage.py", "experiment", "--runner",
+                            str(experiment.pk)], cwd=BASE_DIR, env=env,
+                           stdout=out or sys.stdout, stderr=subprocess.STDOUT)
+    experiment.refresh_from_db()
+    if code != 0 and experiment.status != Status.FAILED:
+        Experiment.objects.filter(pk=experiment.pk).update(
+            status=Status.FAILED, finished_at=timezone.now(),
+            error=f"the runner exited with status {code}; see var/experiments/{experiment.pk}/")
+        experiment.refresh_from_db()
+    if experiment.passed:
+        with contextlib.suppress(Exception):  # a leftover scratch database is only disk space
+            scratch_database(name, drop_only=True)
+    else:
+        Experiment.objects.filter(pk=experiment.pk).update(
+            error=(experiment.error + "\n" if experiment.error else "")
+            + f"its scratch database is kept for a look: {scratch}")
+        experiment.refresh_from_db()
+    return experiment
+
+
+def launch(experiment: Experiment) -> int:
+    """Run it in the background (the admin's start button); returns the pid."""
+    log_dir = BASE_DIR / "var" / "experiments" / str(experiment.pk)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with (log_dir / "experiment.log").open("ab") as log:
+        proc = subprocess.Popen([sys.executable, "manage.py", "experiment", "--id",
+                                 str(experiment.pk)], cwd=BASE_DIR, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    Experiment.objects.filter(pk=experiment.pk).update(pid=proc.pid)
+    return proc.pid
