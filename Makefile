@@ -18,7 +18,7 @@ CYAN  := \033[36m
 RESET := \033[0m
 
 .PHONY: usage setup ready venv db-start db-stop db-reset db-status redis-start redis-stop \
-        redis-status reconcile migrate run demo stop status \
+        redis-status reconcile experiment chaos migrate run demo stop status \
         test test-fast lint format clean lock create-user show-state relay faults bench book-trip show-saga recover screenshots \
         browser-deps
 
@@ -130,6 +130,12 @@ recover: ready ## recover sagas whose coordinator died (one pass)
 
 reconcile: ready ## enqueue again the welcome emails a store lost (outbox and que; one pass)
 	@$(MANAGE) reconcile
+
+experiment: ready redis-start ## one experiment: preset=talk|smoke|chaos [seed=N]; admin -> Experiments shows it
+	@$(MANAGE) experiment --preset "$(or $(preset),talk)" $(if $(seed),--seed "$(seed)")
+
+chaos: ready redis-start ## the big experiment: 10,000 signups per mode, 50 kills, 3 PostgreSQL restarts, 1,000 sagas
+	@$(MANAGE) experiment --preset chaos $(if $(seed),--seed "$(seed)")
 
 relay: ready ## relay the outbox once
 	@$(MANAGE) relay_outbox --once

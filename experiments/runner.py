@@ -31,7 +31,7 @@ RESULTS = "results"
 SAMPLE_EVERY = 0.5
 STALL_LIMIT = 5.0  # seconds without progress while work is pending: a failed run
 QUIESCE_GRACE = 60.0
-RECONCILE_EVERY = 3.0
+RECONCILE_EVERY = 1.0
 DB_ERRORS = (OperationalError, InterfaceError, DatabaseError, psycopg.Error)
 
 

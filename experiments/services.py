@@ -95,14 +95,19 @@ def execute(experiment: Experiment, *, out=None) -> Experiment:
             finished_at=timezone.now())
         raise ExperimentError(f"could not create the scratch database {name}: {e}") from e
     env = {**os.environ, "DATABASE_URL": scratch, "RESULTS_DATABASE_URL": _results_url(),
-           "REDIS_URL": _redis_url(), "FAULTS_ENABLED": "1", "RECONCILE_AFTER_SECONDS": "5",
+           "REDIS_URL": _redis_url(), "FAULTS_ENABLED": "1", "RECONCILE_AFTER_SECONDS": "2",
            "SAGA_LEASE_SECONDS": "2", "Q_TIMEOUT": "10", "OUTBOX_POLL_SECONDS": "1",
            "EXPERIMENT_LOCAL_PG": "0" if os.environ.get("DATABASE_URL") else "1",
            "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}
     connection.close()  # the runner may restart PostgreSQL under us
-    code = subprocess.call([sys.executable, "manage.py", "experiment", "--runner",
-                            str(experiment.pk)], cwd=BASE_DIR, env=env,
-                           stdout=out or sys.stdout, stderr=subprocess.STDOUT)
+    out = out or sys.stdout
+    with subprocess.Popen([sys.executable, "manage.py", "experiment", "--runner",
+                           str(experiment.pk)], cwd=BASE_DIR, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, bufsize=1) as runner:
+        for line in runner.stdout:  # its progress, passed on to whoever asked
+            out.write(line)
+            out.flush()
+        code = runner.wait()
     experiment.refresh_from_db()
     if code != 0 and experiment.status != Status.FAILED:
         Experiment.objects.filter(pk=experiment.pk).update(

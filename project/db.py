@@ -1,15 +1,14 @@
 """Extra PostgreSQL connections beside Django's own (for LISTEN, and for fault bookkeeping)."""
 
 import psycopg
-from django.db import connections
+
+from pgbroker.store import connection_params as _params
 
 
 def connection_params(alias: str = "default") -> dict:
-    """psycopg keyword arguments for `alias`, as it is configured now (test database included)."""
-    s = connections[alias].settings_dict
-    params = {"dbname": s["NAME"], "user": s["USER"], "password": s["PASSWORD"],
-              "host": s["HOST"], "port": s["PORT"]}
-    return {k: v for k, v in params.items() if v not in (None, "")}
+    """psycopg keyword arguments for `alias` as Django connects now (the test database, and the
+    URL's OPTIONS: sslmode, certificates, options), with a connect timeout and keepalives."""
+    return _params(alias)
 
 
 def open_autocommit(application_name: str) -> psycopg.Connection:

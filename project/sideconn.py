@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import threading
 from collections.abc import Iterator
 
@@ -19,11 +20,24 @@ from project.db import connection_params, open_autocommit
 _local = threading.local()
 
 
+def _gone(conn: psycopg.Connection) -> bool:
+    """Did the server speak while we were not asking? An idle connection that is readable
+    got its termination notice or end of file (a restart, pg_terminate_backend): without this
+    check its next statement would fail, once, before anyone noticed."""
+    if conn.closed or conn.broken:
+        return True
+    try:
+        readable, _, _ = select.select([conn.fileno()], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
 def _connection() -> psycopg.Connection:
     params = connection_params()
-    key = (os.getpid(), tuple(sorted(params.items())))
+    key = (os.getpid(), tuple(sorted((k, str(v)) for k, v in params.items())))
     conn = getattr(_local, "conn", None)
-    if conn is not None and (_local.key != key or conn.closed or conn.broken):
+    if conn is not None and (_local.key != key or _gone(conn)):
         if _local.key[0] == os.getpid():
             conn.close()
         conn = None

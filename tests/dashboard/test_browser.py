@@ -156,3 +156,46 @@ def test_the_talk_from_the_dashboard(live_stack, page, shots):
     ]
     expect(page.locator("svg.saga-timeline g.event-fail")).to_have_count(2)
     page.screenshot(path=str(shots / "saga-timeline.png"), full_page=True)
+
+
+@pytest.fixture
+def web(transactional_db, start_process):
+    port = free_port()
+    start_process("runserver", f"127.0.0.1:{port}", "--noreload", name="web",
+                  ready="Quit the server")
+    User.objects.create_superuser(username="admin", password="s3cret-pass")
+    return f"http://127.0.0.1:{port}"
+
+
+def test_the_talk_experiment_from_the_admin(web, page, shots):
+    """Start the `talk` preset from the Experiments page, watch it, read the result."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{web}/admin/login/?next=/admin/experiments/experiment/")
+    page.fill("#id_username", "admin")
+    page.fill("#id_password", "s3cret-pass")
+    page.click("input[type=submit]")
+    page.select_option("#experiment-start select[name=preset]", "talk")
+    page.fill("#experiment-start input[name=seed]", "2026")
+    page.click("#experiment-start input[type=submit]")
+    expect(page.locator(".messagelist")).to_contain_text("manage.py experiment --preset talk "
+                                                         "--seed 2026")
+    url = page.url
+
+    def finished() -> bool:
+        page.goto(url)
+        return page.locator(".experiment-status").get_attribute("data-status") in ("done",
+                                                                                  "failed")
+
+    wait_until(finished, timeout=120, interval=1, message="the experiment to finish")
+    expect(page.locator(".experiment-status")).to_have_attribute("data-status", "done")
+    expect(page.locator(".verdict")).to_contain_text("Targets met")
+    expect(page.locator("tr.mode-dual-write")).to_have_attribute("data-lost", "1")
+    expect(page.locator("tr.mode-outbox")).to_have_attribute("data-lost", "0")
+    expect(page.locator("tr.mode-que")).to_have_attribute("data-lost", "0")
+    expect(page.locator("svg.chart-outcomes rect")).to_have_count(4)  # 3 all-green, 1 red
+    expect(page.locator("svg.chart-throughput polyline")).to_have_count(2)
+    expect(page.locator(".half-done")).to_have_attribute("data-n", "0")
+    page.screenshot(path=str(shots / "experiment.png"), full_page=True)
+    page.goto(f"{web}/admin/experiments/experiment/")
+    expect(page.locator("#result_list")).to_contain_text("targets met")

@@ -1,11 +1,14 @@
+import os
+
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import transaction
+from django.db import connection, transaction
 
 from faults import services
 from faults.models import Fault
 from faults.services import InjectedFault, fire, scoped
+from project import localpg
 
 
 def fired(point: str, scope: str = "") -> int:
@@ -118,3 +121,19 @@ def test_faults_command_arms_lists_and_disarms(db, capsys):
     assert "ARMED" not in capsys.readouterr().out.split("disarmed")[-1]
     with pytest.raises(CommandError, match="unknown fault point"):
         call_command("faults", "arm", "nope", "--action", "raise")
+
+
+@pytest.mark.skipif(bool(os.environ.get("DATABASE_URL")),
+                    reason="restarts the project-local PostgreSQL only")
+def test_the_first_fault_bookkeeping_after_a_postgresql_restart_works(transactional_db):
+    """Found reading the code: the side connection was replaced only after it had failed once,
+    so after a restart the first fault point (or saga lock) of every process failed; in an
+    email job, after the mail had gone out."""
+    services.arm(point="email.send", action="raise", times=2)
+    with pytest.raises(InjectedFault):
+        fire("email.send")  # the side connection is open and idle now
+    connection.close()
+    localpg.restart(mode="immediate")
+    with pytest.raises(InjectedFault):
+        fire("email.send")
+    assert fired("email.send") == 2

@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from experiments import services
 from experiments.models import Experiment, Status
-from experiments.plan import PRESETS, PlanError
+from experiments.plan import MODES, PRESETS, PlanError
 
 
 class Command(BaseCommand):
@@ -105,7 +105,8 @@ class Command(BaseCommand):
         w = self.stdout.write
         w(f"\n{'mode':<11} {'signups':>8} {'users':>7} {'emails':>7} {'lost':>6} "
           f"{'duplicated':>10} {'resent':>7}")
-        for mode, m in r["modes"].items():
+        for mode in MODES:
+            m = r["modes"][mode]
             w(f"{mode:<11} {m['signups']:>8} {m['users']:>7} {m['emails']:>7} {m['lost']:>6} "
               f"{m['duplicated']:>10} {m['resent']:>7}")
         w("(resent: the mail server got the same message twice, a process having died between "

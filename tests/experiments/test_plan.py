@@ -1,0 +1,68 @@
+"""The plan of an experiment: decided by its seed, refused when it cannot run."""
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from experiments.plan import PRESETS, Params, PlanError, make_plan, params_for
+
+
+def test_the_same_seed_gives_the_same_load_and_schedule_and_another_seed_another():
+    a = make_plan(params_for(preset="chaos", seed=42))
+    b = make_plan(params_for(preset="chaos", seed=42))
+    c = make_plan(params_for(preset="chaos", seed=43))
+    assert a.events == b.events
+    assert a.signups == b.signups
+    assert a.trips == b.trips
+    assert a.events != c.events
+
+
+def test_the_chaos_preset_is_what_the_issue_asks_for():
+    plan = make_plan(params_for(preset="chaos", seed=1))
+    assert len(plan.signups) == 3 * 10_000
+    assert len(plan.trips) == 1_000
+    kinds = [e.kind for e in plan.events]
+    assert kinds.count("kill") >= 50
+    assert kinds.count("pg_restart") == 3
+    assert all(0 < e.at < plan.load_seconds for e in plan.events), "faults fall inside the load"
+
+
+def test_the_talk_preset_is_the_talks_demos():
+    plan = make_plan(params_for(preset="talk", seed=1))
+    assert {(s.name, s.fail) for s in plan.signups if s.mode == "que"} == {
+        ("mike-que", None), ("kevin-que", "part1"), ("matt-que", "part2")}
+    assert [(t.customer, t.fail, t.crash) for t in plan.trips] == [
+        ("alice", None, None), ("bob", "car", None), ("carol", None, "hotel"),
+        ("dave", None, "flight")]
+    assert plan.events == []
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"signups": -1}, "--signups must be a whole number from 0 to 100,000"),
+    ({"kills": 10**9}, "--kills must be a whole number from 0 to 1,000"),
+    ({"fault_rate": float("nan")}, "--fault-rate must be a number from 0 to 1"),
+    ({"fault_rate": 1.5}, "--fault-rate must be a number from 0 to 1"),
+    ({"signups": 0, "sagas": 0}, "nothing to run"),
+])
+def test_bad_parameters_are_refused_in_one_line(overrides, message):
+    with pytest.raises(PlanError, match=message):
+        params_for(preset=None, seed=1, **overrides)
+
+
+def test_an_unknown_preset_is_refused():
+    with pytest.raises(PlanError, match="unknown preset 'huge'; use one of: smoke, talk, chaos"):
+        params_for(preset="huge", seed=1)
+    assert set(PRESETS) == {"smoke", "talk", "chaos"}
+
+
+def test_the_command_refuses_bad_input_before_starting_anything(db):
+    from experiments.models import Experiment
+
+    with pytest.raises(CommandError, match="--pg-restarts must be a whole number from 0 to 20"):
+        call_command("experiment", "--signups", "5", "--pg-restarts", "99")
+    assert not Experiment.objects.exists()
+
+
+def test_params_round_trip_through_json():
+    params = params_for(preset="smoke", seed=9)
+    assert Params.from_dict(params.as_dict()) == params
