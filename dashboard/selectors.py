@@ -15,6 +15,7 @@ from jobs.selectors import queue_counts, queued_tasks, redis_queued_tasks, redis
 from outbox.models import OutboxMessage
 from outbox.selectors import outbox_counts
 from sagas.models import ACTIVE_STATES, Saga, State
+from travel.models import FlightBooking
 from travel.services import MODELS
 from users.models import Mode, User
 from users.services import EMAIL_STORE, SEND_EMAIL_TASK, WELCOME_TOPIC
@@ -145,6 +146,8 @@ def consistency_checks(signups: list[ModeStats] | None = None) -> list[Check]:
         dead_at__isnull=False, published_at__isnull=True).values_list("id", flat=True)]
     still_booked, incomplete = saga_booking_violations()
     stuck = list(Saga.objects.filter(state=State.STUCK).values_list("id", flat=True))
+    booked_twice = list(FlightBooking.objects.filter(times_booked__gt=1)
+                        .values_list("saga_id", flat=True))
     overdue = overdue_sagas()
 
     def check(name, description, ids, bad):
@@ -172,6 +175,9 @@ def consistency_checks(signups: list[ModeStats] | None = None) -> list[Check]:
               "compensated sagas must leave nothing booked", still_booked, VIOLATION),
         check("saga_completed_but_not_booked",
               "completed sagas have every step booked", incomplete, VIOLATION),
+        check("flights_booked_twice",
+              "a flight is booked at most once (the flight service is not idempotent)",
+              booked_twice, VIOLATION),
         check("saga_stuck", "sagas whose compensation keeps failing (retry them)",
               stuck, ATTENTION),
         check("saga_overdue", "unfinished sagas past their lease (recovery will resume them)",

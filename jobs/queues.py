@@ -25,6 +25,7 @@ from django_q.tasks import async_task
 from faults.services import fire
 
 REDIS_DOWN = "Redis refused the job ({error})"
+TASK_NAME_MAX = 100  # django_q_task.name: a longer one makes the result's insert fail
 SOCKET_TIMEOUT = 2.0  # seconds: a Redis that does not answer is down, not slow
 
 
@@ -80,7 +81,7 @@ def _one_line(e: BaseException) -> str:
 def enqueue(*, store: Store | str, func: str, task_name: str | None = None, **kwargs) -> str:
     """Enqueue one job on `store`; returns django-q2's task id."""
     if task_name:
-        kwargs["task_name"] = task_name
+        kwargs["task_name"] = task_name[:TASK_NAME_MAX]
     if Store(store) == Store.POSTGRES:
         return async_task(func, **kwargs)
     with unavailable_as_error():

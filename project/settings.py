@@ -128,6 +128,12 @@ DATABASES = {
         conn_health_checks=True,
     )
 }
+# A vanished database host is noticed in seconds, not hours (its advisory locks, which tell
+# who is alive, go with its sessions): connect timeout and TCP keepalives, unless the URL's
+# OPTIONS say otherwise.
+for _key, _value in {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10,
+                     "keepalives_interval": 5, "keepalives_count": 3}.items():
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(_key, _value)
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     raise ImproperlyConfigured("DATABASE_URL must point at PostgreSQL (postgresql://...)")
 # An experiment's runner works on a scratch database (its `default`) and records the run in the
@@ -162,6 +168,9 @@ EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.fileb
 EMAIL_FILE_PATH = os.environ.get("EMAIL_FILE_PATH", str(VAR_DIR / "mail"))
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
 EMAIL_PORT = env_int("EMAIL_PORT", 25)
+# A slow mail server must not hold the user's row lock (taken by the email job) until the
+# task's timeout: give up after this many seconds, and the job is retried.
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "welcome@reliable.example")
 
 # --- django-q2 -----------------------------------------------------------------------------

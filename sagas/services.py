@@ -339,7 +339,12 @@ def recover_sagas(*, batch: int = 10) -> RecoveryResult:
                 lease_until=now + timedelta(seconds=lease_seconds()))
         for saga_id in ids:
             logger.warning("recovering saga %s", saga_id)
-            result.advanced[saga_id] = advance(saga_id=saga_id)
+            try:
+                result.advanced[saga_id] = advance(saga_id=saga_id)
+            except Exception as e:  # one broken saga must not stop the others' recovery
+                logger.exception("recovering saga %s failed; the next pass tries again",
+                                 saga_id)
+                result.advanced[saga_id] = f"failed: {type(e).__name__}: {e}"
         if len(ids) < batch:
             return result
 

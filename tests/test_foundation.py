@@ -106,3 +106,18 @@ def _children(pid: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
                          text=True).stdout
     return [int(p) for p in out.split()]
+
+
+def test_side_connections_keep_the_urls_options_and_a_connect_timeout(db):
+    """Found reading the code: the side connection copied name, user, password, host and port
+    only, dropping the URL's OPTIONS (sslmode, certificates, options), and nothing had a
+    connect timeout or keepalives."""
+    from django.db import connection
+
+    from project.sideconn import side_cursor
+
+    assert connection.settings_dict["OPTIONS"]["connect_timeout"] == 5
+    with side_cursor() as cur:
+        params = cur.connection.info.get_parameters()
+    assert params["connect_timeout"] == "5"
+    assert params["keepalives_idle"] == "10"

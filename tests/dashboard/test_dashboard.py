@@ -185,3 +185,18 @@ def test_out_of_range_fault_values_are_a_message(superuser):
                               follow=True)
     assert "Not done: ms:" in response.content.decode()
     assert not Fault.objects.exclude(action="").exists()
+
+
+def test_check_consistency_reports_a_flight_booked_twice(db, capsys):
+    from django.core.management import call_command
+
+    from sagas.models import Saga
+    from travel.models import FlightBooking
+
+    saga = Saga.objects.create(kind="trip", payload={"customer": "x"})
+    FlightBooking.objects.create(saga_id=saga.pk, step="flight", status="booked",
+                                 times_booked=2)
+    with pytest.raises(SystemExit) as exit_:
+        call_command("check_consistency")
+    assert exit_.value.code == 1
+    assert "flight is booked at most once" in capsys.readouterr().out

@@ -239,3 +239,15 @@ def test_the_timeline_marks_a_step_whose_coordinator_died():
     labels = [a.label for a in timeline(Saga.objects.get(pk=saga.pk))["arrows"]]
     assert labels[1:4] == ["T: book hotel (no answer: SEC died)", "T: book hotel",
                            "T: hotel success"]
+
+
+def test_one_saga_that_cannot_be_advanced_does_not_stop_the_others_recovery():
+    """Found reading the code: an exception advancing one saga ended the whole pass."""
+    broken = services.start_trip(customer="broken")
+    fine = services.start_trip(customer="fine")
+    Saga.objects.filter(pk=broken.pk).update(kind="no-such-kind",
+                                             lease_until="2000-01-01T00:00:00Z")
+    Saga.objects.filter(pk=fine.pk).update(lease_until="2000-01-01T00:00:01Z")
+    result = services.recover_sagas()
+    assert result.advanced[broken.pk].startswith("failed: KeyError")
+    assert result.advanced[fine.pk] == State.COMPLETED

@@ -120,3 +120,19 @@ def test_a_worker_killed_mid_email_job_is_redelivered_and_sends_once(qcluster):
     # redelivered because the worker died, not because django-q2 timed the job out
     assert "after death" in qcluster.log()
     assert not Failure.objects.exists()
+
+
+@pytest.mark.cluster
+def test_a_signup_with_the_longest_name_is_done_and_its_result_kept(qcluster):
+    """Found reading the code: django-q2 keeps task names to 100 characters, and a signup's
+    task name ("signup NAME (mode)") of a 150-character name made its result's insert fail
+    on django-q2's own path (the Q_BROKER=orm pass; pgbroker's writer cut it already)."""
+    from django_q.models import Task
+
+    name = "n" * services.NAME_MAX
+    services.enqueue_signup(name=name, mode="que")
+    wait_until(lambda: EmailSend.objects.filter(user__username=name).exists(), timeout=30,
+               message="the signup and its email")
+    wait_until(lambda: Task.objects.filter(name__startswith="signup nnn").exists(), timeout=30,
+               message="the signup's result row")
+    assert len(Task.objects.get(name__startswith="signup nnn").name) == 100
