@@ -561,13 +561,18 @@ class Dispatcher:
             self.outcome.done.append(job_id)
             return
         attempts = job.attempts if job else 1
+        first_line = (str(error).strip().splitlines() or [""])[-1][:300]
         if Conf.MAX_ATTEMPTS > 0 and attempts >= Conf.MAX_ATTEMPTS:
             self.outcome.park.append((job_id, GAVE_UP.format(attempts=attempts, last=error)))
+            logger.error("job %s failed on attempt %s and is parked: %s", job_id, attempts,
+                         first_line)
         else:
             delay = backoff(attempts)
             again = time.strftime("%H:%M:%S", time.localtime(time.time() + delay))
             self.outcome.retry.append(
                 (job_id, delay, 0, f"attempt {attempts} failed, runs again at {again}: {error}"))
+            logger.warning("job %s failed on attempt %s, runs again at %s: %s", job_id,
+                           attempts, again, first_line)
 
     def _died(self, job: Claimed, why: str) -> None:
         if not self.native:

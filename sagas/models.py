@@ -41,6 +41,9 @@ class Saga(models.Model):
     lease_until = models.DateTimeField(null=True, blank=True)
     last_seq = models.PositiveIntegerField(
         default=0, help_text="seq of the last log entry (the next append takes the one after)")
+    epoch = models.PositiveIntegerField(
+        default=0, help_text="bumped by each coordinator's first append: a coordinator whose "
+                             "epoch is no longer the saga's was taken over, and is refused")
     retry_from_seq = models.PositiveIntegerField(
         default=0, help_text="compensation failures before this log entry are forgiven (retry)")
     created_at = models.DateTimeField(auto_now_add=True)

@@ -48,6 +48,8 @@ UNKNOWN_KIND = "unknown saga kind {kind!r}"
 NOT_STUCK = "saga {id} is {state}, not stuck: only stuck sagas can be retried"
 ADVANCE_IN_TRANSACTION = "advance() must not run inside a transaction: each event commits"
 ALREADY_FINAL = "saga {id} is already final: {event} refused (a late coordinator?)"
+TAKEN_OVER = ("saga {id} was taken over by another coordinator (epoch {epoch}, ours {ours}): "
+              "{event} refused")
 
 
 class SagaError(Exception):
@@ -145,8 +147,9 @@ s AS (
     UPDATE sagas_saga
        SET last_seq = last_seq + (SELECT count(*) FROM e), state = coalesce(%(state)s, state),
            updated_at = now(),
-           lease_until = clock_timestamp() + make_interval(secs => %(lease)s)
-     WHERE id = %(saga)s AND state <> ALL(%(final)s)
+           lease_until = clock_timestamp() + make_interval(secs => %(lease)s),
+           epoch = %(epoch)s
+     WHERE id = %(saga)s AND state <> ALL(%(final)s) AND epoch = %(expect)s
  RETURNING id, last_seq, state, lease_until),
 i AS (
     INSERT INTO sagas_sagalog (saga_id, seq, event, step, detail, pid, at)
@@ -173,22 +176,30 @@ class Pending:
 
 def _append(saga: Saga, event: str, *, step: str = "", detail: str = "",
             state: str | None = None, lease_for: float | None = None,
-            before: Sequence[Pending] = ()) -> int:
+            before: Sequence[Pending] = (), epoch: tuple[int, int] = (0, 0)) -> int:
     """Append `before` and then one event (with the state it implies) and extend the lease, in
     one statement: it commits on its own unless the caller holds a transaction (start_saga
-    does). A saga that is already final takes no more events (a late coordinator is refused).
+    does). `epoch` is (the saga's epoch we expect, the one we set): a coordinator's first
+    append bumps it, so one that was taken over (its lock's session ended and recovery went
+    on) is refused from then on, as is any append to a saga already final.
     Returns the seq of the last event."""
     seconds = lease_seconds() if lease_for is None else lease_for
     rows = [*before, Pending(event, step, detail)]
     with connection.cursor() as cur:
         cur.execute(APPEND, {"state": state, "lease": seconds, "saga": saga.pk,
+                             "expect": epoch[0], "epoch": epoch[1],
                              "final": [str(s) for s in FINAL_STATES],
                              "events": [r.event for r in rows], "steps": [r.step for r in rows],
                              "details": [r.detail[:2000] for r in rows], "pid": os.getpid()})
         row = cur.fetchone()
     if row is None:
-        raise SagaError(ALREADY_FINAL.format(id=saga.pk, event=event))
+        now = Saga.objects.filter(pk=saga.pk).values("state", "epoch").first() or {}
+        if now.get("state") in FINAL_STATES:
+            raise SagaError(ALREADY_FINAL.format(id=saga.pk, event=event))
+        raise SagaError(TAKEN_OVER.format(id=saga.pk, epoch=now.get("epoch"), ours=epoch[1],
+                                          event=event))
     seq, saga.state, saga.lease_until = row
+    saga.epoch = epoch[1]
     for n, r in enumerate(rows):
         logger.info("saga %s: %s %s %s", saga.pk, seq - len(rows) + 1 + n, r.event, r.step)
     return seq
@@ -239,6 +250,7 @@ class _Coordinator:
     def __init__(self, saga: Saga, log: list[SagaLog]) -> None:
         self.saga, self.log = saga, log
         self.waiting: list[Pending] = []
+        self.epoch = (saga.epoch, saga.epoch + 1)  # the first append takes the saga over
 
     def append(self, event: str, *, step: str = "", detail: str = "", state: str | None = None,
                lease_for: float | None = None) -> None:
@@ -247,8 +259,9 @@ class _Coordinator:
             seq = self.log[-1].seq + 1  # only the lock holder appends: this is its number
         else:
             seq = _append(self.saga, event, step=step, detail=detail, state=state,
-                          lease_for=lease_for, before=self.waiting)
+                          lease_for=lease_for, before=self.waiting, epoch=self.epoch)
             self.waiting = []
+            self.epoch = (self.epoch[1], self.epoch[1])
         self.log.append(SagaLog(saga_id=self.saga.pk, seq=seq, event=event, step=step,
                                 detail=detail))
 
@@ -257,7 +270,8 @@ class _Coordinator:
         if self.waiting:
             last, before = self.waiting[-1], self.waiting[:-1]
             self.waiting = []
-            _append(self.saga, last.event, step=last.step, detail=last.detail, before=before)
+            _append(self.saga, last.event, step=last.step, detail=last.detail, before=before,
+                    epoch=self.epoch)
 
 
 def _advance_once(saga: Saga, definition: SagaDefinition,
@@ -302,7 +316,8 @@ def _advance_once(saga: Saga, definition: SagaDefinition,
         case d.FinishCompensated():
             append(Event.SAGA_END, detail="compensated", state=State.COMPENSATED)
         case d.Stuck(step, tries):
-            Saga.objects.filter(pk=saga.pk).update(state=State.STUCK, lease_until=None)
+            Saga.objects.filter(pk=saga.pk, epoch=coordinator.epoch[0]).update(
+                state=State.STUCK, lease_until=None)
             logger.error("saga %s is stuck: compensating %s failed %s times", saga.pk, step,
                          tries)
             return State.STUCK

@@ -133,3 +133,40 @@ def test_a_compensation_that_kills_its_coordinator_every_time_ends_stuck(
     assert MODELS["hotel"].objects.get(saga_id=saga.pk).status == "booked"  # for a person
     assert recoverer.proc.poll() is None, "the recoverer survives its dying passes"
     assert "died with exit status 70" in recoverer.log()
+
+
+@pytest.mark.cluster
+def test_a_coordinator_that_lost_its_lock_is_fenced_off_once_recovery_takes_over(
+    transactional_db, start_process
+):
+    """Found reading the code: the advisory lock keeps two coordinators apart only while the
+    first one's session lives. Here the first coordinator's lock session ends while its hotel
+    call is slow; recovery takes the saga over and is itself slow at the car; then the first
+    coordinator wakes up. Its appends must be refused (the saga's epoch moved on), or both
+    would drive the saga at once."""
+    from django.db import connection
+
+    env = {"SAGA_LEASE_SECONDS": "2", "SAGA_STEP_DEADLINE_SECONDS": "30", "Q_TIMEOUT": "60"}
+    first = start_process("qcluster", ready="running.", **env)
+    saga = services.start_trip(customer="fenced", slow="hotel")  # answers after 7 s
+    wait_until(lambda: Fault.objects.filter(point="saga.hotel.book", scope=saga.fault_scope,
+                                            fired=1).exists(),
+               timeout=30, message="the first coordinator to be inside the hotel call")
+    with connection.cursor() as cur:  # end the session holding the saga's advisory lock
+        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
+                    " AND classid = %s AND objid = %s", [services.LOCK_CLASS, saga.pk])
+        assert cur.fetchone()[0]
+    faults.arm(point="saga.car.book", action="delay", times=1, delay_ms=8000)
+    wait_until(lambda: services.any_due(), timeout=10, message="the lease to run out")
+    recoverer = start_process("recover_sagas", "--once", name="recoverer", **env)
+    wait_until(lambda: Saga.objects.get(pk=saga.pk).state == State.COMPLETED, timeout=60,
+               interval=0.5, message="the saga to complete:\n" + first.log()[-2000:]
+               + recoverer.log()[-2000:])
+    first.wait_for_log("was taken over by another coordinator", timeout=20)
+    log = list(SagaLog.objects.filter(saga=saga).order_by("seq"))
+    taken_over = next(i for i, e in enumerate(log) if e.pid == recoverer.pid)
+    assert {e.pid for e in log[taken_over:]} == {recoverer.pid}, [
+        (e.seq, e.event, e.step, e.pid) for e in log]
+    assert booking_states(saga_id=saga.pk) == {s: "booked" for s in SERVICES}
+    assert {v: m.objects.get(saga_id=saga.pk).times_booked for v, m in MODELS.items()} == {
+        "hotel": 1, "car": 1, "flight": 1}
