@@ -92,7 +92,7 @@ test: $(STAMP) browser-deps ## lint + the whole suite against real PostgreSQL an
 	@$(VENV)/bin/ruff check .
 	@$(STORES) bash -c '$(VENV)/bin/pytest $(PYTEST_ARGS) && \
 	  echo "== the cluster tests again, on the stock django-q2 ORM broker (Q_BROKER=orm) ==" && \
-	  Q_BROKER=orm $(VENV)/bin/pytest -q -m cluster $(PYTEST_ARGS)'
+	  Q_BROKER=orm $(VENV)/bin/pytest -q -m "cluster and not any_broker" $(PYTEST_ARGS)'
 
 test-fast: $(STAMP) ## the suite without the browser tests, on the default broker only
 	@$(STORES) $(VENV)/bin/pytest -m "not browser" $(PYTEST_ARGS)

@@ -550,6 +550,9 @@ class Dispatcher:
         if task is not None:  # chains, hooks, cached results, another broker: django-q2's way
             save_task(task, self.broker)
             if not self.native:
+                if not success:
+                    logger.warning("job %s failed: %s", task.get("name"),
+                                   (str(task.get("result")).strip().splitlines() or [""])[-1])
                 if success or task.get("ack_failure", False):
                     self.broker.acknowledge(job_id)
                 post_execute.send(sender="django_q", task=task)

@@ -16,7 +16,7 @@ from tests.helpers import wait_until
 from users import services
 from users.models import EmailSend, Mode, User
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.any_broker]
 
 
 def emails_per_user(mode: str) -> dict[str, int]:
