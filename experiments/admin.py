@@ -65,6 +65,8 @@ class ExperimentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         obj = get_object_or_404(Experiment, pk=object_id)
         extra = {"experiment": obj, "command": services.command_line(obj),
                  "params": Params.from_dict(obj.params).as_dict(),
+                 "params_shown": [(k, v) for k, v in Params.from_dict(obj.params).as_dict()
+                                  .items() if k != "script"],
                  "can_start": self.has_operate_permission(request)}
         if obj.result:
             extra["outcomes"] = charts.outcome_chart(obj.result)

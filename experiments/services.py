@@ -98,7 +98,7 @@ def execute(experiment: Experiment, *, out=None) -> Experiment:
            "REDIS_URL": _redis_url(), "FAULTS_ENABLED": "1", "RECONCILE_AFTER_SECONDS": "2",
            "SAGA_LEASE_SECONDS": "2", "Q_TIMEOUT": "10", "OUTBOX_POLL_SECONDS": "1",
            "EXPERIMENT_LOCAL_PG": "0" if os.environ.get("DATABASE_URL") else "1",
-           "LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}
+           "LOG_LEVEL": "ERROR", "PYTHONUNBUFFERED": "1"}
     connection.close()  # the runner may restart PostgreSQL under us
     out = out or sys.stdout
     with subprocess.Popen([sys.executable, "manage.py", "experiment", "--runner",

@@ -229,8 +229,8 @@ def reconcile(*, topic: str, older_than: float) -> int:
         published_at__gte=now - RECONCILE_WINDOW).only("id", "payload", "published_at"))
     if not messages:
         return 0
-    undone = [m for m, done in zip(messages, spec.done([m.payload for m in messages]),
-                                   strict=True) if not done]
+    finished = spec.done([m.payload for m in messages], older_than=older_than)
+    undone = [m for m, done in zip(messages, finished, strict=True) if not done]
     if not undone:
         return 0
     if spec.store == Store.REDIS:

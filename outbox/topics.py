@@ -29,7 +29,9 @@ class Topic:
     task: str                          # dotted path of the django-q2 task the message becomes
     store: Store                       # where that job is enqueued
     kwargs: Callable[[dict], dict]     # payload -> the task's kwargs; PermanentError if never
-    done: Callable[[dict], bool] | None = None  # has its work happened? (reconciliation)
+    # reconciliation: for each payload, is there nothing left to do (or is its job running
+    # right now, started less than `older_than` seconds ago)?
+    done: Callable[..., list[bool]] | None = None
     description: str = ""
 
 

@@ -212,14 +212,22 @@ def welcome_kwargs(payload: dict) -> dict:
     return {"user_id": user_id}
 
 
-def welcome_done(payloads: list[dict]) -> list[bool]:
+def welcome_done(payloads: list[dict], *, older_than: float) -> list[bool]:
     """For each payload: is nothing left to do (its user's welcome email was sent, or there is
-    no such user)?"""
+    no such user), or is its job running right now (a job taken off Redis is in a worker's
+    hands only: its ledger row, written before the send, says so), started less than
+    `older_than` seconds ago?"""
+    from jobs.models import JobRun
+
     ids = [p.get("user_id") if isinstance(p, dict) else None for p in payloads]
     known = [i for i in ids if isinstance(i, int)]
     waiting = set(User.objects.filter(pk__in=known, email_sends__isnull=True)
                   .values_list("pk", flat=True))
-    return [i not in waiting for i in ids]
+    recent = timezone.now() - timedelta(seconds=older_than)
+    running = {key for key in JobRun.objects.filter(
+        key__in=[email_job_key(i) for i in waiting], finished_at__isnull=True,
+        parked_at__isnull=True, last_started_at__gte=recent).values_list("key", flat=True)}
+    return [i not in waiting or email_job_key(i) in running for i in ids]
 
 
 @dataclass
