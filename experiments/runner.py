@@ -9,6 +9,7 @@ import contextlib
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -106,7 +107,8 @@ class Runner:
         self.log_dir = Path(settings.BASE_DIR) / "var" / "experiments" / str(experiment.pk)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.mail_dir = self.log_dir / "mail"
-        self.mail_dir.mkdir(exist_ok=True)
+        shutil.rmtree(self.mail_dir, ignore_errors=True)  # a test database reuses ids
+        self.mail_dir.mkdir()
         env = {**os.environ, "LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1",
                "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
                "EMAIL_FILE_PATH": str(self.mail_dir)}

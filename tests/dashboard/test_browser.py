@@ -193,6 +193,8 @@ def test_the_talk_experiment_from_the_admin(web, page, shots):
     expect(page.locator("tr.mode-dual-write")).to_have_attribute("data-lost", "1")
     expect(page.locator("tr.mode-outbox")).to_have_attribute("data-lost", "0")
     expect(page.locator("tr.mode-que")).to_have_attribute("data-lost", "0")
+    for mode in ("dual-write", "outbox", "que"):  # nothing was killed: nothing sent twice
+        expect(page.locator(f"tr.mode-{mode}")).to_have_attribute("data-resent", "0")
     expect(page.locator("svg.chart-outcomes rect")).to_have_count(4)  # 3 all-green, 1 red
     expect(page.locator("svg.chart-throughput polyline")).to_have_count(2)
     expect(page.locator(".half-done")).to_have_attribute("data-n", "0")
