@@ -43,7 +43,7 @@ from django.db import connection, transaction  # noqa: E402
 from django_q.models import Task  # noqa: E402
 
 from jobs.queues import Store, enqueue  # noqa: E402
-from jobs.selectors import queue_drained, queued_tasks  # noqa: E402
+from jobs.selectors import queue_drained, redis_queued_tasks  # noqa: E402
 from outbox.models import OutboxMessage  # noqa: E402
 from outbox.services import publish, relay_outbox  # noqa: E402
 from project.procs import stop_pid  # noqa: E402
@@ -109,7 +109,7 @@ def bench_relay() -> None:
     result = relay_outbox(batch=100)
     assert result.published == N
     record("outbox relay, one process, batch 100", rate(N, time.perf_counter() - t0),
-           "claim (SKIP LOCKED) + enqueue + mark published")
+           "claim (SKIP LOCKED) + one RPUSH of the batch's jobs to Redis + mark published")
     reset()
     with transaction.atomic():
         for i in range(N):
@@ -120,7 +120,7 @@ def bench_relay() -> None:
         p.wait()
     seconds = time.monotonic() - t0
     assert OutboxMessage.objects.filter(published_at__isnull=False).count() == N
-    assert len(queued_tasks()) == N
+    assert len(redis_queued_tasks()) == N
     record("outbox relay, two processes at once", rate(N, seconds),
            "wall time including process start; each message published once")
 
@@ -195,10 +195,10 @@ def bench_latency() -> None:
     """Time from a committed signup to its EmailSend row, with everything running."""
     reset()
     connection.close()
-    procs = [start("qcluster"), start("relay_outbox", "--follow")]
+    procs = [start("qcluster"), start("relay_outbox", "--follow"), start_redis_cluster()]
     try:
         time.sleep(3)
-        for mode in ("que", "outbox"):
+        for mode in ("que", "outbox", "dual-write"):
             samples = []
             for i in range(LATENCY_SAMPLES):
                 user = create_user(name=f"lat-{mode}-{i}", mode=mode)
@@ -210,8 +210,10 @@ def bench_latency() -> None:
             q = statistics.quantiles(samples, n=100)
             record(f"signup commit -> email sent, `{mode}`",
                    f"p50 {q[49]:.1f} ms, p99 {q[98]:.1f} ms",
-                   f"{LATENCY_SAMPLES} signups one at a time, random gaps; cluster woken by "
-                   "NOTIFY" + (", then the relay" if mode == "outbox" else ""))
+                   f"{LATENCY_SAMPLES} signups one at a time, random gaps; "
+                   + {"que": "the PostgreSQL cluster woken by NOTIFY",
+                      "outbox": "the relay woken by NOTIFY, then the Redis cluster's BLPOP",
+                      "dual-write": "RPUSH after the commit, the Redis cluster's BLPOP"}[mode])
     finally:
         for p in procs:
             stop(p)

@@ -13,6 +13,8 @@ POINTS: dict[str, str] = {
     "email.send": "inside the welcome email job, after the mail is handed over, before the "
     "EmailSend row commits",
     "relay.publish": "in the outbox relay, after claiming a batch, before any message is handled",
+    "relay.message": "in the outbox relay, before one message is handled (arm it with the "
+    "message's id as scope for a poison message)",
     "relay.redis_accepted": "in the outbox relay, after Redis accepted the batch's jobs, before "
     "PostgreSQL commits their messages as published (a crash here publishes them again)",
     "redis.enqueue": "just before a job is pushed to Redis (raise: Redis refuses the write)",

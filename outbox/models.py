@@ -46,3 +46,17 @@ class OutboxMessage(models.Model):
         if self.dead_at:
             return "dead"
         return "pending"
+
+
+class RelayAttempt(models.Model):
+    """A relay started handling this message and has not finished: counted on a connection of
+    its own before the handling, so a message that kills the relay is counted although the
+    relay's transaction never commits (and, after OUTBOX_MAX_ATTEMPTS, goes dead). The batch
+    that finishes deletes its rows."""
+
+    message_id = models.UUIDField(primary_key=True)
+    started = models.PositiveIntegerField(default=0)
+    last_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.message_id}: {self.started}"

@@ -13,12 +13,14 @@ from django.db import connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
+from faults import services as faults
 from faults.services import fire
 from jobs.queues import RedisUnavailable, Store, enqueue, redis_batch
 from outbox import topics
-from outbox.models import WAITING_PREFIX, OutboxMessage
+from outbox.models import WAITING_PREFIX, OutboxMessage, RelayAttempt
 from outbox.topics import PermanentError
 from pgbroker.broker import batched_enqueue, configured
+from project.sideconn import side_cursor
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +37,8 @@ RELAY_IN_TRANSACTION = (
 NO_TOPIC = "no topic {topic!r} is registered (known topics: {known}); message is dead"
 WAITING = WAITING_PREFIX + "{store}: {error}"
 STORE_RETRY_SECONDS = 1.0  # a message whose store is down is tried again this often
+KILLED_RELAY = ("the relay died {n} times while handling this message (a poison message): "
+                "dead, kept for a person")
 
 
 class OutboxError(Exception):
@@ -47,12 +51,14 @@ class RelayResult:
     failed: int = 0
     dead: int = 0
     waiting: int = 0  # their store (Redis) is down: tried again soon, no attempt counted
+    isolating: bool = False  # a message of a batch that killed a relay is being tried alone
 
     def __iadd__(self, other: RelayResult) -> RelayResult:
         self.published += other.published
         self.failed += other.failed
         self.dead += other.dead
         self.waiting += other.waiting
+        self.isolating = other.isolating
         return self
 
     @property
@@ -114,12 +120,18 @@ def relay_batch(*, batch: int) -> RelayResult:
             .select_for_update(skip_locked=True)[:batch]
         )
         if messages:
+            messages, result.isolating = _isolate_suspects(messages)
+            started = _count_started(messages)
             fire("relay.publish")
         published: list = []
         redis, to_redis = redis_batch(), []
         for message in messages:
             mark = enqueued.mark()
             try:
+                if started[message.pk] > settings.OUTBOX_MAX_ATTEMPTS:
+                    raise PermanentError(KILLED_RELAY.format(n=started[message.pk] - 1))
+                with faults.scoped(str(message.pk)):
+                    fire("relay.message")
                 topic = topics.get(message.topic)
                 if topic is None:
                     raise PermanentError(NO_TOPIC.format(topic=message.topic,
@@ -150,7 +162,30 @@ def relay_batch(*, batch: int) -> RelayResult:
         if published:
             result.published = OutboxMessage.objects.filter(pk__in=published).update(
                 published_at=now, attempts=F("attempts") + 1)
+        RelayAttempt.objects.filter(message_id__in=[m.pk for m in messages]).delete()
     return result
+
+
+def _isolate_suspects(messages: list[OutboxMessage]) -> tuple[list[OutboxMessage], bool]:
+    """Messages that were in a batch whose relay died are suspects: handle the first of them
+    alone (the others stay pending), so one poison message cannot take its neighbours down."""
+    with side_cursor() as cur:
+        cur.execute("SELECT message_id FROM outbox_relayattempt WHERE message_id = ANY(%s)",
+                    [[m.pk for m in messages]])
+        suspects = {row[0] for row in cur.fetchall()}
+    first = next((m for m in messages if m.pk in suspects), None)
+    return ([first], True) if first is not None else (messages, False)
+
+
+def _count_started(messages: list[OutboxMessage]) -> dict:
+    """Count this handling on the side connection, committed before anything can kill us."""
+    with side_cursor() as cur:
+        cur.execute(
+            "INSERT INTO outbox_relayattempt (message_id, started, last_at) "
+            "SELECT unnest(%s::uuid[]), 1, now() ON CONFLICT (message_id) DO UPDATE "
+            "SET started = outbox_relayattempt.started + 1, last_at = now() "
+            "RETURNING message_id, started", [[m.pk for m in messages]])
+        return dict(cur.fetchall())
 
 
 def _failed(message: OutboxMessage, e: Exception, *, now, result: RelayResult) -> None:
@@ -185,7 +220,7 @@ def relay_outbox(*, batch: int | None = None) -> RelayResult:
     while True:
         result = relay_batch(batch=size)
         total += result
-        if result.handled < size:
+        if result.handled < size and not result.isolating:
             return total
 
 

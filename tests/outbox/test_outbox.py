@@ -277,3 +277,29 @@ def test_follow_survives_losing_its_database_connections(transactional_db, start
                message="the relay to reconnect and deliver:\n" + relay.log())
     assert relay.proc.poll() is None
     assert relay.stop(grace=10) == "terminated"
+
+
+def test_a_message_that_kills_the_relay_every_time_goes_dead_and_its_batch_goes_on(
+    transactional_db, start_process
+):
+    """Found reading the code: attempts were counted inside the relay's transaction, so a
+    message that killed the relay was never counted and killed every relay after it, forever.
+    Now each handling is counted first on a connection of its own; a batch whose relay died is
+    retried one message at a time, and the poison one goes dead after OUTBOX_MAX_ATTEMPTS."""
+    messages = publish_committed(5)
+    poison = messages[2]
+    faults.arm(point="relay.message", action="crash", times=None, scope=str(poison.pk))
+    codes = []
+    for run in range(8):
+        relay = start_process("relay_outbox", "--once", name=f"relay{run}",
+                              OUTBOX_MAX_ATTEMPTS="3")
+        codes.append(relay.proc.wait(timeout=60))
+        if codes[-1] == 0:
+            break
+    assert codes == [faults.CRASH_EXIT_CODE] * 3 + [0]
+    poison.refresh_from_db()
+    assert poison.state == "dead"
+    assert "the relay died 3 times while handling this message" in poison.last_error
+    others = OutboxMessage.objects.exclude(pk=poison.pk)
+    assert [m.state for m in others] == ["published"] * 4
+    assert redis_user_ids() == sorted(m.payload["user_id"] for m in others)
