@@ -103,7 +103,11 @@ def check_history(*, plan: Plan, mail_dir: Path, samples: list[dict], timeline: 
             "kills_by_target": dict(Counter(e["target"] for e in timeline
                                             if e["kind"] == "kill")),
             "signup_faults": sum(1 for s in plan.signups if s.fail or s.crash),
-            "saga_faults": sum(1 for t in plan.trips if t.fail or t.crash),
+            "saga_faults": sum(1 for t in plan.trips if t.faults),
+            "saga_faults_by_point": dict(Counter(
+                point.split(".", 1)[1].rsplit(".", 1)[0] if point.startswith("saga.after")
+                else point.rsplit(".", 1)[1] + " " + action
+                for t in plan.trips for point, action in t.faults)),
             "restarts": {k: v for k, v in restarts.items() if v},
             "reconciled": kinds["reconcile"],
         },

@@ -97,8 +97,27 @@ class Signup:
 @dataclass(frozen=True)
 class Trip:
     customer: str
-    fail: str | None = None
-    crash: str | None = None
+    faults: tuple[tuple[str, str], ...] = ()  # (fault point, action), this saga's only
+
+
+def saga_boundary_faults(rng: random.Random) -> tuple[tuple[str, str], ...]:
+    """A fault at one boundary of a saga's log, chosen at random: the coordinator killed
+    before a step's call or after it, a step failing, the coordinator killed after the abort,
+    before a compensation's call or after it, a compensation failing once."""
+    first = rng.choice(SAGA_SERVICES)
+    failing = rng.choice(SAGA_SERVICES)
+    started = list(SAGA_SERVICES[:SAGA_SERVICES.index(failing) + 1])
+    compensated = rng.choice(started)
+    choices = [
+        ((f"saga.after.STEP_START.{first}", "crash"),),
+        ((f"saga.{first}.book", "crash"),),
+        ((f"saga.{failing}.book", "raise"),),
+        ((f"saga.{failing}.book", "raise"), ("saga.after.SAGA_ABORT", "crash")),
+        ((f"saga.{failing}.book", "raise"), (f"saga.after.COMP_START.{compensated}", "crash")),
+        ((f"saga.{failing}.book", "raise"), (f"saga.{compensated}.cancelled", "crash")),
+        ((f"saga.{failing}.book", "raise"), (f"saga.{compensated}.cancel", "raise")),
+    ]
+    return rng.choice(choices)
 
 
 @dataclass(frozen=True)
@@ -133,8 +152,9 @@ def make_plan(params: Params) -> Plan:
             plan.signups += [Signup(f"mike-{mode}", mode),
                              Signup(f"kevin-{mode}", mode, fail="part1"),
                              Signup(f"matt-{mode}", mode, fail="part2")]
-        plan.trips = [Trip("alice"), Trip("bob", fail="car"), Trip("carol", crash="hotel"),
-                      Trip("dave", crash="flight")]
+        plan.trips = [Trip("alice"), Trip("bob", (("saga.car.book", "raise"),)),
+                      Trip("carol", (("saga.hotel.book", "crash"),)),
+                      Trip("dave", (("saga.flight.book", "crash"),))]
     else:
         for i in range(params.signups):
             for mode in MODES:
@@ -144,11 +164,8 @@ def make_plan(params: Params) -> Plan:
                     fail, crash = (part, None) if how == "fail" else (None, part)
                 plan.signups.append(Signup(f"{mode}-{i}", mode, fail=fail, crash=crash))
         for i in range(params.sagas):
-            fail = crash = None
-            if rng.random() < params.fault_rate:
-                service = rng.choice(SAGA_SERVICES)
-                fail, crash = (service, None) if rng.random() < 0.5 else (None, service)
-            plan.trips.append(Trip(f"c{i}", fail=fail, crash=crash))
+            faults = saga_boundary_faults(rng) if rng.random() < params.fault_rate else ()
+            plan.trips.append(Trip(f"c{i}", faults))
         rng.shuffle(plan.signups)
     plan.load_seconds = max(3.0, len(plan.signups) / SIGNUPS_PER_SECOND
                             + len(plan.trips) / SAGAS_PER_SECOND)

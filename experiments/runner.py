@@ -162,7 +162,8 @@ class Runner:
         return time.monotonic() - self.t0
 
     def _load(self) -> None:
-        from sagas.services import start_trip
+        from sagas.definitions import TRIP
+        from sagas.services import start_saga
         from users.services import NameTaken, enqueue_signup
 
         plan = self.plan
@@ -186,9 +187,9 @@ class Runner:
                                            crash=item.crash)
                     retrying(enqueue, what="a signup")
                 else:
-                    retrying(lambda item=item: start_trip(customer=item.customer,
-                                                          fail=item.fail, crash=item.crash),
-                             what="a trip")
+                    retrying(lambda item=item: start_saga(
+                        kind=TRIP.kind, payload={"customer": item.customer},
+                        fault_plan=dict(item.faults)), what="a trip")
                 done += 1
             while events and events[0].at <= now:
                 self._inject(events.pop(0))

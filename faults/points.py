@@ -26,3 +26,16 @@ for _service in SAGA_SERVICES:
     POINTS[f"saga.{_service}.cancel"] = (
         f"in the {_service} service, before a cancellation (nothing is cancelled)"
     )
+    POINTS[f"saga.{_service}.cancelled"] = (
+        f"in the {_service} service, right after a cancellation committed (the answer is lost)"
+    )
+    # the coordinator, right after a log event committed: every boundary of the log
+    POINTS[f"saga.after.STEP_START.{_service}"] = (
+        f"in the saga coordinator, after STEP_START {_service} committed, before the call"
+    )
+    POINTS[f"saga.after.COMP_START.{_service}"] = (
+        f"in the saga coordinator, after COMP_START {_service} committed, before the call"
+    )
+POINTS["saga.after.SAGA_ABORT"] = (
+    "in the saga coordinator, after SAGA_ABORT committed, before any compensation"
+)

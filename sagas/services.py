@@ -31,6 +31,7 @@ from django_q.tasks import async_task
 
 from faults import services as faults
 from faults.models import Action
+from faults.points import POINTS
 from project.sideconn import side_cursor
 from sagas import decide as d
 from sagas.definitions import DEFINITIONS, TRIP, SagaDefinition
@@ -262,6 +263,10 @@ class _Coordinator:
                           lease_for=lease_for, before=self.waiting, epoch=self.epoch)
             self.waiting = []
             self.epoch = (self.epoch[1], self.epoch[1])
+            point = f"saga.after.{event}" + (f".{step}" if step else "")
+            if point in POINTS:  # a fault may strike at this boundary of the log
+                with faults.scoped(self.saga.fault_scope):
+                    faults.fire(point)
         self.log.append(SagaLog(saga_id=self.saga.pk, seq=seq, event=event, step=step,
                                 detail=detail))
 

@@ -63,7 +63,8 @@ def book(*, service: str, saga_id: int, step: str) -> Booking:
 
 
 def cancel(*, service: str, saga_id: int, step: str) -> Booking:
-    """Cancel (idempotent); the fault point fires before anything is cancelled."""
+    """Cancel (idempotent); one fault point fires before anything is cancelled, one after the
+    cancellation committed."""
     fire(f"saga.{service}.cancel")
     model = MODELS[service]
     with transaction.atomic():
@@ -75,6 +76,7 @@ def cancel(*, service: str, saga_id: int, step: str) -> Booking:
             row.status = Status.CANCELLED
             row.cancelled_at = timezone.now()
             row.save(update_fields=["status", "cancelled_at"])
+    fire(f"saga.{service}.cancelled")
     return row
 
 

@@ -25,15 +25,22 @@ def test_the_chaos_preset_is_what_the_issue_asks_for():
     assert kinds.count("kill") >= 50
     assert kinds.count("pg_restart") == 3
     assert all(0 < e.at < plan.load_seconds for e in plan.events), "faults fall inside the load"
+    # coordinator kills at every boundary of a saga's log, each step's and compensation's
+    points = {p for t in plan.trips for p, _ in t.faults}
+    for service in ("hotel", "car", "flight"):
+        assert {f"saga.after.STEP_START.{service}", f"saga.{service}.book",
+                f"saga.after.COMP_START.{service}", f"saga.{service}.cancelled",
+                f"saga.{service}.cancel"} <= points
+    assert "saga.after.SAGA_ABORT" in points
 
 
 def test_the_talk_preset_is_the_talks_demos():
     plan = make_plan(params_for(preset="talk", seed=1))
     assert {(s.name, s.fail) for s in plan.signups if s.mode == "que"} == {
         ("mike-que", None), ("kevin-que", "part1"), ("matt-que", "part2")}
-    assert [(t.customer, t.fail, t.crash) for t in plan.trips] == [
-        ("alice", None, None), ("bob", "car", None), ("carol", None, "hotel"),
-        ("dave", None, "flight")]
+    assert [(t.customer, t.faults) for t in plan.trips] == [
+        ("alice", ()), ("bob", (("saga.car.book", "raise"),)),
+        ("carol", (("saga.hotel.book", "crash"),)), ("dave", (("saga.flight.book", "crash"),))]
     assert plan.events == []
 
 
