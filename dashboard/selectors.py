@@ -1,5 +1,5 @@
 """What the dashboard and `check_consistency` read: the state of every mechanism, and the
-invariants of DESIGN.md checked against it."""
+invariants of docs/design.md checked against it."""
 
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ def recent_sagas(limit: int = 10) -> list[Saga]:
 
 
 def consistency_checks(signups: list[ModeStats] | None = None) -> list[Check]:
-    """Every invariant of DESIGN.md, as a list of checks. A "violation" means a promise broke;
+    """Every invariant of docs/design.md, as a list of checks. A "violation" means a promise broke;
     "expected" is the dual-write anomaly the product exists to show; "attention" means a person
     should look (dead messages, parked jobs, stuck or overdue sagas), nothing is lost."""
     signups = signup_stats() if signups is None else signups

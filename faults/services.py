@@ -2,7 +2,7 @@
 
 All bookkeeping runs on a separate autocommit connection (project.sideconn), never in the
 caller's transaction: a fault that fires inside a transaction which then rolls back stays
-fired, so the retry of that work runs clean (the trap DESIGN.md names).
+fired, so the retry of that work runs clean (the trap docs/design.md's invariants depend on).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ class JobRun(models.Model):
     """Our own attempt counter for one logical job (a signup, one user's welcome email...).
 
     django-q2 never counts an attempt that killed its worker, so a job that crashes its
-    process would be redelivered forever (facts 2.6). Each attempt is counted here, in its own
+    process would be redelivered forever (docs/design.md). Each attempt is counted here, in its own
     commit, before the job's side effects; after JOB_MAX_ATTEMPTS the job is parked.
     """
 

@@ -5,7 +5,7 @@ Sidekiq's role), the outbox relay and the saga recoverer; `make stop` stops them
 in its own session (process group), logs to var/log/NAME.log and has its pid in
 var/run/NAME.pid.
 
-Stopping follows reference/django-q2-facts.md 2.3-2.4: SIGTERM to the main pid only (a
+Stopping follows docs/design.md (django-q2 behaviour): SIGTERM to the main pid only (a
 SIGTERM to the whole group can hang qcluster forever), wait, then SIGKILL the whole group as a
 fallback (a SIGKILL of the main pid alone leaves its children consuming the queue).
 
@@ -82,7 +82,7 @@ def stop_pid(pid: int, *, grace: float, name: str = "process", wait=None) -> str
         return not alive(pid)
 
     # Every process started here leads its own session, so its group id is its pid; that
-    # stays true after the main pid died, when its children may still be running (facts 2.3).
+    # stays true after the main pid died, when its children may still be running.
     pgid = pid
     if not alive(pid):
         outcome = "gone"

@@ -120,7 +120,7 @@ TEMPLATES = [
 WSGI_APPLICATION = "project.wsgi.application"
 
 # PostgreSQL is the only store. CONN_MAX_AGE >= 60: with 0, django-q2 reconnects about five
-# times per task (reference/django-q2-facts.md, section 1.9).
+# times per task (docs/design.md).
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL") or default_database_url(),

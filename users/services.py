@@ -82,7 +82,7 @@ def validate_name(name: str) -> str:
 
 
 def create_user(*, name: str, mode: Mode | str) -> User | None:
-    """The create-user job body, wired the way `mode` says (DESIGN.md, "three signup modes").
+    """The create-user job body, wired the way `mode` says (docs/design.md, signup modes).
 
     Returns the new user, or None when a user with this name already exists: that is a retry
     of a signup whose transaction committed, and the job has nothing left to do. In the

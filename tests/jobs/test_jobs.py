@@ -66,7 +66,7 @@ def test_run_job_refuses_to_run_inside_a_transaction(db):
 def test_a_job_that_kills_its_worker_every_time_is_parked_not_retried_forever(
     transactional_db, start_process
 ):
-    # django-q2 never counts these attempts (facts 2.6); our ledger does.
+    # django-q2 never counts these attempts (docs/design.md); our ledger does.
     cluster = start_process("qcluster", ready="running.", JOB_MAX_ATTEMPTS="2")
     user = User.objects.create_user(username="poison")
     faults.arm(point="email.send", action="crash", times=None)

@@ -32,7 +32,7 @@ def case_name(mode: str, fault) -> str:
 
 
 def expected_emails(mode: str, fault) -> int:
-    """DESIGN.md: the email is lost only in dual-write when part 2 strikes."""
+    """docs/design.md: the email is lost only in dual-write when part 2 strikes."""
     return 0 if mode == "dual-write" and fault and fault[1] == "part2" else 1
 
 

@@ -6,7 +6,7 @@ from dashboard.selectors import EXPECTED, OK, VIOLATION, consistency_checks, vio
 
 
 class Command(BaseCommand):
-    help = ("Check the invariants of DESIGN.md against the database: exit 0 when they hold, "
+    help = ("Check the invariants of docs/design.md against the database: exit 0 when they hold, "
             "1 when any is broken (dual-write's lost emails are expected, not violations).")
 
     def add_arguments(self, parser: CommandParser) -> None:
