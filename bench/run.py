@@ -20,7 +20,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
 from experiments.scratch import scratch_database  # noqa: E402
-from project.localredis import default_redis_url  # noqa: E402
+from project.localredis import default_redis_url, with_db  # noqa: E402
 
 N = int(os.environ.get("BENCH_N", "1000"))
 SAGAS = int(os.environ.get("BENCH_SAGAS", "200"))
@@ -29,7 +29,7 @@ LATENCY_SAMPLES = int(os.environ.get("BENCH_LATENCY", "100"))
 
 URL = scratch_database("reliable_bench")
 # Redis database 14 of the project-local server: a running demo's queue (0) is left alone.
-os.environ.setdefault("REDIS_URL", default_redis_url().replace("db=0", "db=14"))
+os.environ.setdefault("REDIS_URL", with_db(default_redis_url(), 14))
 os.environ.update(DATABASE_URL=URL, DJANGO_SETTINGS_MODULE="project.settings",
                   FAULTS_ENABLED="0", LOG_LEVEL="WARNING",
                   EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend")

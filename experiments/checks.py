@@ -41,11 +41,11 @@ def longest_stall(samples: list[dict]) -> float:
 def check_history(*, plan: Plan, mail_dir: Path, samples: list[dict], timeline: list[dict],
                   faults: Counter, restarts: dict[str, int], quiesced_after: float,
                   stall_limit: float) -> dict:
+    from dashboard.selectors import saga_booking_violations
     from jobs.models import JobRun
     from outbox.models import OutboxMessage
     from sagas.models import ACTIVE_STATES, Saga, State
     from travel.models import FlightBooking
-    from travel.services import MODELS
     from users.models import EmailSend, User
 
     mails = mails_per_user(mail_dir)
@@ -72,15 +72,9 @@ def check_history(*, plan: Plan, mail_dir: Path, samples: list[dict], timeline: 
                                "killed, crashed or Redis down after the commit":
                                    len(lost) - len(part2)} if mode == "dual-write" else {},
         }
-    booked: dict[int, set[str]] = {}
-    for service, model in MODELS.items():
-        for saga_id in model.objects.filter(status="booked").values_list("saga_id", flat=True):
-            booked.setdefault(saga_id, set()).add(service)
+    still_booked, incomplete = saga_booking_violations()
     states = dict(Saga.objects.values_list("state").annotate(n=Count("id")))
-    completed = Saga.objects.filter(state=State.COMPLETED).values_list("pk", flat=True)
-    compensated = Saga.objects.filter(state=State.COMPENSATED).values_list("pk", flat=True)
-    half_done = ([i for i in completed if booked.get(i, set()) != set(MODELS)]
-                 + [i for i in compensated if booked.get(i)]
+    half_done = (still_booked + incomplete
                  + list(Saga.objects.filter(state__in=ACTIVE_STATES)
                         .exclude(state=State.STUCK).values_list("pk", flat=True)))
     sagas = {

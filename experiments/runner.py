@@ -151,10 +151,10 @@ class Runner:
             quiesced_after = self._quiesce()
             result = self._check(quiesced_after)
         finally:
+            for _, pid in self.paused:  # a paused dispatcher cannot stop
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
             for proc in self.processes:
-                for _, pid in self.paused:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGCONT)
                 proc.stop()
         return result
 

@@ -20,6 +20,8 @@ from django.utils import timezone
 from experiments.models import Experiment, Status
 from experiments.plan import Params, make_plan, params_for
 from experiments.scratch import scratch_database
+from project import localredis
+from project.db import database_url
 from project.procs import alive
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -62,28 +64,6 @@ def command_line(experiment: Experiment) -> str:
     return "manage.py experiment " + " ".join(args)
 
 
-def _redis_url() -> str:
-    url = settings.REDIS_URL
-    from urllib.parse import parse_qsl, urlencode
-
-    if url.startswith("unix://"):
-        base, _, query = url.partition("?")
-        params = [(k, v) for k, v in parse_qsl(query) if k != "db"]
-        return f"{base}?{urlencode([*params, ('db', str(EXPERIMENT_REDIS_DB))])}"
-    head, _, _ = url.rpartition("/")
-    return f"{head}/{EXPERIMENT_REDIS_DB}"
-
-
-def _results_url() -> str:
-    s = connection.settings_dict
-    from urllib.parse import quote
-
-    host = quote(s["HOST"] or "", safe="")
-    password = f":{quote(s['PASSWORD'], safe='')}" if s["PASSWORD"] else ""
-    port = f":{s['PORT']}" if s["PORT"] else ""
-    return f"postgresql://{quote(s['USER'] or '', safe='')}{password}@{host}{port}/{s['NAME']}"
-
-
 def execute(experiment: Experiment, *, out=None) -> Experiment:
     """Run it to the end in a runner process; returns the row as the runner left it."""
     name = f"reliable_experiment_{experiment.pk}"
@@ -94,8 +74,9 @@ def execute(experiment: Experiment, *, out=None) -> Experiment:
             status=Status.FAILED, error=f"could not create its scratch database: {e}",
             finished_at=timezone.now())
         raise ExperimentError(f"could not create the scratch database {name}: {e}") from e
-    env = {**os.environ, "DATABASE_URL": scratch, "RESULTS_DATABASE_URL": _results_url(),
-           "REDIS_URL": _redis_url(), "FAULTS_ENABLED": "1", "RECONCILE_AFTER_SECONDS": "2",
+    env = {**os.environ, "DATABASE_URL": scratch, "RESULTS_DATABASE_URL": database_url(),
+           "REDIS_URL": localredis.with_db(settings.REDIS_URL, EXPERIMENT_REDIS_DB),
+           "FAULTS_ENABLED": "1", "RECONCILE_AFTER_SECONDS": "2",
            "SAGA_LEASE_SECONDS": "2", "Q_TIMEOUT": "10", "OUTBOX_POLL_SECONDS": "1",
            "EXPERIMENT_LOCAL_PG": "0" if os.environ.get("DATABASE_URL") else "1",
            "LOG_LEVEL": "ERROR", "PYTHONUNBUFFERED": "1"}

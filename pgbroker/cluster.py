@@ -113,6 +113,11 @@ def exit_description(code: int | None) -> str:
     return f"exit code {code}"
 
 
+def last_line(error) -> str:
+    """The line of a job's error worth a log line: a traceback's last (the exception)."""
+    return (str(error).strip().splitlines() or [""])[-1][:300]
+
+
 def backoff(attempts: int) -> float:
     """Seconds before a failed job runs again: 1, 2, 4 ... capped at a minute."""
     return min(float(2 ** max(attempts - 1, 0)), RUN_AGAIN_MAX)
@@ -552,7 +557,7 @@ class Dispatcher:
             if not self.native:
                 if not success:
                     logger.warning("job %s failed: %s", task.get("name"),
-                                   (str(task.get("result")).strip().splitlines() or [""])[-1])
+                                   last_line(task.get("result")))
                 if success or task.get("ack_failure", False):
                     self.broker.acknowledge(job_id)
                 post_execute.send(sender="django_q", task=task)
@@ -564,7 +569,7 @@ class Dispatcher:
             self.outcome.done.append(job_id)
             return
         attempts = job.attempts if job else 1
-        first_line = (str(error).strip().splitlines() or [""])[-1][:300]
+        first_line = last_line(error)
         if Conf.MAX_ATTEMPTS > 0 and attempts >= Conf.MAX_ATTEMPTS:
             self.outcome.park.append((job_id, GAVE_UP.format(attempts=attempts, last=error)))
             logger.error("job %s failed on attempt %s and is parked: %s", job_id, attempts,

@@ -11,6 +11,21 @@ def connection_params(alias: str = "default") -> dict:
     return _params(alias)
 
 
+def database_url(alias: str = "default") -> str:
+    """A postgresql:// URL for `alias` as configured now (the test database included), for a
+    process that must reach the same database."""
+    from urllib.parse import quote
+
+    from django.db import connections
+
+    s = connections[alias].settings_dict
+    host = quote(s["HOST"] or "", safe="")
+    user = quote(s["USER"] or "", safe="")
+    password = f":{quote(s['PASSWORD'], safe='')}" if s["PASSWORD"] else ""
+    port = f":{s['PORT']}" if s["PORT"] else ""
+    return f"postgresql://{user}{password}@{host}{port}/{s['NAME']}"
+
+
 def open_autocommit(application_name: str) -> psycopg.Connection:
     return psycopg.connect(**connection_params(), autocommit=True,
                            application_name=application_name)

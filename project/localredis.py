@@ -64,6 +64,17 @@ def default_redis_url() -> str:
     return server().url
 
 
+def with_db(url: str, db: int) -> str:
+    """The same Redis server, database `db` (unix:///path?db=N or redis://host:port/N)."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    if url.startswith("unix://"):
+        base, _, query = url.partition("?")
+        params = [(k, v) for k, v in parse_qsl(query) if k != "db"] + [("db", str(db))]
+        return f"{base}?{urlencode(params)}"
+    return urlunsplit(urlsplit(url)._replace(path=f"/{db}"))
+
+
 def external() -> bool:
     """Does REDIS_URL point at a server other than this project's own?"""
     url = os.environ.get("REDIS_URL", "")

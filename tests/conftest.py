@@ -5,14 +5,14 @@ from django.conf import settings
 
 from jobs.queues import redis_queue
 from project import localredis, sideconn
-from tests.helpers import Process, redis_url_for_tests
+from tests.helpers import Process
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _test_redis() -> Iterator[None]:
     """The suite's own Redis database (15) on the same server, so a demo's queue on 0 is left
     alone; the cluster subprocesses get it through REDIS_URL (tests.helpers.subprocess_env)."""
-    settings.REDIS_URL = redis_url_for_tests(settings.REDIS_URL, db=15)
+    settings.REDIS_URL = localredis.with_db(settings.REDIS_URL, 15)
     redis_queue.cache_clear()
     yield
     redis_queue.cache_clear()

@@ -8,12 +8,11 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from django.conf import settings
-from django.db import connection
 
 from jobs.selectors import uses_pgbroker
+from project.db import database_url
 from project.procs import stop_pid
 from project.sideconn import side_cursor
 
@@ -23,29 +22,11 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 TEST_Q_TIMEOUT = 3
 
 
-def test_database_url() -> str:
-    s = connection.settings_dict
-    host = quote(s["HOST"] or "", safe="")
-    user = quote(s["USER"] or "", safe="")
-    password = f":{quote(s['PASSWORD'], safe='')}" if s["PASSWORD"] else ""
-    port = f":{s['PORT']}" if s["PORT"] else ""
-    return f"postgresql://{user}{password}@{host}{port}/{s['NAME']}"
-
-
-def redis_url_for_tests(url: str, *, db: int) -> str:
-    """The same Redis server, database `db` (unix:///path?db=N or redis://host:port/N)."""
-    if url.startswith("unix://"):
-        base, _, query = url.partition("?")
-        params = [(k, v) for k, v in parse_qsl(query) if k != "db"] + [("db", str(db))]
-        return f"{base}?{urlencode(params)}"
-    return urlunsplit(urlsplit(url)._replace(path=f"/{db}"))
-
-
 def subprocess_env(**extra: str) -> dict[str, str]:
     """The environment of a process that must work on the test database, like the tests."""
     env = dict(os.environ)
     env.update(
-        DATABASE_URL=test_database_url(),
+        DATABASE_URL=database_url(),
         REDIS_URL=settings.REDIS_URL,
         Q_TIMEOUT=str(TEST_Q_TIMEOUT),
         Q_POLL="0.05",
