@@ -19,7 +19,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -341,10 +341,12 @@ class RecoveryResult:
         return len(self.advanced)
 
 
-def recover_sagas(*, batch: int = 10) -> RecoveryResult:
+def recover_sagas(*, batch: int = 10,
+                  on_advanced: Callable[[int, str], None] | None = None) -> RecoveryResult:
     """Resume every active saga whose lease ran out (its coordinator died, or a compensation
     waits for its retry), `batch` at a time. Each batch is claimed with SKIP LOCKED and a fresh
-    lease, so recoverers running at once take disjoint sets."""
+    lease, so recoverers running at once take disjoint sets. `on_advanced(saga_id, state)` is
+    called after each saga (a watchdog's heartbeat)."""
     result = RecoveryResult()
     while True:
         now = timezone.now()
@@ -365,6 +367,8 @@ def recover_sagas(*, batch: int = 10) -> RecoveryResult:
                 logger.exception("recovering saga %s failed; the next pass tries again",
                                  saga_id)
                 result.advanced[saga_id] = f"failed: {type(e).__name__}: {e}"
+            if on_advanced is not None:
+                on_advanced(saga_id, result.advanced[saga_id])
         if len(ids) < batch:
             return result
 

@@ -74,14 +74,17 @@ class Process:
 
 
 def wait_until(predicate: Callable[[], object], *, timeout: float = 60, interval: float = 0.1,
-               message: str = "condition") -> object:
+               message: str | Callable[[], str] = "condition") -> object:
+    """Poll `predicate` until it is truthy; `message` (or what it returns, when the wait
+    failed: a process's log as it is then) says what was awaited."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+            said = message() if callable(message) else message
+            raise AssertionError(f"timed out after {timeout}s waiting for {said}")
         time.sleep(interval)
 
 

@@ -171,3 +171,35 @@ def test_a_coordinator_that_lost_its_lock_is_fenced_off_once_recovery_takes_over
     assert booking_states(saga_id=saga.pk) == {s: "booked" for s in SERVICES}
     assert {v: m.objects.get(saga_id=saga.pk).times_booked for v, m in MODELS.items()} == {
         "hotel": 1, "car": 1, "flight": 1}
+
+
+@pytest.mark.cluster
+@pytest.mark.any_broker
+def test_a_service_call_that_never_returns_does_not_block_the_recoverer(
+    transactional_db, start_process
+):
+    """Found reading the code: deadlines were checked only after a call returned, so one
+    hung service call held `recover_sagas --follow` (and every other due saga) forever. The
+    pass that hangs is killed; the other sagas are recovered meanwhile, and the hung one,
+    in doubt, is ended by recovery like any coordinator that died mid-step."""
+    env = {"SAGA_LEASE_SECONDS": "1", "SAGA_MAX_FORWARD_ATTEMPTS": "2"}
+    with override_settings(SAGA_LEASE_SECONDS=0.5):  # no cluster runs: both are due at once
+        hung = services.start_trip(customer="hung", slow="hotel")
+        other = services.start_trip(customer="other")
+    # `slow` scoped a delay to this saga; make it one that never ends, at every attempt.
+    faults.arm(point="saga.hotel.book", action="delay", times=None, delay_ms=600_000,
+               scope=hung.fault_scope)
+    recoverer = start_process("recover_sagas", "--follow", "--interval", "0.2", "--batch", "1",
+                              "--saga-timeout", "2", name="recoverer", ready="recovering",
+                              **env)
+    wait_until(lambda: Saga.objects.get(pk=other.pk).state == State.COMPLETED, timeout=30,
+               interval=0.2,
+               message=lambda: "the other saga to complete:\n" + recoverer.log()[-2000:])
+    wait_until(lambda: Saga.objects.get(pk=hung.pk).state not in (
+        State.RUNNING, State.COMPENSATING), timeout=60, interval=0.3,
+        message=lambda: "the hung saga to end:\n" + recoverer.log()[-2000:])
+    assert Saga.objects.get(pk=hung.pk).state == State.COMPENSATED
+    assert booking_states(saga_id=hung.pk) == {
+        "hotel": "cancelled", "car": "none", "flight": "none"}
+    assert "finished no saga in 2 s" in recoverer.log()
+    assert recoverer.proc.poll() is None, "the recoverer outlives the passes it killed"

@@ -1,9 +1,11 @@
 import os
+import select
 import signal
 import sys
 import time
 import traceback
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections, connections
 
@@ -27,11 +29,22 @@ class Command(BaseCommand):
                             help="seconds between passes with --follow (default 1)")
         parser.add_argument("--batch", type=int, default=10,
                             help="sagas claimed per transaction (default 10)")
+        parser.add_argument("--saga-timeout", type=float, default=None, metavar="SECONDS",
+                            help="with --follow: a pass that finishes no saga for this long "
+                                 "(a hung service call) is killed, and its sagas are resumed "
+                                 "when their lease runs out (default: the cluster's task "
+                                 f"timeout, {settings.Q_TIMEOUT} s)")
 
     def handle(self, *args, once: bool, follow: bool, interval: float, batch: int,
-               **options) -> None:
+               saga_timeout: float | None, **options) -> None:
         if batch < 1:
             raise CommandError("--batch must be 1 or more")
+        if not 0 < interval < float("inf"):
+            raise CommandError("--interval must be a number of seconds above 0")
+        if saga_timeout is None:
+            saga_timeout = float(settings.Q_TIMEOUT)
+        if not 0 < saga_timeout < float("inf"):
+            raise CommandError("--saga-timeout must be a number of seconds above 0")
         if not follow:
             self.report(services.recover_sagas(batch=batch), always=True)
             return
@@ -42,7 +55,7 @@ class Command(BaseCommand):
             close_old_connections()
             try:
                 if services.any_due():
-                    self.pass_in_child(batch)
+                    self.pass_in_child(batch, saga_timeout)
             except Exception as e:  # a failed pass must not end the recoverer
                 self.stderr.write(f"recovery pass failed: {e!r}")
             deadline = time.monotonic() + interval
@@ -50,19 +63,25 @@ class Command(BaseCommand):
                 time.sleep(0.1)
         self.stdout.write("recoverer stopped")
 
-    def pass_in_child(self, batch: int) -> None:
+    def pass_in_child(self, batch: int, saga_timeout: float) -> None:
         """Advance the due sagas in a forked child. The recoverer is their coordinator while it
         advances them: if a step kills it (a crash fault, an OOM), only the child dies, and its
-        sagas are resumed by a later pass when their lease runs out again."""
+        sagas are resumed by a later pass when their lease runs out again. The child reports
+        each saga it finished on a pipe; one silent for `saga_timeout` seconds is stuck in a
+        call that does not return, and is killed like a timed-out cluster worker."""
         connections.close_all()  # the child must not share the parent's sockets
         sideconn.close()
+        beat_r, beat_w = os.pipe()
         pid = os.fork()
         if pid == 0:
+            os.close(beat_r)
             code = 0
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
-                self.report(services.recover_sagas(batch=batch), always=False)
+                self.report(services.recover_sagas(
+                    batch=batch, on_advanced=lambda saga_id, state: os.write(beat_w, b".")),
+                    always=False)
             except BaseException:
                 traceback.print_exc()
                 code = 1
@@ -70,8 +89,25 @@ class Command(BaseCommand):
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(code)
+        os.close(beat_w)
+        killed = False
+        try:
+            while True:  # until the child closes its end (it exited) or falls silent
+                readable, _, _ = select.select([beat_r], [], [], saga_timeout)
+                if not readable:
+                    os.kill(pid, signal.SIGKILL)
+                    killed = True
+                    self.stderr.write(
+                        f"recovery pass (pid {pid}) finished no saga in {saga_timeout:g} s "
+                        "(a service call that does not return?); killed it, its sagas are "
+                        "resumed when their lease runs out")
+                    break
+                if not os.read(beat_r, 64):
+                    break
+        finally:
+            os.close(beat_r)
         _, status = os.waitpid(pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
+        if not killed and os.waitstatus_to_exitcode(status) != 0:
             self.stderr.write(f"recovery pass (pid {pid}) died with exit status "
                               f"{os.waitstatus_to_exitcode(status)}; its sagas are resumed "
                               "when their lease runs out")
