@@ -47,7 +47,7 @@ def _env_without(name: str) -> Iterator[None]:
 
 
 def _reset_connections() -> None:
-    from project import sideconn
+    from common import sideconn
 
     for conn in connections.all():
         with contextlib.suppress(Exception):

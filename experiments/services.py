@@ -17,11 +17,11 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
+from common.db import database_url
 from experiments.models import Experiment, Status
 from experiments.plan import Params, make_plan, params_for
 from experiments.scratch import scratch_database
 from project import localredis
-from project.db import database_url
 from project.procs import alive
 
 BASE_DIR = Path(__file__).resolve().parent.parent

@@ -1,6 +1,6 @@
 """Fault injection: arm named points, and fire them where the code passes them.
 
-All bookkeeping runs on a separate autocommit connection (project.sideconn), never in the
+All bookkeeping runs on a separate autocommit connection (common.sideconn), never in the
 caller's transaction: a fault that fires inside a transaction which then rolls back stays
 fired, so the retry of that work runs clean (the trap docs/design.md's invariants depend on).
 """
@@ -17,9 +17,9 @@ from collections.abc import Iterator
 
 from django.conf import settings
 
+from common.sideconn import side_cursor
 from faults.models import Action
 from faults.points import POINTS
-from project.sideconn import side_cursor
 
 logger = logging.getLogger(__name__)
 

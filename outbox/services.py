@@ -13,6 +13,7 @@ from django.db import connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
+from common.sideconn import side_cursor
 from faults import services as faults
 from faults.services import fire
 from jobs.queues import RedisUnavailable, Store, enqueue, redis_batch
@@ -20,7 +21,6 @@ from outbox import topics
 from outbox.models import WAITING_PREFIX, OutboxMessage, RelayAttempt
 from outbox.topics import PermanentError
 from pgbroker.broker import batched_enqueue, configured
-from project.sideconn import side_cursor
 
 logger = logging.getLogger(__name__)
 

@@ -29,10 +29,10 @@ from django.db.models import Max
 from django.utils import timezone
 from django_q.tasks import async_task
 
+from common.sideconn import side_cursor
 from faults import services as faults
 from faults.models import Action
 from faults.points import POINTS
-from project.sideconn import side_cursor
 from sagas import decide as d
 from sagas.definitions import DEFINITIONS, TRIP, SagaDefinition
 from sagas.models import ACTIVE_STATES, FINAL_STATES, Event, Saga, SagaLog, State

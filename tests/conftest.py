@@ -3,8 +3,9 @@ from collections.abc import Iterator
 import pytest
 from django.conf import settings
 
+from common import sideconn
 from jobs.queues import redis_queue
-from project import localredis, sideconn
+from project import localredis
 from tests.helpers import Process
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from django.conf import settings
 
+from common.db import database_url
+from common.sideconn import side_cursor
 from jobs.selectors import uses_pgbroker
-from project.db import database_url
 from project.procs import stop_pid
-from project.sideconn import side_cursor
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Short task timeout in tests. With Q_BROKER=orm the lease (retry) is then 4 x 3 s = 12 s, so a

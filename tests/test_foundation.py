@@ -114,7 +114,7 @@ def test_side_connections_keep_the_urls_options_and_a_connect_timeout(db):
     connect timeout or keepalives."""
     from django.db import connection
 
-    from project.sideconn import side_cursor
+    from common.sideconn import side_cursor
 
     assert connection.settings_dict["OPTIONS"]["connect_timeout"] == 5
     with side_cursor() as cur:

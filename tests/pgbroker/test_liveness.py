@@ -20,9 +20,10 @@ from django.utils import timezone
 from django_q.models import Success
 from django_q.tasks import async_task
 
+from common import sideconn
 from jobs.selectors import queue_drained, uses_pgbroker
 from pgbroker.models import Cluster, Job
-from project import localpg, sideconn
+from project import localpg
 from tests.helpers import wait_until
 
 RUN = "tests.pgbroker.tasks.run"

@@ -4,9 +4,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections
 
+from common.db import open_autocommit
+from common.stopping import StopFlag
 from outbox import services
-from project.db import open_autocommit
-from project.stopping import StopFlag
 
 
 class Command(BaseCommand):

@@ -9,8 +9,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections, connections
 
-from project import sideconn
-from project.stopping import StopFlag
+from common import sideconn
+from common.stopping import StopFlag
 from sagas import services
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import psycopg
 
-from project.db import connection_params, open_autocommit
+from common.db import connection_params, open_autocommit
 
 _local = threading.local()
 
