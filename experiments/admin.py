@@ -5,11 +5,12 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from common.admin import ReadOnlyAdminMixin
+from common.permissions import can_operate
 from experiments import charts, services
 from experiments.forms import StartForm
 from experiments.models import Experiment, Status
 from experiments.plan import MODES, Params, PlanError
-from project.admin import ReadOnlyAdminMixin
 
 
 @admin.register(Experiment)
@@ -21,7 +22,7 @@ class ExperimentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     change_form_template = "admin/experiments/experiment/change_form.html"
 
     def has_delete_permission(self, request, obj=None) -> bool:
-        return request.user.is_superuser and (obj is None or obj.status != Status.RUNNING)
+        return can_operate(request.user) and (obj is None or obj.status != Status.RUNNING)
 
     @admin.display(description="result")
     def verdict(self, obj: Experiment):

@@ -41,11 +41,10 @@ def longest_stall(samples: list[dict]) -> float:
 def check_history(*, plan: Plan, mail_dir: Path, samples: list[dict], timeline: list[dict],
                   faults: Counter, restarts: dict[str, int], quiesced_after: float,
                   stall_limit: float) -> dict:
-    from dashboard.selectors import saga_booking_violations
     from jobs.models import JobRun
     from outbox.models import OutboxMessage
-    from sagas.models import ACTIVE_STATES, Saga, State
-    from travel.models import FlightBooking
+    from sagas.models import Saga, State
+    from sagas.selectors import booking_violations, flights_booked_twice
     from users.models import EmailSend, User
 
     mails = mails_per_user(mail_dir)
@@ -72,18 +71,17 @@ def check_history(*, plan: Plan, mail_dir: Path, samples: list[dict], timeline: 
                                "killed, crashed or Redis down after the commit":
                                    len(lost) - len(part2)} if mode == "dual-write" else {},
         }
-    still_booked, incomplete = saga_booking_violations()
+    still_booked, incomplete = booking_violations()
     states = dict(Saga.objects.values_list("state").annotate(n=Count("id")))
     half_done = (still_booked + incomplete
-                 + list(Saga.objects.filter(state__in=ACTIVE_STATES)
-                        .exclude(state=State.STUCK).values_list("pk", flat=True)))
+                 + list(Saga.objects.active().values_list("pk", flat=True)))
     sagas = {
         "started": sum(states.values()),
         "completed": states.get(State.COMPLETED, 0),
         "compensated": states.get(State.COMPENSATED, 0),
         "stuck": states.get(State.STUCK, 0),
         "half_done": len(half_done),
-        "flights_booked_twice": FlightBooking.objects.filter(times_booked__gt=1).count(),
+        "flights_booked_twice": len(flights_booked_twice()),
     }
     kinds = Counter(e["kind"] for e in timeline)
     stall = longest_stall(samples)
@@ -105,10 +103,8 @@ def check_history(*, plan: Plan, mail_dir: Path, samples: list[dict], timeline: 
             "restarts": {k: v for k, v in restarts.items() if v},
             "reconciled": kinds["reconcile"],
         },
-        "outbox_dead": OutboxMessage.objects.filter(dead_at__isnull=False,
-                                                    published_at__isnull=True).count(),
-        "jobs_parked": JobRun.objects.filter(parked_at__isnull=False,
-                                             finished_at__isnull=True).count(),
+        "outbox_dead": OutboxMessage.objects.dead().count(),
+        "jobs_parked": JobRun.objects.parked().count(),
         "quiesced_after_s": None if math.isinf(quiesced_after) else quiesced_after,
         "longest_stall_s": stall,
     }

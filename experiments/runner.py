@@ -312,8 +312,8 @@ class Runner:
 
     def _sample(self) -> dict:
         from jobs.selectors import queue_drained, redis_status
-        from outbox.services import pending
-        from sagas.models import ACTIVE_STATES, Saga
+        from outbox.models import OutboxMessage
+        from sagas.models import Saga
         from users.models import EmailSend, User
 
         def read() -> dict:
@@ -321,9 +321,8 @@ class Runner:
             users = User.objects.exclude(signup_mode="").count()
             waiting = {
                 "queue": 0 if queue_drained() else 1,
-                "outbox": pending().count(),
-                "sagas": Saga.objects.filter(state__in=ACTIVE_STATES)
-                .exclude(state="stuck").count(),
+                "outbox": OutboxMessage.objects.pending().count(),
+                "sagas": Saga.objects.active().count(),
                 "redis": redis.depth or 0,
                 "signups": max(0, len(self.plan.signups) - users),
                 # outbox and que users with no email yet: on their way, or lost by a store
@@ -334,7 +333,7 @@ class Runner:
             }
             return {"t": round(self._elapsed(), 2), "users": users,
                     "emails": EmailSend.objects.count(),
-                    "sagas_done": Saga.objects.exclude(state__in=ACTIVE_STATES).count(),
+                    "sagas_done": Saga.objects.exclude(pk__in=Saga.objects.active()).count(),
                     "pending": sum(waiting.values()),
                     "waiting": {k: v for k, v in waiting.items() if v}}
         sample = retrying(read, what="sampling")

@@ -18,6 +18,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from common.db import database_url
+from common.errors import OperationError
 from experiments.models import Experiment, Status
 from experiments.plan import Params, make_plan, params_for
 from experiments.scratch import scratch_database
@@ -30,7 +31,7 @@ ALREADY_RUNNING = ("experiment {id} is still running (pid {pid}): one at a time,
 EXPERIMENT_REDIS_DB = 13
 
 
-class ExperimentError(Exception):
+class ExperimentError(OperationError):
     """An experiment that cannot be started or run."""
 
 

@@ -1,14 +1,15 @@
 from django.contrib import admin, messages
 from django.http import HttpRequest
 
+from common.admin import ReadOnlyAdminMixin
+from common.permissions import can_operate
 from faults import services
 from faults.models import Action, Fault
 from faults.points import POINTS
-from project.admin import ReadOnlyAdminMixin
 
 
 def _arm_action(action: str, times: int | None, label: str):
-    @admin.action(description=label, permissions=["arm"])
+    @admin.action(description=label, permissions=["operate"])
     def arm(modeladmin, request: HttpRequest, queryset) -> None:
         names = []
         for fault in queryset.filter(scope=""):
@@ -73,10 +74,10 @@ class FaultAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def armed(self, obj: Fault) -> bool:
         return obj.is_armed
 
-    @admin.action(description="Disarm", permissions=["arm"])
+    @admin.action(description="Disarm", permissions=["operate"])
     def disarm(self, request: HttpRequest, queryset) -> None:
         n = sum(services.disarm(point=f.point, scope=f.scope) for f in queryset)
         self.message_user(request, f"Disarmed {n} fault point(s).")
 
-    def has_arm_permission(self, request: HttpRequest) -> bool:
-        return request.user.is_superuser
+    def has_operate_permission(self, request: HttpRequest) -> bool:
+        return can_operate(request.user)

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 from django.conf import settings
 
+from common.errors import OperationError
 from common.sideconn import side_cursor
 from faults.models import Action
 from faults.points import POINTS
@@ -34,7 +35,7 @@ FAULTS_DISABLED = "fault injection is off (FAULTS_ENABLED is false): arming woul
 _scope: contextvars.ContextVar[str] = contextvars.ContextVar("fault_scope", default="")
 
 
-class FaultError(Exception):
+class FaultError(OperationError):
     """A request about faults that cannot be honoured (unknown point, bad action...)."""
 
 

@@ -1,16 +1,29 @@
 from django.contrib import admin
 from django.http import HttpRequest
 
+from common.permissions import OperateAdminMixin
 from jobs import services
-from jobs.models import JobRun
+from jobs.models import JobRun, RunState
+
+
+class StateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return RunState.choices
+
+    def queryset(self, request, queryset):
+        if self.value() in RunState.values:
+            return queryset.in_state(self.value())
+        return queryset
 
 
 @admin.register(JobRun)
-class JobRunAdmin(admin.ModelAdmin):
+class JobRunAdmin(OperateAdminMixin, admin.ModelAdmin):
     list_display = ["key", "func", "state", "attempts", "last_pid", "last_started_at",
                     "finished_at", "parked_at", "short_error"]
-    list_filter = [("parked_at", admin.EmptyFieldListFilter),
-                   ("finished_at", admin.EmptyFieldListFilter), "func"]
+    list_filter = [StateFilter, "func"]
     search_fields = ["key"]
     readonly_fields = [f.name for f in JobRun._meta.fields]
     actions = ["retry_parked"]
@@ -21,13 +34,8 @@ class JobRunAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retry parked jobs (fresh attempts)", permissions=["operate"])
     def retry_parked(self, request: HttpRequest, queryset) -> None:
-        runs = list(queryset.filter(parked_at__isnull=False, finished_at__isnull=True))
-        for run in runs:
-            services.retry_parked(run=run)
-        self.message_user(request, f"{len(runs)} parked job(s) will run on their next delivery.")
-
-    def has_operate_permission(self, request: HttpRequest) -> bool:
-        return request.user.is_superuser
+        n = services.retry_parked(runs=queryset)
+        self.message_user(request, f"{n} parked job(s) will run on their next delivery.")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -7,4 +7,8 @@ class JobsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from faults.points import register
         from jobs import checks  # noqa: F401 (registers the system checks)
+
+        register("redis.enqueue",
+                 "just before a job is pushed to Redis (raise: Redis refuses the write)")

@@ -1,4 +1,34 @@
+from __future__ import annotations
+
 from django.db import models
+from django.db.models import Q
+
+
+class RunState(models.TextChoices):
+    PENDING = "pending"  # attempts left: run it
+    DONE = "done"  # finished: a second delivery is skipped
+    PARKED = "parked"  # out of attempts (a poison job): a person retries it
+
+
+STATE_CONDITIONS = {
+    RunState.PENDING: Q(finished_at__isnull=True, parked_at__isnull=True),
+    RunState.DONE: Q(finished_at__isnull=False),
+    RunState.PARKED: Q(finished_at__isnull=True, parked_at__isnull=False),
+}
+
+
+class JobRunQuerySet(models.QuerySet):
+    def in_state(self, state: str) -> JobRunQuerySet:
+        return self.filter(STATE_CONDITIONS[RunState(state)])
+
+    def pending(self) -> JobRunQuerySet:
+        return self.in_state(RunState.PENDING)
+
+    def done(self) -> JobRunQuerySet:
+        return self.in_state(RunState.DONE)
+
+    def parked(self) -> JobRunQuerySet:
+        return self.in_state(RunState.PARKED)
 
 
 class JobRun(models.Model):
@@ -20,6 +50,8 @@ class JobRun(models.Model):
     parked_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
 
+    objects = JobRunQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at"]
         verbose_name = "job run"
@@ -28,9 +60,9 @@ class JobRun(models.Model):
         return self.key
 
     @property
-    def state(self) -> str:
+    def state(self) -> RunState:
         if self.finished_at:
-            return "done"
+            return RunState.DONE
         if self.parked_at:
-            return "parked"
-        return "pending"
+            return RunState.PARKED
+        return RunState.PENDING

@@ -33,7 +33,7 @@ class QueueCounts:
 
 def queue_counts() -> QueueCounts:
     failed = Failure.objects.count()
-    parked = JobRun.objects.filter(parked_at__isnull=False, finished_at__isnull=True).count()
+    parked = JobRun.objects.parked().count()
     if uses_pgbroker():
         c = pg.counts()
         return QueueCounts(queued=c.pending, leased=c.claimed, failed=failed, parked=parked,
@@ -67,6 +67,13 @@ def queued_tasks(*, include_parked: bool = False) -> list[QueuedTask]:
         tasks.append(QueuedTask(id=row.pk, func=str(task.get("func")),
                                 kwargs=dict(task.get("kwargs", {}))))
     return tasks
+
+
+def queued_calls(func: str, *, include_parked: bool = False) -> list[dict]:
+    """The kwargs of every job of `func` waiting in either store: PostgreSQL's queue (parked
+    ones too if asked) and Redis's list."""
+    waiting = [*queued_tasks(include_parked=include_parked), *redis_queued_tasks()]
+    return [t.kwargs for t in waiting if t.func == func]
 
 
 def queue_drained() -> bool:

@@ -1,4 +1,4 @@
-"""Job bookkeeping shared by every task: attempt counting, poison-job parking, housekeeping."""
+"""The job ledger shared by every task: attempt counting, poison-job parking, retrying."""
 
 from __future__ import annotations
 
@@ -7,16 +7,15 @@ import logging
 import os
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import timedelta
 from typing import TypeVar
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from faults.services import scoped
-from jobs.models import JobRun
+from jobs.models import JobRun, RunState
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -48,7 +47,7 @@ def begin_attempt(*, key: str, func: str, kwargs: dict | None = None) -> JobRun:
         )
         (pk,) = cur.fetchone()
     run = JobRun.objects.get(pk=pk)
-    if run.state == "pending" and run.attempts > limit:
+    if run.state == RunState.PENDING and run.attempts > limit:
         JobRun.objects.filter(pk=pk).update(parked_at=timezone.now())
         run.refresh_from_db()
         logger.error(PARKED.format(attempts=run.attempts - 1, key=key))
@@ -67,10 +66,10 @@ def run_job(
     if connection.in_atomic_block:
         raise RuntimeError("run_job must not run inside a transaction: attempts must commit")
     run = begin_attempt(key=key, func=func, kwargs=kwargs)
-    if run.state == "done":
+    if run.state == RunState.DONE:
         logger.info("job %s already done: skipping duplicate delivery", key)
         return "already done"
-    if run.state == "parked":
+    if run.state == RunState.PARKED:
         return PARKED.format(attempts=run.attempts, key=key)
     try:
         with scoped(fault_scope):
@@ -89,43 +88,15 @@ def run_job(
     return result
 
 
-def retry_parked(*, run: JobRun) -> None:
-    """Give a parked job a fresh set of attempts and enqueue it again."""
+def retry_parked(*, runs: QuerySet[JobRun]) -> int:
+    """Give the parked jobs among `runs` a fresh set of attempts and enqueue each again. Rows
+    are re-read locked: a job no longer parked (a second click, another person) is left
+    alone, so a double submit enqueues nothing twice. Returns how many were retried."""
     from django_q.tasks import async_task
 
     with transaction.atomic():
-        JobRun.objects.filter(pk=run.pk).update(parked_at=None, attempts=0, last_error="")
-        async_task(run.func, **run.kwargs)
-
-
-def cleanup_task_results(*, keep_days: int | None = None) -> int:
-    """Delete django-q2 Success rows older than keep_days (save_limit is 0: nothing prunes)."""
-    from django_q.models import Success
-
-    days = settings.TASK_RESULTS_KEEP_DAYS if keep_days is None else keep_days
-    with transaction.atomic():
-        cutoff = timezone.now() - timedelta(days=days)
-        deleted, _ = Success.objects.filter(stopped__lt=cutoff).delete()
-    return deleted
-
-
-@dataclass(frozen=True)
-class ClusterRun:
-    done: bool  # False: no cluster finished it within the wait (it stays queued)
-    ok: bool = False
-    result: object = None
-
-
-def run_on_cluster(func: str, *, wait_seconds: float | None = None) -> ClusterRun:
-    """Enqueue `func` and wait a little for it to finish.
-
-    The admin's "do it now" buttons use this rather than running the work in the web
-    process, where an armed crash fault would take the web server down with it.
-    """
-    from django_q.tasks import async_task, fetch
-
-    wait = settings.CLUSTER_WAIT_SECONDS if wait_seconds is None else wait_seconds
-    task = fetch(async_task(func), wait=int(wait * 1000))
-    if task is None:
-        return ClusterRun(done=False)
-    return ClusterRun(done=True, ok=bool(task.success), result=task.result)
+        parked = list(runs.parked().select_for_update())
+        for run in parked:
+            JobRun.objects.filter(pk=run.pk).update(parked_at=None, attempts=0, last_error="")
+            async_task(run.func, **run.kwargs)
+    return len(parked)

@@ -1,7 +1,7 @@
 """django-q2 entry points for housekeeping."""
 
-from jobs import services
+from jobs import housekeeping
 
 
 def cleanup_task_results() -> int:
-    return services.cleanup_task_results()
+    return housekeeping.cleanup_task_results()

@@ -1,10 +1,9 @@
 from django.contrib import admin
-from django.db.models import Q
 from django.http import HttpRequest
 
+from common.admin import ReadOnlyAdminMixin
 from outbox import services
-from outbox.models import OutboxMessage
-from project.admin import ReadOnlyAdminMixin
+from outbox.models import MessageState, OutboxMessage
 
 
 class StateFilter(admin.SimpleListFilter):
@@ -12,15 +11,11 @@ class StateFilter(admin.SimpleListFilter):
     parameter_name = "state"
 
     def lookups(self, request, model_admin):
-        return [("pending", "pending"), ("published", "published"), ("dead", "dead")]
+        return MessageState.choices
 
     def queryset(self, request, queryset):
-        if self.value() == "pending":
-            return queryset.filter(published_at__isnull=True, dead_at__isnull=True)
-        if self.value() == "published":
-            return queryset.filter(published_at__isnull=False)
-        if self.value() == "dead":
-            return queryset.filter(Q(dead_at__isnull=False) & Q(published_at__isnull=True))
+        if self.value() in MessageState.values:
+            return queryset.in_state(self.value())
         return queryset
 
 

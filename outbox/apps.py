@@ -4,3 +4,16 @@ from django.apps import AppConfig
 class OutboxConfig(AppConfig):
     name = "outbox"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from faults.points import register
+
+        register("relay.publish",
+                 "in the outbox relay, after claiming a batch, before any message is handled")
+        register("relay.message",
+                 "in the outbox relay, before one message is handled (arm it with the "
+                 "message's id as scope for a poison message)")
+        register("relay.redis_accepted",
+                 "in the outbox relay, after Redis accepted the batch's jobs, before "
+                 "PostgreSQL commits their messages as published (a crash here publishes "
+                 "them again)")

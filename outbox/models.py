@@ -1,3 +1,5 @@
+from __future__ import annotations
+
 import uuid
 
 from django.db import models
@@ -6,6 +8,39 @@ from django.utils import timezone
 
 # last_error of a pending message whose store (Redis) was down: not the message's fault.
 WAITING_PREFIX = "waiting for "
+
+
+class MessageState(models.TextChoices):
+    PENDING = "pending"  # neither published nor dead: the relay will hand it over
+    PUBLISHED = "published"
+    DEAD = "dead"  # given up on, kept with its error, retryable
+
+
+# Each state as a condition, written once: the QuerySet, the counts, the admin filter and the
+# pending index all use these.
+STATE_CONDITIONS = {
+    MessageState.PENDING: Q(published_at__isnull=True, dead_at__isnull=True),
+    MessageState.PUBLISHED: Q(published_at__isnull=False),
+    MessageState.DEAD: Q(published_at__isnull=True, dead_at__isnull=False),
+}
+
+
+class OutboxMessageQuerySet(models.QuerySet):
+    def in_state(self, state: str) -> OutboxMessageQuerySet:
+        return self.filter(STATE_CONDITIONS[MessageState(state)])
+
+    def pending(self) -> OutboxMessageQuerySet:
+        return self.in_state(MessageState.PENDING)
+
+    def published(self) -> OutboxMessageQuerySet:
+        return self.in_state(MessageState.PUBLISHED)
+
+    def dead(self) -> OutboxMessageQuerySet:
+        return self.in_state(MessageState.DEAD)
+
+    def waiting_for_store(self) -> OutboxMessageQuerySet:
+        """Pending because their store (Redis) was down when the relay tried."""
+        return self.pending().filter(last_error__startswith=WAITING_PREFIX)
 
 
 class OutboxMessage(models.Model):
@@ -26,13 +61,15 @@ class OutboxMessage(models.Model):
     last_error = models.TextField(blank=True, default="")
     dead_at = models.DateTimeField(null=True, blank=True)
 
+    objects = OutboxMessageQuerySet.as_manager()
+
     class Meta:
         ordering = ["created_at"]
         indexes = [
             models.Index(
                 fields=["available_at"],
                 name="outbox_pending_idx",
-                condition=Q(published_at__isnull=True, dead_at__isnull=True),
+                condition=STATE_CONDITIONS[MessageState.PENDING],
             )
         ]
 
@@ -40,12 +77,12 @@ class OutboxMessage(models.Model):
         return f"{self.topic} {self.id}"
 
     @property
-    def state(self) -> str:
+    def state(self) -> MessageState:
         if self.published_at:
-            return "published"
+            return MessageState.PUBLISHED
         if self.dead_at:
-            return "dead"
-        return "pending"
+            return MessageState.DEAD
+        return MessageState.PENDING
 
 
 class RelayAttempt(models.Model):

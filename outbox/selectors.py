@@ -3,7 +3,7 @@ from dataclasses import dataclass
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
-from outbox.models import WAITING_PREFIX, OutboxMessage
+from outbox.models import STATE_CONDITIONS, WAITING_PREFIX, MessageState, OutboxMessage
 
 
 @dataclass(frozen=True)
@@ -16,12 +16,10 @@ class OutboxCounts:
 
 
 def outbox_counts() -> OutboxCounts:
-    pending_q = Q(published_at__isnull=True, dead_at__isnull=True)
+    pending_q = STATE_CONDITIONS[MessageState.PENDING]
     agg = OutboxMessage.objects.aggregate(
-        pending=Count("id", filter=pending_q),
+        **{state: Count("id", filter=q) for state, q in STATE_CONDITIONS.items()},
         waiting=Count("id", filter=pending_q & Q(last_error__startswith=WAITING_PREFIX)),
-        published=Count("id", filter=Q(published_at__isnull=False)),
-        dead=Count("id", filter=Q(dead_at__isnull=False, published_at__isnull=True)),
         oldest=Min("created_at", filter=pending_q),
     )
     oldest = agg["oldest"]

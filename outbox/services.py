@@ -13,6 +13,7 @@ from django.db import connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
+from common.errors import OperationError
 from common.sideconn import side_cursor
 from faults import services as faults
 from faults.services import fire
@@ -41,7 +42,7 @@ KILLED_RELAY = ("the relay died {n} times while handling this message (a poison 
                 "dead, kept for a person")
 
 
-class OutboxError(Exception):
+class OutboxError(OperationError):
     """A request the outbox cannot honour."""
 
 
@@ -87,10 +88,6 @@ def publish(*, topic: str, payload: dict) -> OutboxMessage:
     return message
 
 
-def pending() -> QuerySet[OutboxMessage]:
-    return OutboxMessage.objects.filter(published_at__isnull=True, dead_at__isnull=True)
-
-
 def backoff(attempts: int) -> timedelta:
     """1 s, 2 s, 4 s ... capped at 5 minutes."""
     return timedelta(seconds=min(2 ** (attempts - 1), 300))
@@ -114,7 +111,7 @@ def relay_batch(*, batch: int) -> RelayResult:
     with transaction.atomic(), batched_enqueue() as enqueued:
         now = timezone.now()
         messages = list(
-            pending()
+            OutboxMessage.objects.pending()
             .filter(available_at__lte=now)
             .order_by("available_at", "created_at")
             .select_for_update(skip_locked=True)[:batch]
@@ -226,7 +223,8 @@ def relay_outbox(*, batch: int | None = None) -> RelayResult:
 
 def next_due_in() -> float | None:
     """Seconds until the next pending message is due (0 if one is due now), None if none."""
-    first = pending().order_by("available_at").values_list("available_at", flat=True).first()
+    first = (OutboxMessage.objects.pending().order_by("available_at")
+             .values_list("available_at", flat=True).first())
     if first is None:
         return None
     return max(0.0, (first - timezone.now()).total_seconds())
@@ -235,7 +233,7 @@ def next_due_in() -> float | None:
 def retry_dead(*, messages: QuerySet[OutboxMessage]) -> int:
     """Make dead messages pending again, with a fresh set of attempts."""
     with transaction.atomic():
-        n = messages.filter(dead_at__isnull=False, published_at__isnull=True).update(
+        n = messages.dead().update(
             dead_at=None, attempts=0, available_at=timezone.now()
         )
         if n:

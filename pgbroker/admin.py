@@ -7,6 +7,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
+from common.admin import ReadOnlyAdminMixin
 from pgbroker import selectors, services
 from pgbroker.models import Cluster, Job
 
@@ -29,15 +30,8 @@ class StateFilter(admin.SimpleListFilter):
         return choice[1](queryset) if choice else queryset
 
 
-class ReadOnly(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
+class ReadOnly(ReadOnlyAdminMixin, admin.ModelAdmin):
+    pass
 
 
 @admin.register(Job)
@@ -78,9 +72,6 @@ class JobAdmin(ReadOnly):
     def retry_parked(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         n = services.retry_parked(jobs=queryset, by=request.user.get_username())
         self.message_user(request, f"{n} parked job(s) will run again now.")
-
-    def has_operate_permission(self, request: HttpRequest) -> bool:
-        return request.user.is_superuser
 
 
 @admin.register(Cluster)

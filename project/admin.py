@@ -17,23 +17,6 @@ def forbid_non_staff(view):
     return wrapper
 
 
-class ReadOnlyAdminMixin:
-    """Log, ledger and queue pages: look, and act only through the admin actions, whose
-    `operate` permission (retry, recover) is for superusers, like the dashboard's controls."""
-
-    def has_operate_permission(self, request) -> bool:
-        return request.user.is_superuser
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
-
 class ReliableAdminSite(admin.AdminSite):
     site_header = "Reliable background work"
     site_title = "Reliable background work"

@@ -1,17 +1,18 @@
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from common.admin import ReadOnlyAdminMixin
+from common.permissions import can_operate
 from faults.services import FaultError
-from jobs.services import run_on_cluster
-from project.admin import ReadOnlyAdminMixin
-from sagas import services
+from jobs.cluster import run_now
+from sagas import recovery, services
 from sagas.forms import StartTripForm
 from sagas.models import Saga, SagaLog, State
-from sagas.selectors import timeline
+from sagas.timeline import timeline
 from travel.services import booking_states
 
 
@@ -56,10 +57,14 @@ class SagaAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="Retry selected stuck sagas", permissions=["operate"])
     def retry_stuck(self, request: HttpRequest, queryset) -> None:
-        stuck = list(queryset.filter(state=State.STUCK))
-        for saga in stuck:
-            services.retry_stuck(saga=saga)
-        self.message_user(request, f"Retrying {len(stuck)} stuck saga(s).")
+        retried = 0
+        for saga in queryset.filter(state=State.STUCK):
+            try:
+                recovery.retry_stuck(saga=saga)
+            except services.SagaError:  # no longer stuck: someone retried it meanwhile
+                continue
+            retried += 1
+        self.message_user(request, f"Retrying {retried} stuck saga(s).")
 
     @admin.action(description="Recover sagas now (every one whose lease ran out)",
                   permissions=["operate"])
@@ -67,16 +72,8 @@ class SagaAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         self._recover(request)
 
     def _recover(self, request: HttpRequest) -> None:
-        # On the cluster, not in the web process: a crash fault must not kill the web server.
-        run = run_on_cluster("sagas.tasks.recover_sagas")
-        if not run.done:
-            self.message_user(request, "Saga recovery queued, but no cluster answered in time "
-                              "(is `make run` running?).", messages.WARNING)
-        elif not run.ok:
-            self.message_user(request, f"Saga recovery failed on the cluster: {run.result}",
-                              messages.ERROR)
-        else:
-            self.message_user(request, f"Saga recovery: {run.result}.")
+        level, text = run_now("sagas.tasks.recover_sagas", "Saga recovery")
+        self.message_user(request, text, level)
 
     def get_urls(self):
         return [
@@ -87,7 +84,7 @@ class SagaAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         ]
 
     def start_view(self, request: HttpRequest):
-        if not request.user.is_superuser:
+        if not can_operate(request.user):
             raise PermissionDenied
         form = StartTripForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
@@ -105,7 +102,7 @@ class SagaAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return TemplateResponse(request, "admin/sagas/saga/start.html", context)
 
     def recover_view(self, request: HttpRequest):
-        if request.method != "POST" or not request.user.is_superuser:
+        if request.method != "POST" or not can_operate(request.user):
             raise PermissionDenied
         self._recover(request)
         return HttpResponseRedirect(reverse("admin:sagas_saga_changelist"))

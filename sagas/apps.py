@@ -4,3 +4,21 @@ from django.apps import AppConfig
 class SagasConfig(AppConfig):
     name = "sagas"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from faults.points import register
+        from sagas import dashboard
+        from sagas.definitions import DEFINITIONS
+
+        # the coordinator, right after a log event committed: every boundary of the log
+        for definition in DEFINITIONS.values():
+            for step in definition.steps:
+                register(f"saga.after.STEP_START.{step.name}",
+                         f"in the saga coordinator, after STEP_START {step.name} committed, "
+                         "before the call")
+                register(f"saga.after.COMP_START.{step.name}",
+                         f"in the saga coordinator, after COMP_START {step.name} committed, "
+                         "before the call")
+        register("saga.after.SAGA_ABORT",
+                 "in the saga coordinator, after SAGA_ABORT committed, before any compensation")
+        dashboard.register()

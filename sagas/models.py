@@ -1,4 +1,7 @@
+from __future__ import annotations
+
 from django.db import models
+from django.utils import timezone
 
 
 class State(models.TextChoices):
@@ -25,6 +28,15 @@ class Event(models.TextChoices):
     SAGA_END = "SAGA_END"
 
 
+class SagaQuerySet(models.QuerySet):
+    def active(self) -> SagaQuerySet:
+        return self.filter(state__in=ACTIVE_STATES)
+
+    def due(self, *, at=None) -> SagaQuerySet:
+        """Active sagas whose lease ran out (by `at`, default now): due for recovery."""
+        return self.active().filter(lease_until__lt=at or timezone.now())
+
+
 class Saga(models.Model):
     """One long-lived transaction. What happened is in its log; `state` is a summary of it.
 
@@ -48,6 +60,8 @@ class Saga(models.Model):
         default=0, help_text="compensation failures before this log entry are forgiven (retry)")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = SagaQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at"]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from datetime import timedelta
 
-from sagas.definitions import DEFINITIONS
-from sagas.models import Event, Saga
-from travel.services import booking_states
+from django.db.models import Count
+from django.utils import timezone
+
+from sagas.models import Saga, State
+from travel.models import FlightBooking
+from travel.services import MODELS, booking_states
 
 
 def saga_as_dict(saga: Saga) -> dict:
@@ -20,71 +23,35 @@ def saga_as_dict(saga: Saga) -> dict:
     }
 
 
-# --- the timeline: a sequence diagram in the talk's style -------------------------------------
-
-COLORS = {"ok": "#2e7d32", "fail": "#c62828", "comp": "#ef6c00", "note": "#1565c0"}
-LANE_WIDTH = 150
-ROW_HEIGHT = 30
-TOP = 50
+def saga_counts() -> dict[str, int]:
+    counts = dict(Saga.objects.values_list("state").annotate(n=Count("id")))
+    return {state: counts.get(state, 0) for state in State.values}
 
 
-@dataclass(frozen=True)
-class Arrow:
-    y: int
-    x1: int
-    x2: int
-    label: str
-    kind: str  # "ok", "fail", "comp", "note"
-    dashed: bool
-    seq: int
-    detail: str
-    at: str
+def overdue_sagas(grace_seconds: float = 5) -> list[int]:
+    """Unfinished sagas whose lease ran out more than `grace_seconds` ago."""
+    cutoff = timezone.now() - timedelta(seconds=grace_seconds)
+    return list(Saga.objects.due(at=cutoff).values_list("id", flat=True))
 
 
-# event -> (from lane, to lane, label, kind, dashed); "srv" is the lane of the step's service
-ARROWS = {
-    Event.SAGA_START: ("Customer", "Saga Log", "Saga START", "note", False),
-    Event.STEP_START: ("SEC", "srv", "T: book {step}", "ok", False),
-    Event.STEP_END: ("srv", "Saga Log", "T: {step} success", "ok", True),
-    Event.STEP_FAIL: ("srv", "Saga Log", "T: {step} FAIL", "fail", True),
-    Event.SAGA_ABORT: ("SEC", "Saga Log", "Saga ABORT", "fail", False),
-    Event.COMP_START: ("SEC", "srv", "C: cancel {step}", "comp", False),
-    Event.COMP_END: ("srv", "Saga Log", "C: {step} success", "comp", True),
-    Event.COMP_FAIL: ("srv", "Saga Log", "C: {step} FAIL", "fail", True),
-    Event.SAGA_END: ("Saga Log", "Customer", "Saga END ({detail})", "note", True),
-}
-ENDS = (Event.STEP_END, Event.STEP_FAIL, Event.COMP_END, Event.COMP_FAIL)
+def recent_sagas(limit: int = 10) -> list[Saga]:
+    return list(Saga.objects.order_by("-id")[:limit])
 
 
-def timeline(saga: Saga) -> dict:
-    """Lanes (Customer, Saga Log, SEC, one per service) and one arrow per log event."""
-    services = [s.name for s in DEFINITIONS[saga.kind].steps]
-    lanes = ["Customer", "Saga Log", "SEC", *[f"{s.capitalize()} Srv" for s in services]]
-    x = {name: LANE_WIDTH // 2 + i * LANE_WIDTH for i, name in enumerate(lanes)}
-    entries = list(saga.log.order_by("seq"))
-    arrows = []
-    for i, e in enumerate(entries):
-        source, target, label, kind, dashed = ARROWS[e.event]
-        lane = {"srv": f"{e.step.capitalize()} Srv"}
-        label = label.format(step=e.step, detail=e.detail)
-        nxt = entries[i + 1] if i + 1 < len(entries) else None
-        # A start followed by anything but its own end: the coordinator died in between.
-        if e.event in (Event.STEP_START, Event.COMP_START) and nxt is not None and not (
-            nxt.step == e.step and nxt.event in ENDS
-        ):
-            label, kind = f"{label} (no answer: SEC died)", "fail"
-        arrows.append(Arrow(
-            y=TOP + 20 + i * ROW_HEIGHT, x1=x[lane.get(source, source)],
-            x2=x[lane.get(target, target)], label=label, kind=kind, dashed=dashed, seq=e.seq,
-            detail=e.detail, at=e.at.strftime("%H:%M:%S.%f")[:-3],
-        ))
-    height = TOP + 40 + len(arrows) * ROW_HEIGHT
-    return {
-        "lanes": [{"name": n, "x": x[n]} for n in lanes],
-        "arrows": arrows,
-        "width": LANE_WIDTH * len(lanes),
-        "height": height,
-        "lifeline_end": height - 10,
-        "bookings": booking_states(saga_id=saga.pk),
-        "colors": list(COLORS.items()),
-    }
+def booking_violations() -> tuple[list[int], list[int]]:
+    """(compensated sagas with a booking still active, completed sagas missing a booking)."""
+    booked: dict[int, set[str]] = {}
+    for service, model in MODELS.items():
+        for saga_id in model.objects.booked().values_list("saga_id", flat=True):
+            booked.setdefault(saga_id, set()).add(service)
+    compensated = Saga.objects.filter(state=State.COMPENSATED).values_list("id", flat=True)
+    completed = Saga.objects.filter(state=State.COMPLETED).values_list("id", flat=True)
+    active_after_compensation = [i for i in compensated if booked.get(i)]
+    incomplete = [i for i in completed if booked.get(i, set()) != set(MODELS)]
+    return active_after_compensation, incomplete
+
+
+def flights_booked_twice() -> list[int]:
+    """Sagas whose flight (not idempotent) was booked more than once."""
+    return list(FlightBooking.objects.filter(times_booked__gt=1)
+                .values_list("saga_id", flat=True))

@@ -1,71 +1,31 @@
-"""The saga execution coordinator (SEC): start sagas, advance them, recover them.
-
-Every log event is committed before what it announces happens, so the log tells what may
-have happened: a `STEP_START` commits before the step runs, a `COMP_START` before the
-compensation. An event that closes one (`STEP_END`, `STEP_FAIL`, `COMP_END`) commits with the
-event that opens the next, in one statement (one commit fewer per step, and nothing happens
-between the two). What to do next is decided from the log alone (sagas.decide).
-
-Two coordinators never advance one saga at once: advancing holds a PostgreSQL advisory lock on
-a separate session, which the server releases by itself when a coordinator dies. The lease
-(`Saga.lease_until`) is how a dead coordinator is noticed: every event extends it, and
-`recover_sagas` resumes non-final sagas whose lease ran out.
-"""
+"""Starting sagas: create one with its SAGA_START and enqueue its coordinator, in one
+transaction; and wait for one to end. Coordinating is sagas.coordinator, recovering
+sagas.recovery."""
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import Max
+from django.db import transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from common.sideconn import side_cursor
 from faults import services as faults
 from faults.models import Action
-from faults.points import POINTS
-from sagas import decide as d
-from sagas.definitions import DEFINITIONS, TRIP, SagaDefinition
-from sagas.models import ACTIVE_STATES, FINAL_STATES, Event, Saga, SagaLog, State
+from sagas.coordinator import RUN_SAGA_TASK, SagaError, append_event, lease_seconds
+from sagas.definitions import DEFINITIONS, TRIP
+from sagas.models import ACTIVE_STATES, Event, Saga
 
-logger = logging.getLogger(__name__)
+__all__ = ["SagaError", "start_saga", "start_trip", "wait_for"]
 
-RUN_SAGA_TASK = "sagas.tasks.run_saga"
-LOCK_CLASS = 0x5A6A  # first key of the two-key advisory lock: "saga"
 UNKNOWN_SERVICE = "unknown service {service!r}; use one of: {services}"
 SAME_SERVICE = "--fail and --crash cannot both target {service}"
 CUSTOMER_EMPTY = "the customer name is empty"
 CUSTOMER_TOO_LONG = "the customer name is longer than 100 characters"
 UNKNOWN_KIND = "unknown saga kind {kind!r}"
-NOT_STUCK = "saga {id} is {state}, not stuck: only stuck sagas can be retried"
-ADVANCE_IN_TRANSACTION = "advance() must not run inside a transaction: each event commits"
-ALREADY_FINAL = "saga {id} is already final: {event} refused (a late coordinator?)"
-TAKEN_OVER = ("saga {id} was taken over by another coordinator (epoch {epoch}, ours {ours}): "
-              "{event} refused")
-
-
-class SagaError(Exception):
-    """A saga request that cannot be honoured."""
-
-
-class StepTimeout(Exception):
-    """The service did not answer within the step's deadline."""
-
-
-def lease_seconds() -> float:
-    return float(settings.SAGA_LEASE_SECONDS)
-
-
-# --- starting ---------------------------------------------------------------------------------
 
 
 def start_saga(*, kind: str, payload: dict, fault_plan: dict[str, str] | None = None) -> Saga:
@@ -83,7 +43,7 @@ def start_saga(*, kind: str, payload: dict, fault_plan: dict[str, str] | None = 
     with transaction.atomic():
         saga = Saga.objects.create(kind=kind, payload=payload, fault_scope=scope,
                                    lease_until=timezone.now() + timedelta(seconds=lease_seconds()))
-        _append(saga, Event.SAGA_START, detail=_describe(payload, fault_plan))
+        append_event(saga, Event.SAGA_START, detail=_describe(payload, fault_plan))
         async_task(RUN_SAGA_TASK, saga_id=saga.pk, task_name=f"saga {saga.pk}")
     return saga
 
@@ -124,271 +84,6 @@ def start_trip(
 
 
 # --- advancing --------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def saga_lock(saga_id: int) -> Iterator[bool]:
-    """Try the saga's advisory lock on the side session; yields whether we hold it."""
-    with side_cursor() as cur:
-        cur.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_CLASS, saga_id])
-        got = cur.fetchone()[0]
-    try:
-        yield got
-    finally:
-        if got:
-            with side_cursor() as cur:
-                cur.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_CLASS, saga_id])
-
-
-APPEND = """
-WITH e AS (
-    SELECT * FROM unnest(%(events)s::text[], %(steps)s::text[], %(details)s::text[])
-           WITH ORDINALITY AS e(event, step, detail, n)),
-s AS (
-    UPDATE sagas_saga
-       SET last_seq = last_seq + (SELECT count(*) FROM e), state = coalesce(%(state)s, state),
-           updated_at = now(),
-           lease_until = clock_timestamp() + make_interval(secs => %(lease)s),
-           epoch = %(epoch)s
-     WHERE id = %(saga)s AND state <> ALL(%(final)s) AND epoch = %(expect)s
- RETURNING id, last_seq, state, lease_until),
-i AS (
-    INSERT INTO sagas_sagalog (saga_id, seq, event, step, detail, pid, at)
-    SELECT s.id, s.last_seq - (SELECT count(*) FROM e) + e.n, e.event, e.step, e.detail,
-           %(pid)s, clock_timestamp()
-      FROM s, e
- RETURNING seq)
-SELECT last_seq, state, lease_until FROM s
-"""
-
-# Events that close what the previous event opened: they wait for the next event and commit with
-# it (advance() writes one left waiting when it stops).
-CLOSING = frozenset({Event.STEP_END, Event.STEP_FAIL, Event.COMP_END})
-
-
-@dataclass(frozen=True)
-class Pending:
-    """An event to append: what `_append` writes."""
-
-    event: str
-    step: str = ""
-    detail: str = ""
-
-
-def _append(saga: Saga, event: str, *, step: str = "", detail: str = "",
-            state: str | None = None, lease_for: float | None = None,
-            before: Sequence[Pending] = (), epoch: tuple[int, int] = (0, 0)) -> int:
-    """Append `before` and then one event (with the state it implies) and extend the lease, in
-    one statement: it commits on its own unless the caller holds a transaction (start_saga
-    does). `epoch` is (the saga's epoch we expect, the one we set): a coordinator's first
-    append bumps it, so one that was taken over (its lock's session ended and recovery went
-    on) is refused from then on, as is any append to a saga already final.
-    Returns the seq of the last event."""
-    seconds = lease_seconds() if lease_for is None else lease_for
-    rows = [*before, Pending(event, step, detail)]
-    with connection.cursor() as cur:
-        cur.execute(APPEND, {"state": state, "lease": seconds, "saga": saga.pk,
-                             "expect": epoch[0], "epoch": epoch[1],
-                             "final": [str(s) for s in FINAL_STATES],
-                             "events": [r.event for r in rows], "steps": [r.step for r in rows],
-                             "details": [r.detail[:2000] for r in rows], "pid": os.getpid()})
-        row = cur.fetchone()
-    if row is None:
-        now = Saga.objects.filter(pk=saga.pk).values("state", "epoch").first() or {}
-        if now.get("state") in FINAL_STATES:
-            raise SagaError(ALREADY_FINAL.format(id=saga.pk, event=event))
-        raise SagaError(TAKEN_OVER.format(id=saga.pk, epoch=now.get("epoch"), ours=epoch[1],
-                                          event=event))
-    seq, saga.state, saga.lease_until = row
-    saga.epoch = epoch[1]
-    for n, r in enumerate(rows):
-        logger.info("saga %s: %s %s %s", saga.pk, seq - len(rows) + 1 + n, r.event, r.step)
-    return seq
-
-
-def _call_step(call, saga: Saga, step: str, *, deadline: float | None) -> None:
-    """Call a service. An answer later than `deadline` counts as no answer: the step failed
-    (its late effect, if any, is undone by its compensation like any other)."""
-    started = time.monotonic()
-    with faults.scoped(saga.fault_scope):
-        call(saga_id=saga.pk, step=step)
-    took = time.monotonic() - started
-    if deadline is not None and took > deadline:
-        raise StepTimeout(f"no answer within {deadline:g}s (answered after {took:.1f}s)")
-
-
-def _error(e: BaseException) -> str:
-    return f"{type(e).__name__}: {e}"
-
-
-def comp_backoff(attempt: int) -> float:
-    base = float(settings.SAGA_COMP_BACKOFF_SECONDS)
-    return min(base * 2 ** (attempt - 1), 60.0)
-
-
-def advance(*, saga_id: int) -> str:
-    """Advance one saga as far as it can go now. Returns its state, or "busy" when another
-    coordinator holds it."""
-    if connection.in_atomic_block:
-        raise SagaError(ADVANCE_IN_TRANSACTION)
-    with saga_lock(saga_id) as locked:
-        if not locked:
-            return "busy"
-        saga = Saga.objects.get(pk=saga_id)
-        coordinator = _Coordinator(saga, list(saga.log.order_by("seq")))
-        try:
-            while True:
-                outcome = _advance_once(saga, DEFINITIONS[saga.kind], coordinator)
-                if outcome is not None:
-                    return outcome
-        finally:
-            coordinator.flush()
-
-
-class _Coordinator:
-    """The lock holder's copy of the log, and the closing event waiting to be appended."""
-
-    def __init__(self, saga: Saga, log: list[SagaLog]) -> None:
-        self.saga, self.log = saga, log
-        self.waiting: list[Pending] = []
-        self.epoch = (saga.epoch, saga.epoch + 1)  # the first append takes the saga over
-
-    def append(self, event: str, *, step: str = "", detail: str = "", state: str | None = None,
-               lease_for: float | None = None) -> None:
-        if event in CLOSING:
-            self.waiting.append(Pending(event, step, detail))
-            seq = self.log[-1].seq + 1  # only the lock holder appends: this is its number
-        else:
-            seq = _append(self.saga, event, step=step, detail=detail, state=state,
-                          lease_for=lease_for, before=self.waiting, epoch=self.epoch)
-            self.waiting = []
-            self.epoch = (self.epoch[1], self.epoch[1])
-            point = f"saga.after.{event}" + (f".{step}" if step else "")
-            if point in POINTS:  # a fault may strike at this boundary of the log
-                with faults.scoped(self.saga.fault_scope):
-                    faults.fire(point)
-        self.log.append(SagaLog(saga_id=self.saga.pk, seq=seq, event=event, step=step,
-                                detail=detail))
-
-    def flush(self) -> None:
-        """Append a closing event left waiting (the coordinator stops here)."""
-        if self.waiting:
-            last, before = self.waiting[-1], self.waiting[:-1]
-            self.waiting = []
-            _append(self.saga, last.event, step=last.step, detail=last.detail, before=before,
-                    epoch=self.epoch)
-
-
-def _advance_once(saga: Saga, definition: SagaDefinition,
-                  coordinator: _Coordinator) -> str | None:
-    """Take one decision and act on it. Returns the state to stop at, or None to go on."""
-    if saga.state == State.STUCK:
-        return saga.state
-    append, log = coordinator.append, coordinator.log
-    decision = d.decide(
-        log, definition.steps,
-        max_comp_attempts=settings.SAGA_MAX_COMP_ATTEMPTS,
-        max_forward_attempts=settings.SAGA_MAX_FORWARD_ATTEMPTS,
-        since_seq=saga.retry_from_seq,
-    )
-    match decision:
-        case d.Done(outcome):
-            return outcome
-        case d.RunStep(step, recovery):
-            append(Event.STEP_START, step=step,
-                    detail="forward recovery: in doubt, idempotent, run again" if recovery else "")
-            try:
-                _call_step(definition.step(step).action, saga, step,
-                           deadline=float(settings.SAGA_STEP_DEADLINE_SECONDS))
-            except Exception as e:
-                append(Event.STEP_FAIL, step=step, detail=_error(e))
-            else:
-                append(Event.STEP_END, step=step)
-        case d.Complete():
-            append(Event.SAGA_END, detail="completed", state=State.COMPLETED)
-        case d.Abort(reason):
-            append(Event.SAGA_ABORT, detail=reason, state=State.COMPENSATING)
-        case d.Compensate(step, attempt):
-            append(Event.COMP_START, step=step, detail=f"attempt {attempt}")
-            try:
-                _call_step(definition.step(step).compensation, saga, step, deadline=None)
-            except Exception as e:
-                wait = comp_backoff(attempt)
-                append(Event.COMP_FAIL, step=step, lease_for=wait,
-                        detail=f"{_error(e)}; retry in {wait:g}s")
-                return saga.state  # recovery retries it when the lease (the backoff) runs out
-            append(Event.COMP_END, step=step)
-        case d.FinishCompensated():
-            append(Event.SAGA_END, detail="compensated", state=State.COMPENSATED)
-        case d.Stuck(step, tries):
-            Saga.objects.filter(pk=saga.pk, epoch=coordinator.epoch[0]).update(
-                state=State.STUCK, lease_until=None)
-            logger.error("saga %s is stuck: compensating %s failed %s times", saga.pk, step,
-                         tries)
-            return State.STUCK
-    return None
-
-
-# --- recovery ---------------------------------------------------------------------------------
-
-
-@dataclass
-class RecoveryResult:
-    advanced: dict[int, str] = field(default_factory=dict)  # saga id -> state it reached
-
-    @property
-    def count(self) -> int:
-        return len(self.advanced)
-
-
-def recover_sagas(*, batch: int = 10,
-                  on_advanced: Callable[[int, str], None] | None = None) -> RecoveryResult:
-    """Resume every active saga whose lease ran out (its coordinator died, or a compensation
-    waits for its retry), `batch` at a time. Each batch is claimed with SKIP LOCKED and a fresh
-    lease, so recoverers running at once take disjoint sets. `on_advanced(saga_id, state)` is
-    called after each saga (a watchdog's heartbeat)."""
-    result = RecoveryResult()
-    while True:
-        now = timezone.now()
-        with transaction.atomic():
-            ids = list(
-                Saga.objects.select_for_update(skip_locked=True)
-                .filter(state__in=ACTIVE_STATES, lease_until__lt=now)
-                .order_by("lease_until")
-                .values_list("pk", flat=True)[:batch]
-            )
-            Saga.objects.filter(pk__in=ids).update(
-                lease_until=now + timedelta(seconds=lease_seconds()))
-        for saga_id in ids:
-            logger.warning("recovering saga %s", saga_id)
-            try:
-                result.advanced[saga_id] = advance(saga_id=saga_id)
-            except Exception as e:  # one broken saga must not stop the others' recovery
-                logger.exception("recovering saga %s failed; the next pass tries again",
-                                 saga_id)
-                result.advanced[saga_id] = f"failed: {type(e).__name__}: {e}"
-            if on_advanced is not None:
-                on_advanced(saga_id, result.advanced[saga_id])
-        if len(ids) < batch:
-            return result
-
-
-def any_due() -> bool:
-    """Is any active saga past its lease (due for recovery)?"""
-    return Saga.objects.filter(state__in=ACTIVE_STATES, lease_until__lt=timezone.now()).exists()
-
-
-def retry_stuck(*, saga: Saga) -> None:
-    """Give a stuck saga's compensations a fresh set of attempts, and run it now."""
-    with transaction.atomic():
-        locked = Saga.objects.select_for_update().get(pk=saga.pk)
-        if locked.state != State.STUCK:
-            raise SagaError(NOT_STUCK.format(id=saga.pk, state=locked.state))
-        last = locked.log.aggregate(m=Max("seq"))["m"] or 0
-        Saga.objects.filter(pk=saga.pk).update(
-            state=State.COMPENSATING, retry_from_seq=last,
-            lease_until=timezone.now() + timedelta(seconds=lease_seconds()))
-        async_task(RUN_SAGA_TASK, saga_id=saga.pk, task_name=f"saga {saga.pk} retry")
 
 
 def wait_for(*, saga_id: int, timeout: float, poll: float = 0.2) -> Saga:

@@ -1,13 +1,13 @@
 """django-q2 entry points for the saga coordinator."""
 
-from sagas import services
+from sagas import coordinator, recovery
 
 
 def run_saga(*, saga_id: int) -> str:
-    return services.advance(saga_id=saga_id)
+    return str(coordinator.advance(saga_id=saga_id) or recovery.HELD)
 
 
 def recover_sagas() -> str:
-    result = services.recover_sagas()
+    result = recovery.recover_sagas()
     states = ", ".join(f"saga {i} {s}" for i, s in result.advanced.items())
     return f"recovered {result.count} saga(s)" + (f" ({states})" if states else "")

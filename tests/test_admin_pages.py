@@ -1,6 +1,5 @@
 """Admin pages and actions that are not on the dashboard: they call the same services."""
 
-import pytest
 from django.urls import reverse
 from django.utils import timezone
 
@@ -10,32 +9,26 @@ from sagas.models import Saga, State
 from users.models import User
 
 
-@pytest.fixture
-def root(db, client):
-    client.force_login(User.objects.create_superuser(username="root", password="pw"))
-    return client
-
-
-def test_outbox_admin_filters_by_state_and_retries_dead_messages(root):
+def test_outbox_admin_filters_by_state_and_retries_dead_messages(admin_client):
     dead = OutboxMessage.objects.create(topic="user.welcome_email", payload={"user_id": 1},
                                         attempts=5, dead_at=timezone.now(), last_error="boom")
     OutboxMessage.objects.create(topic="user.welcome_email", payload={"user_id": 2})
     url = reverse("admin:outbox_outboxmessage_changelist")
-    assert str(dead.id) in root.get(url + "?state=dead").content.decode()
-    assert str(dead.id) not in root.get(url + "?state=pending").content.decode()
-    root.post(url, {"action": "retry_dead", "_selected_action": [dead.pk]})
+    assert str(dead.id) in admin_client.get(url + "?state=dead").content.decode()
+    assert str(dead.id) not in admin_client.get(url + "?state=pending").content.decode()
+    admin_client.post(url, {"action": "retry_dead", "_selected_action": [dead.pk]})
     dead.refresh_from_db()
     assert (dead.state, dead.attempts) == ("pending", 0)
 
 
-def test_starting_a_trip_from_the_saga_admin(root):
+def test_starting_a_trip_from_the_saga_admin(admin_client):
     url = reverse("admin:sagas_saga_start")
-    assert root.get(url).status_code == 200
-    response = root.post(url, {"customer": "alice", "fail": "car", "crash": ""})
+    assert admin_client.get(url).status_code == 200
+    response = admin_client.post(url, {"customer": "alice", "fail": "car", "crash": ""})
     saga = Saga.objects.get()
     assert response.url == reverse("admin:sagas_saga_change", args=[saga.pk])
     assert saga.fault_scope
-    page = root.get(response.url).content.decode()
+    page = admin_client.get(response.url).content.decode()
     assert "Saga START" in page
     assert "saga.car.book raise" in page
 
@@ -46,15 +39,15 @@ def test_the_saga_admin_start_page_is_for_superusers_only(db, client):
     assert client.post(reverse("admin:sagas_saga_recover")).status_code == 403
 
 
-def test_the_saga_list_filters_by_state(root):
+def test_the_saga_list_filters_by_state(admin_client):
     Saga.objects.create(kind="trip", state=State.STUCK, payload={"customer": "zed"})
     Saga.objects.create(kind="trip", state=State.COMPLETED, payload={"customer": "amy"})
-    page = root.get(reverse("admin:sagas_saga_changelist") + "?state__exact=stuck")
+    page = admin_client.get(reverse("admin:sagas_saga_changelist") + "?state__exact=stuck")
     assert "zed" in page.content.decode()
     assert "amy" not in page.content.decode()
 
 
-def test_retrying_a_stuck_saga_from_the_admin_enqueues_its_coordinator(root):
+def test_retrying_a_stuck_saga_from_the_admin_enqueues_its_coordinator(admin_client):
     from django_q.brokers import get_broker
 
     from sagas import services
@@ -62,7 +55,7 @@ def test_retrying_a_stuck_saga_from_the_admin_enqueues_its_coordinator(root):
     saga = services.start_trip(customer="eve")
     get_broker().purge_queue()
     Saga.objects.filter(pk=saga.pk).update(state=State.STUCK)
-    root.post(reverse("admin:sagas_saga_changelist"),
+    admin_client.post(reverse("admin:sagas_saga_changelist"),
               {"action": "retry_stuck", "_selected_action": [saga.pk]})
     saga.refresh_from_db()
     assert saga.state == State.COMPENSATING

@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from project.admin import ReadOnlyAdminMixin
+from common.admin import ReadOnlyAdminMixin
 from travel.models import CarBooking, FlightBooking, HotelBooking
 
 

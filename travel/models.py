@@ -5,12 +5,19 @@ row behind (a tombstone), so a booking that arrives after its cancellation is re
 compensation wins whatever order the two happen in.
 """
 
+from __future__ import annotations
+
 from django.db import models
 
 
 class Status(models.TextChoices):
     BOOKED = "booked"
     CANCELLED = "cancelled"
+
+
+class BookingQuerySet(models.QuerySet):
+    def booked(self) -> BookingQuerySet:
+        return self.filter(status=Status.BOOKED)
 
 
 class Booking(models.Model):
@@ -23,6 +30,8 @@ class Booking(models.Model):
     times_booked = models.PositiveIntegerField(default=0)
     booked_at = models.DateTimeField(null=True, blank=True)
     cancelled_at = models.DateTimeField(null=True, blank=True)
+
+    objects = BookingQuerySet.as_manager()
 
     class Meta:
         abstract = True

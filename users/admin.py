@@ -3,7 +3,7 @@ from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.db.models import Count
 from django.http import HttpRequest
 
-from project.admin import ReadOnlyAdminMixin
+from common.admin import ReadOnlyAdminMixin
 from users.models import EmailSend, User
 
 

@@ -6,11 +6,23 @@ class UsersConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from faults.points import register
         from outbox import topics
-        from users import services
+        from users import dashboard, services
+
+        register("signup.part1",
+                 "inside the signup transaction, after the user row (and its outbox row or "
+                 "job) is written: the transaction rolls back")
+        register("signup.part2",
+                 "after the signup transaction committed, before anything else happens (the "
+                 "dual-write mode has not enqueued the email job yet)")
+        register("email.send",
+                 "inside the welcome email job, after the mail is handed over, before the "
+                 "EmailSend row commits")
 
         # The outbox mode's welcome email: relayed into Redis, as in the talk.
         topics.register(topics.Topic(
             name=services.WELCOME_TOPIC, task=services.SEND_EMAIL_TASK,
             store=services.EMAIL_STORE[services.Mode.OUTBOX], kwargs=services.welcome_kwargs,
             done=services.welcome_done, description="a new user's welcome email"))
+        dashboard.register()

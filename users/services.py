@@ -13,6 +13,7 @@ from django.core.mail import EmailMessage
 from django.db import transaction
 from django.utils import timezone
 
+from common.errors import OperationError
 from faults import services as faults
 from faults.models import Action
 from jobs.queues import RedisUnavailable, Store, enqueue
@@ -41,7 +42,7 @@ EMAIL_LOST = ("user {name} is committed, but Redis refused the welcome email job
 EMAIL_STORE = {Mode.DUAL_WRITE: Store.REDIS, Mode.OUTBOX: Store.REDIS, Mode.QUE: Store.POSTGRES}
 
 
-class SignupError(Exception):
+class SignupError(OperationError):
     """A signup request that cannot be honoured; nothing was written."""
 
 
@@ -224,9 +225,9 @@ def welcome_done(payloads: list[dict], *, older_than: float) -> list[bool]:
     waiting = set(User.objects.filter(pk__in=known, email_sends__isnull=True)
                   .values_list("pk", flat=True))
     recent = timezone.now() - timedelta(seconds=older_than)
-    running = {key for key in JobRun.objects.filter(
-        key__in=[email_job_key(i) for i in waiting], finished_at__isnull=True,
-        parked_at__isnull=True, last_started_at__gte=recent).values_list("key", flat=True)}
+    running = set(JobRun.objects.pending().filter(
+        key__in=[email_job_key(i) for i in waiting], last_started_at__gte=recent)
+        .values_list("key", flat=True))
     return [i not in waiting or email_job_key(i) in running for i in ids]
 
 
@@ -246,15 +247,13 @@ def reconcile_welcome_emails(*, older_than: float) -> Reconciled:
     get their job again. dual-write users are not touched: their loss is the demonstration.
     The email ledger makes a copy that was not lost after all harmless."""
     from jobs.models import JobRun
-    from jobs.selectors import queued_tasks
     from outbox.services import reconcile
+    from users.selectors import users_with_email_job
 
     result = Reconciled(republished=reconcile(topic=WELCOME_TOPIC, older_than=older_than))
     cutoff = timezone.now() - timedelta(seconds=older_than)
-    queued = {t.kwargs.get("user_id") for t in queued_tasks(include_parked=True)
-              if t.func == SEND_EMAIL_TASK}
-    parked = {k for k in JobRun.objects.filter(parked_at__isnull=False, finished_at__isnull=True)
-              .values_list("key", flat=True)}
+    queued = users_with_email_job(include_parked=True)
+    parked = set(JobRun.objects.parked().values_list("key", flat=True))
     orphans = (User.objects.filter(signup_mode=Mode.QUE, date_joined__lt=cutoff,
                                    email_sends__isnull=True)
                .values_list("pk", flat=True))

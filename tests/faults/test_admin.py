@@ -1,4 +1,3 @@
-import pytest
 from django.urls import reverse
 
 from faults import services
@@ -9,28 +8,22 @@ from users.models import User
 URL = reverse("admin:faults_fault_changelist")
 
 
-@pytest.fixture
-def admin_client_(db, client):
-    client.force_login(User.objects.create_superuser(username="root", password="pw"))
-    return client
-
-
-def test_the_fault_page_lists_every_declared_point_and_hides_per_job_faults(admin_client_):
+def test_the_fault_page_lists_every_declared_point_and_hides_per_job_faults(admin_client):
     services.arm(point="signup.part2", action="raise", times=1, scope="some-signup")
-    page = admin_client_.get(URL).content.decode()
+    page = admin_client.get(URL).content.decode()
     for point in POINTS:
         assert point in page
     assert "some-signup" not in page
-    assert "some-signup" in admin_client_.get(URL + "?for=job").content.decode()
+    assert "some-signup" in admin_client.get(URL + "?for=job").content.decode()
 
 
-def test_arm_and_disarm_actions(admin_client_):
-    admin_client_.get(URL)  # creates a row per declared point
+def test_arm_and_disarm_actions(admin_client):
+    admin_client.get(URL)  # creates a row per declared point
     fault = Fault.objects.get(point="email.send", scope="")
-    admin_client_.post(URL, {"action": "arm_crash_1", "_selected_action": [fault.pk]})
+    admin_client.post(URL, {"action": "arm_crash_1", "_selected_action": [fault.pk]})
     fault.refresh_from_db()
     assert (fault.action, fault.remaining, fault.is_armed) == ("crash", 1, True)
-    admin_client_.post(URL, {"action": "disarm", "_selected_action": [fault.pk]})
+    admin_client.post(URL, {"action": "disarm", "_selected_action": [fault.pk]})
     fault.refresh_from_db()
     assert not fault.is_armed
 

@@ -3,8 +3,8 @@ from django_q.tasks import async_task
 
 from dashboard.selectors import consistency_checks
 from faults import services as faults
-from jobs import services
-from jobs.models import JobRun
+from jobs import housekeeping, services
+from jobs.models import JobRun, RunState
 from jobs.selectors import queue_drained, queued_tasks, uses_pgbroker
 from pgbroker.models import Job
 from tests.helpers import wait_until
@@ -48,10 +48,11 @@ def test_retry_parked_gives_fresh_attempts_and_enqueues_again(transactional_db, 
         services.run_job(key="email:1", func="users.tasks.send_welcome_email",
                          kwargs={"user_id": 1}, body=lambda: int("x"))
     run = JobRun.objects.get()
-    assert run.state == "parked"
-    services.retry_parked(run=run)
+    assert run.state == RunState.PARKED
+    assert services.retry_parked(runs=JobRun.objects.all()) == 1
+    assert services.retry_parked(runs=JobRun.objects.all()) == 0, "a double submit: no-op"
     run.refresh_from_db()
-    assert (run.state, run.attempts) == ("pending", 0)
+    assert (run.state, run.attempts) == (RunState.PENDING, 0)
     (queued,) = queued_tasks()
     assert queued.func == "users.tasks.send_welcome_email"
     assert queued.kwargs == {"user_id": 1}
@@ -139,6 +140,6 @@ def test_cleanup_deletes_only_old_task_results(db):
     task("old", 30)
     task("new", 1)
     task("old-failure", 30, success=False)  # failures are kept for a person to look at
-    assert services.cleanup_task_results(keep_days=7) == 1
+    assert housekeeping.cleanup_task_results(keep_days=7) == 1
     assert list(Success.objects.values_list("name", flat=True)) == ["new"]
     assert Failure.objects.count() == 1

@@ -179,7 +179,7 @@ def test_a_fault_in_the_relay_loses_nothing(transactional_db):
     faults.arm(point="relay.publish", action="raise", times=1)
     with pytest.raises(faults.InjectedFault):
         services.relay_outbox()
-    assert services.pending().count() == 2  # the claimed batch rolled back, untouched
+    assert OutboxMessage.objects.pending().count() == 2  # the claimed batch rolled back, untouched
     assert services.relay_outbox().published == 2
 
 
@@ -213,10 +213,10 @@ def test_a_crashed_relay_loses_nothing_and_the_next_one_delivers(transactional_d
     faults.arm(point="relay.publish", action="crash", times=1)
     crashed = start_process("relay_outbox", "--once", name="crashing-relay")
     assert crashed.proc.wait(timeout=60) == faults.CRASH_EXIT_CODE
-    assert services.pending().count() == 5
+    assert OutboxMessage.objects.pending().count() == 5
     again = start_process("relay_outbox", "--once", name="relay")
     assert again.proc.wait(timeout=60) == 0
-    assert services.pending().count() == 0
+    assert OutboxMessage.objects.pending().count() == 0
     assert redis_user_ids() == [1, 2, 3, 4, 5]
 
 
@@ -237,11 +237,12 @@ def test_a_relay_killed_after_redis_accepted_publishes_again_and_one_email_goes(
     faults.arm(point="relay.redis_accepted", action="crash", times=1)
     crashed = start_process("relay_outbox", "--once", name="crashing-relay")
     assert crashed.proc.wait(timeout=60) == faults.CRASH_EXIT_CODE
-    assert services.pending().count() == 3, "PostgreSQL never committed them as published"
+    assert OutboxMessage.objects.pending().count() == 3, (
+        "PostgreSQL never committed them as published")
     assert redis_user_ids() == sorted(u.pk for u in users), "but Redis had accepted them"
     again = start_process("relay_outbox", "--once", name="relay")
     assert again.proc.wait(timeout=60) == 0
-    assert services.pending().count() == 0
+    assert OutboxMessage.objects.pending().count() == 0
     assert redis_user_ids() == sorted([u.pk for u in users] * 2)
     start_process("qcluster", name="qcluster-redis", ready="running.", Q_CLUSTER_NAME="redis")
     wait_until(lambda: Task.objects.filter(func="users.tasks.send_welcome_email").count() == 6,
@@ -255,7 +256,7 @@ def test_follow_wakes_on_notify_and_stops_cleanly_on_sigterm(transactional_db, s
     relay = start_process("relay_outbox", "--follow", ready="relaying outbox messages",
                           OUTBOX_POLL_SECONDS="60")
     publish_committed(1)
-    wait_until(lambda: not services.pending().exists(), timeout=15,
+    wait_until(lambda: not OutboxMessage.objects.pending().exists(), timeout=15,
                message="the NOTIFY to wake the relay")
     assert relay.stop(grace=10) == "terminated"
     assert relay.proc.returncode == 0
@@ -273,7 +274,7 @@ def test_follow_survives_losing_its_database_connections(transactional_db, start
                     "AND application_name <> 'side'")
         assert cur.fetchone()[0] >= 1
     publish_committed(1)
-    wait_until(lambda: not services.pending().exists(), timeout=20,
+    wait_until(lambda: not OutboxMessage.objects.pending().exists(), timeout=20,
                message="the relay to reconnect and deliver:\n" + relay.log())
     assert relay.proc.poll() is None
     assert relay.stop(grace=10) == "terminated"

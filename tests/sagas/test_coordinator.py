@@ -2,16 +2,17 @@
 as they go, and the advisory lock lives on a second session)."""
 
 import json
-import time
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from faults import services as faults
-from sagas import services
+from sagas import coordinator, recovery, services
 from sagas.models import Saga, State
-from sagas.selectors import saga_as_dict, timeline
+from sagas.selectors import saga_as_dict
+from sagas.timeline import timeline
+from tests.helpers import wait_until
 from travel.models import CarBooking, FlightBooking, HotelBooking
 from travel.services import booking_states
 
@@ -23,7 +24,7 @@ def log_of(saga: Saga) -> list[str]:
 
 
 def run(saga: Saga) -> Saga:
-    services.advance(saga_id=saga.pk)
+    coordinator.advance(saga_id=saga.pk)
     saga.refresh_from_db()
     return saga
 
@@ -71,7 +72,7 @@ def test_a_final_saga_takes_no_more_events_and_advancing_it_does_nothing():
     saga = run(services.start_trip(customer="alice"))
     events = log_of(saga)
     with pytest.raises(services.SagaError, match=f"saga {saga.pk} is already final"):
-        services._append(saga, "STEP_START", step="flight")  # a late coordinator
+        coordinator.append_event(saga, "STEP_START", step="flight")  # a late coordinator
     assert run(saga).state == State.COMPLETED
     assert log_of(saga) == events
     assert saga.last_seq == len(events)
@@ -117,13 +118,13 @@ def test_a_service_answering_after_the_deadline_counts_as_failed(settings):
 
 
 def recover_until_settled(saga: Saga, timeout: float = 10) -> Saga:
-    deadline = time.monotonic() + timeout
-    while True:
-        services.recover_sagas()
+    def settled() -> bool:
+        recovery.recover_sagas()
         saga.refresh_from_db()
-        if saga.state not in (State.RUNNING, State.COMPENSATING) or time.monotonic() > deadline:
-            return saga
-        time.sleep(0.02)
+        return saga.state not in (State.RUNNING, State.COMPENSATING)
+
+    wait_until(settled, timeout=timeout, interval=0.02, message=f"saga {saga.pk} to settle")
+    return saga
 
 
 def test_a_compensation_that_fails_twice_is_retried_with_backoff_until_it_succeeds(settings):
@@ -151,29 +152,29 @@ def test_a_compensation_that_always_fails_leaves_the_saga_stuck_and_retryable(se
     assert saga.state == State.STUCK
     assert saga.log.filter(event="COMP_FAIL", step="hotel").count() == 3
     assert HotelBooking.objects.get(saga_id=saga.pk).status == "booked"
-    assert services.recover_sagas().count == 0, "a stuck saga waits for a person"
+    assert recovery.recover_sagas().count == 0, "a stuck saga waits for a person"
 
     faults.disarm(point="saga.hotel.cancel", scope=saga.fault_scope)  # the person fixed it
-    services.retry_stuck(saga=saga)
+    recovery.retry_stuck(saga=saga)
     saga = run(saga)
     assert saga.state == State.COMPENSATED
     assert HotelBooking.objects.get(saga_id=saga.pk).status == "cancelled"
     with pytest.raises(services.SagaError, match="is compensated, not stuck"):
-        services.retry_stuck(saga=saga)
+        recovery.retry_stuck(saga=saga)
 
 
 def test_a_saga_held_by_another_coordinator_is_not_advanced():
     saga = services.start_trip(customer="gus")
-    with services.saga_lock(saga.pk) as got:
+    with coordinator.saga_lock(saga.pk) as got:
         assert got
         # same process, other thread = other session: the lock is per session
         import threading
 
         result = {}
-        t = threading.Thread(target=lambda: result.update(r=services.advance(saga_id=saga.pk)))
+        t = threading.Thread(target=lambda: result.update(r=coordinator.advance(saga_id=saga.pk)))
         t.start()
         t.join()
-    assert result["r"] == "busy"
+    assert result["r"] is None, "another coordinator holds it"
     assert log_of(Saga.objects.get(pk=saga.pk)) == ["SAGA_START"]
 
 
@@ -233,9 +234,9 @@ def test_the_timeline_draws_one_arrow_per_event_in_the_talks_lanes():
 
 def test_the_timeline_marks_a_step_whose_coordinator_died():
     saga = services.start_trip(customer="jo")
-    services._append(saga, "STEP_START", step="hotel")  # ...and the coordinator died here
+    coordinator.append_event(saga, "STEP_START", step="hotel")  # ...and the coordinator died here
     Saga.objects.filter(pk=saga.pk).update(lease_until="2000-01-01T00:00:00Z")
-    services.recover_sagas()
+    recovery.recover_sagas()
     labels = [a.label for a in timeline(Saga.objects.get(pk=saga.pk))["arrows"]]
     assert labels[1:4] == ["T: book hotel (no answer: SEC died)", "T: book hotel",
                            "T: hotel success"]
@@ -248,6 +249,6 @@ def test_one_saga_that_cannot_be_advanced_does_not_stop_the_others_recovery():
     Saga.objects.filter(pk=broken.pk).update(kind="no-such-kind",
                                              lease_until="2000-01-01T00:00:00Z")
     Saga.objects.filter(pk=fine.pk).update(lease_until="2000-01-01T00:00:01Z")
-    result = services.recover_sagas()
+    result = recovery.recover_sagas()
     assert result.advanced[broken.pk].startswith("failed: KeyError")
     assert result.advanced[fine.pk] == State.COMPLETED

@@ -19,7 +19,7 @@ from faults import services as faults
 from faults.models import Fault
 from jobs.models import JobRun
 from jobs.selectors import queue_drained, redis_queued_tasks
-from outbox.services import pending
+from outbox.models import OutboxMessage
 from tests.helpers import Process, wait_until
 from users import services
 from users.models import EmailSend, User
@@ -59,9 +59,9 @@ def matrix_outcome(django_db_setup, django_db_blocker, tmp_path_factory):
 
             def settled() -> bool:
                 done = JobRun.objects.filter(
-                    key__in=[f"signup:{i}" for i in ids.values()], finished_at__isnull=False
-                ).count()
-                return (done == len(ids) and queue_drained() and not pending().exists()
+                    key__in=[f"signup:{i}" for i in ids.values()]).done().count()
+                return (done == len(ids) and queue_drained()
+                        and not OutboxMessage.objects.pending().exists()
                         and not redis_queued_tasks()
                         and EmailSend.objects.count() == sum(expected_emails(m, f)
                                                              for m, f in CASES))

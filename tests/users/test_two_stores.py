@@ -10,8 +10,8 @@ from django.db.models import Count
 
 from faults import stores
 from jobs.selectors import queue_drained, redis_queued_tasks
+from outbox.models import OutboxMessage
 from outbox.selectors import outbox_counts
-from outbox.services import pending
 from tests.helpers import wait_until
 from users import services
 from users.models import EmailSend, Mode, User
@@ -44,7 +44,8 @@ def test_a_redis_restart_during_a_burst_loses_and_duplicates_nothing_for_outbox_
     signups(range(2 * n // 3, n))
 
     def settled() -> bool:
-        return (User.objects.count() == 2 * n and queue_drained() and not pending().exists()
+        return (User.objects.count() == 2 * n and queue_drained()
+                and not OutboxMessage.objects.pending().exists()
                 and not redis_queued_tasks() and EmailSend.objects.count() == 2 * n)
 
     wait_until(settled, timeout=120, interval=0.5,
@@ -89,9 +90,10 @@ def test_a_redis_cluster_killed_with_jobs_in_hand_loses_them_until_reconciled(
     faults.disarm_all()
     assert not EmailSend.objects.exists()
     assert redis_queued_tasks() == [], "Redis no longer has them"
-    assert not pending().exists(), "and the outbox says they were published"
+    assert not OutboxMessage.objects.pending().exists(), "and the outbox says they were published"
 
-    from dashboard.selectors import PUBLISHED_GRACE_SECONDS, consistency_checks
+    from dashboard.selectors import consistency_checks
+    from users.selectors import PUBLISHED_GRACE_SECONDS
 
     def flagged() -> bool:
         checks = {c.name: c for c in consistency_checks()}

@@ -2,7 +2,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from dashboard.selectors import EXPECTED, OK, VIOLATION, consistency_checks, violations
+from dashboard.registry import Status, violations
+from dashboard.selectors import consistency_checks
 
 
 class Command(BaseCommand):
@@ -21,8 +22,8 @@ class Command(BaseCommand):
                                           "checks": [c.as_dict() for c in checks]}, indent=2))
         else:
             for c in checks:
-                style = {OK: self.style.SUCCESS, EXPECTED: self.style.WARNING,
-                         VIOLATION: self.style.ERROR}.get(c.status, self.style.NOTICE)
+                style = {Status.OK: self.style.SUCCESS, Status.EXPECTED: self.style.WARNING,
+                         Status.VIOLATION: self.style.ERROR}.get(c.status, self.style.NOTICE)
                 ids = f"  {c.ids[:10]}" if c.ids else ""
                 self.stdout.write(f"{style(f'{c.status:<9}')} {c.count:>4}  {c.description}{ids}")
             self.stdout.write(self.style.ERROR(f"{len(broken)} invariant(s) broken") if broken

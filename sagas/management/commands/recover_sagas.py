@@ -11,7 +11,7 @@ from django.db import close_old_connections, connections
 
 from common import sideconn
 from common.stopping import StopFlag
-from sagas import services
+from sagas import recovery
 
 
 class Command(BaseCommand):
@@ -46,7 +46,7 @@ class Command(BaseCommand):
         if not 0 < saga_timeout < float("inf"):
             raise CommandError("--saga-timeout must be a number of seconds above 0")
         if not follow:
-            self.report(services.recover_sagas(batch=batch), always=True)
+            self.report(recovery.recover_sagas(batch=batch), always=True)
             return
         stopping = StopFlag()
         self.stdout.write(f"recovering sagas every {interval:g}s; SIGTERM or Ctrl-C to stop")
@@ -54,7 +54,7 @@ class Command(BaseCommand):
         while not stopping:
             close_old_connections()
             try:
-                if services.any_due():
+                if recovery.any_due():
                     self.pass_in_child(batch, saga_timeout)
             except Exception as e:  # a failed pass must not end the recoverer
                 self.stderr.write(f"recovery pass failed: {e!r}")
@@ -79,7 +79,7 @@ class Command(BaseCommand):
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
-                self.report(services.recover_sagas(
+                self.report(recovery.recover_sagas(
                     batch=batch, on_advanced=lambda saga_id, state: os.write(beat_w, b".")),
                     always=False)
             except BaseException:
@@ -112,7 +112,7 @@ class Command(BaseCommand):
                               f"{os.waitstatus_to_exitcode(status)}; its sagas are resumed "
                               "when their lease runs out")
 
-    def report(self, result: services.RecoveryResult, *, always: bool) -> None:
+    def report(self, result: recovery.RecoveryResult, *, always: bool) -> None:
         if result.count or always:
             states = ", ".join(f"{i}: {s}" for i, s in result.advanced.items())
             self.stdout.write(self.style.SUCCESS(

@@ -53,19 +53,20 @@ class Command(BaseCommand):
         self.report(name, mode)
 
     def report(self, name: str, mode: str) -> None:
-        from jobs.selectors import queued_tasks, redis_queued_tasks
-        from outbox.services import pending
+        from jobs.selectors import queued_calls
+        from outbox.models import OutboxMessage
+        from users.selectors import email_store_name
 
         user = User.objects.filter(username=name).first()
         if user is None:
             self.stdout.write(f"user {name}: not created (the transaction rolled back)")
             return
         emails = EmailSend.objects.filter(user=user).count()
-        queued = sum(1 for q in [*queued_tasks(), *redis_queued_tasks()]
-                     if q.func == services.SEND_EMAIL_TASK and q.kwargs.get("user_id") == user.pk)
-        outbox = pending().filter(payload__user_id=user.pk).count()
+        queued = sum(1 for kw in queued_calls(services.SEND_EMAIL_TASK)
+                     if kw.get("user_id") == user.pk)
+        outbox = OutboxMessage.objects.pending().filter(payload__user_id=user.pk).count()
         self.stdout.write(self.style.SUCCESS(f"user {name} ({mode}) committed, id {user.pk}"))
-        store = services.EMAIL_STORE[services.check_mode(mode)].label.split(" (")[0]
+        store = email_store_name(services.check_mode(mode))
         self.stdout.write(f"  welcome emails sent: {emails}; email jobs queued ({store}): "
                           f"{queued}; outbox messages pending: {outbox}")
         if emails + queued + outbox == 0:

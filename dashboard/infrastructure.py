@@ -1,0 +1,81 @@
+"""What the infrastructure apps (outbox, jobs and the queues, Redis, faults) show on the
+dashboard: registered by DashboardConfig.ready, like any other app's (users/dashboard.py)."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+
+from dashboard import registry
+from dashboard.forms import FaultForm, RedisForm
+from dashboard.registry import Check, Snapshot, Status
+from faults import services as faults
+from faults import stores
+from faults.selectors import armed_faults
+from jobs.cluster import run_now
+from jobs.models import JobRun
+from jobs.selectors import queue_counts, queued_tasks, redis_status
+from outbox.models import OutboxMessage
+from outbox.selectors import outbox_counts
+
+
+def infrastructure_checks(snap: Snapshot) -> list[Check]:
+    return [
+        Check.of("outbox_dead", "outbox: dead messages (kept with their error, retryable)",
+                 [str(i) for i in OutboxMessage.objects.dead().values_list("id", flat=True)],
+                 Status.ATTENTION),
+        Check.of("jobs_parked", "jobs parked after too many attempts (poison jobs)",
+                 list(JobRun.objects.parked().values_list("key", flat=True)),
+                 Status.ATTENTION),
+        Check.of("queue_parked", "jobs the queue gave up on (retry them from the Jobs page)",
+                 [f"{t.id} {t.func}" for t in queued_tasks(include_parked=True) if t.parked],
+                 Status.ATTENTION),
+    ]
+
+
+def arm_fault(data: dict) -> tuple[int, str]:
+    point, action = data["point"], data["action"]
+    if action == "disarm":
+        was = faults.disarm(point=point)
+        return messages.SUCCESS, f"Disarmed {point}." if was else f"{point} was not armed."
+    times = data["times"]
+    faults.arm(point=point, action=action, times=times, delay_ms=data["ms"] or 2000)
+    return messages.WARNING, (f"Armed {point}: {action}, "
+                              f"{'every time' if times is None else f'{times} time(s)'}.")
+
+
+def break_redis(data: dict) -> tuple[int, str]:
+    return messages.WARNING, stores.act(action=data["action"]) + "."
+
+
+def invariants(snap: Snapshot) -> dict:
+    found = snap.get("checks", lambda: registry.checks(snap))
+    return {"checks": found, "violations": registry.violations(found)}
+
+
+def register() -> None:
+    registry.register_checks("infrastructure", infrastructure_checks, order=20)
+    for panel in [
+        registry.Panel("invariants", "admin/dashboard/invariants.html", invariants,
+                       order=20, wide=True),
+        registry.Panel("outbox", "admin/dashboard/outbox.html",
+                       lambda snap: {"outbox": outbox_counts()}, order=30),
+        registry.Panel("queue", "admin/dashboard/queue.html",
+                       lambda snap: {"queue": queue_counts()}, order=40),
+        registry.Panel("redis", "admin/dashboard/redis.html",
+                       lambda snap: {"redis": redis_status()}, order=50),
+        registry.Panel("faults", "admin/dashboard/faults.html",
+                       lambda snap: {"faults": armed_faults()}, order=70),
+    ]:
+        registry.register_panel(panel)
+    for control in [
+        registry.Control("fault", "Arm a fault point", arm_fault, form=FaultForm,
+                         button="Arm / disarm", order=20,
+                         initial=lambda: {"point": "signup.part2", "action": "raise",
+                                          "times": 3}),
+        registry.Control("redis", "Break Redis", break_redis, form=RedisForm, order=40,
+                         initial=lambda: {"action": stores.Action.STOP}),
+        registry.Control("relay", "", lambda data: run_now("outbox.tasks.relay_outbox",
+                                                           "Relayed the outbox"),
+                         button="Relay the outbox now", order=70),
+    ]:
+        registry.register_control(control)
