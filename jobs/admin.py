@@ -1,29 +1,21 @@
 from django.contrib import admin
 from django.http import HttpRequest
 
+from common.admin import StateFilter
 from common.permissions import OperateAdminMixin
 from jobs import services
 from jobs.models import JobRun, RunState
 
 
-class StateFilter(admin.SimpleListFilter):
-    title = "state"
-    parameter_name = "state"
-
-    def lookups(self, request, model_admin):
-        return RunState.choices
-
-    def queryset(self, request, queryset):
-        if self.value() in RunState.values:
-            return queryset.in_state(self.value())
-        return queryset
+class RunStateFilter(StateFilter):
+    states = RunState
 
 
 @admin.register(JobRun)
 class JobRunAdmin(OperateAdminMixin, admin.ModelAdmin):
     list_display = ["key", "func", "state", "attempts", "last_pid", "last_started_at",
                     "finished_at", "parked_at", "short_error"]
-    list_filter = [StateFilter, "func"]
+    list_filter = [RunStateFilter, "func"]
     search_fields = ["key"]
     readonly_fields = [f.name for f in JobRun._meta.fields]
     actions = ["retry_parked"]

@@ -1,29 +1,20 @@
 from django.contrib import admin
 from django.http import HttpRequest
 
-from common.admin import ReadOnlyAdminMixin
+from common.admin import ReadOnlyAdminMixin, StateFilter
 from outbox import services
 from outbox.models import MessageState, OutboxMessage
 
 
-class StateFilter(admin.SimpleListFilter):
-    title = "state"
-    parameter_name = "state"
-
-    def lookups(self, request, model_admin):
-        return MessageState.choices
-
-    def queryset(self, request, queryset):
-        if self.value() in MessageState.values:
-            return queryset.in_state(self.value())
-        return queryset
+class MessageStateFilter(StateFilter):
+    states = MessageState
 
 
 @admin.register(OutboxMessage)
 class OutboxMessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["id", "topic", "state", "attempts", "created_at", "available_at",
                     "published_at", "dead_at", "short_error"]
-    list_filter = [StateFilter, "topic"]
+    list_filter = [MessageStateFilter, "topic"]
     search_fields = ["id", "topic"]
     readonly_fields = [f.name for f in OutboxMessage._meta.fields]
     actions = ["retry_dead"]
