@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from django.conf import settings
 
@@ -45,6 +45,31 @@ class InjectedFault(RuntimeError):
     def __init__(self, point: str) -> None:
         super().__init__(f"injected fault at {point}")
         self.point = point
+
+
+UNKNOWN_TARGET = "unknown {what} {target!r}; use one of: {allowed}"
+SAME_TARGET = "--fail and --crash cannot both target {target}"
+
+
+def plan(*, point: str, what: str, allowed: Sequence[str],
+         fail: str | None = None, crash: str | None = None,
+         slow: str | None = None) -> dict[str, str]:
+    """The faults one request (a signup, a trip) asks for, as {point: action}: `fail` raises,
+    `crash` kills the process, `slow` delays, each at `point` (a format string with
+    `{target}`) of the target named. Refuses a target not in `allowed` and two faults on one
+    target. Arm the plan with `arm(..., scope=)` so it strikes that request only."""
+    chosen: dict[str, str] = {}
+    for target, action in ((fail, Action.RAISE), (crash, Action.CRASH), (slow, Action.DELAY)):
+        if not target:
+            continue
+        if target not in allowed:
+            raise FaultError(UNKNOWN_TARGET.format(what=what, target=target,
+                                                   allowed=", ".join(allowed)))
+        name = point.format(target=target)
+        if name in chosen:
+            raise FaultError(SAME_TARGET.format(target=target))
+        chosen[name] = action
+    return chosen
 
 
 def enabled() -> bool:

@@ -6,8 +6,8 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from common.admin import ReadOnlyAdminMixin
+from common.errors import OperationError
 from common.permissions import can_operate
-from faults.services import FaultError
 from jobs.cluster import run_now
 from sagas import recovery, services
 from sagas.forms import StartTripForm
@@ -92,7 +92,7 @@ class SagaAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 saga = services.start_trip(customer=form.cleaned_data["customer"],
                                            fail=form.cleaned_data["fail"] or None,
                                            crash=form.cleaned_data["crash"] or None)
-            except (services.SagaError, FaultError) as e:
+            except OperationError as e:
                 form.add_error(None, str(e))
             else:
                 self.message_user(request, f"Trip saga {saga.pk} started.")

@@ -14,15 +14,12 @@ from django.utils import timezone
 from django_q.tasks import async_task
 
 from faults import services as faults
-from faults.models import Action
 from sagas.coordinator import RUN_SAGA_TASK, SagaError, append_event, lease_seconds
 from sagas.definitions import DEFINITIONS, TRIP
 from sagas.models import ACTIVE_STATES, Event, Saga
 
 __all__ = ["SagaError", "start_saga", "start_trip", "wait_for"]
 
-UNKNOWN_SERVICE = "unknown service {service!r}; use one of: {services}"
-SAME_SERVICE = "--fail and --crash cannot both target {service}"
 CUSTOMER_EMPTY = "the customer name is empty"
 CUSTOMER_TOO_LONG = "the customer name is longer than 100 characters"
 UNKNOWN_KIND = "unknown saga kind {kind!r}"
@@ -69,17 +66,8 @@ def start_trip(
         raise SagaError(CUSTOMER_EMPTY)
     if len(customer) > 100:
         raise SagaError(CUSTOMER_TOO_LONG)
-    plan: dict[str, str] = {}
-    services = [s.name for s in TRIP.steps]
-    for service, action in ((fail, Action.RAISE), (crash, Action.CRASH), (slow, Action.DELAY)):
-        if not service:
-            continue
-        if service not in services:
-            raise SagaError(UNKNOWN_SERVICE.format(service=service, services=", ".join(services)))
-        point = f"saga.{service}.book"
-        if point in plan:
-            raise SagaError(SAME_SERVICE.format(service=service))
-        plan[point] = action
+    plan = faults.plan(point="saga.{target}.book", what="service",
+                       allowed=[s.name for s in TRIP.steps], fail=fail, crash=crash, slow=slow)
     return start_saga(kind=TRIP.kind, payload={"customer": customer}, fault_plan=plan)
 
 

@@ -15,7 +15,6 @@ from django.utils import timezone
 
 from common.errors import OperationError
 from faults import services as faults
-from faults.models import Action
 from jobs.queues import RedisUnavailable, Store, enqueue
 from outbox.services import publish
 from outbox.topics import PermanentError
@@ -33,8 +32,7 @@ NAME_TOO_LONG = f"the name is longer than {NAME_MAX} characters"
 NAME_INVALID = "the name may contain only letters, digits and @ . + - _"
 NAME_TAKEN = "a user named {name!r} already exists"
 UNKNOWN_MODE = "unknown mode {mode!r}; use one of: {modes}"
-SAME_PART = "--fail and --crash cannot both target {part}"
-UNKNOWN_PART = "unknown part {part!r}; use part1 or part2"
+SIGNUP_PARTS = ("part1", "part2")  # part 1: inside the signup transaction; part 2: after it
 EMAIL_LOST = ("user {name} is committed, but Redis refused the welcome email job: the email is "
               "lost (dual-write: {error})")
 
@@ -170,7 +168,8 @@ def prepare_signup(
     """
     mode = check_mode(mode)
     name = validate_name(name)
-    plan = _signup_faults(fail=fail, crash=crash)
+    plan = faults.plan(point="signup.{target}", what="part", allowed=SIGNUP_PARTS,
+                       fail=fail, crash=crash)
     signup_id = uuid.uuid4().hex
     for point, action in plan.items():
         faults.arm(point=point, action=action, times=1, scope=signup_id)
@@ -186,20 +185,6 @@ def enqueue_signup(
         enqueue(store=Store.POSTGRES, func=CREATE_USER_TASK, name=name, mode=mode.value,
                 signup_id=signup_id, task_name=f"signup {name} ({mode.value})")
     return signup_id
-
-
-def _signup_faults(*, fail: str | None, crash: str | None) -> dict[str, str]:
-    chosen: dict[str, str] = {}
-    for part, action in ((fail, Action.RAISE), (crash, Action.CRASH)):
-        if part is None:
-            continue
-        if part not in ("part1", "part2"):
-            raise SignupError(UNKNOWN_PART.format(part=part))
-        point = f"signup.{part}"
-        if point in chosen:
-            raise SignupError(SAME_PART.format(part=part))
-        chosen[point] = action
-    return chosen
 
 
 # --- the welcome email as an outbox topic, and reconciliation ---------------------------------

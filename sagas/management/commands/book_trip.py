@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from faults.services import FaultError
+from common.errors import OperationError
 from sagas import services
 from sagas.definitions import TRIP
 from sagas.selectors import saga_as_dict
@@ -29,7 +29,7 @@ class Command(BaseCommand):
                **options) -> None:
         try:
             saga = services.start_trip(customer=customer, fail=fail, crash=crash, slow=slow)
-        except (services.SagaError, FaultError) as e:
+        except OperationError as e:
             raise CommandError(str(e)) from e
         self.stdout.write(self.style.SUCCESS(f"saga {saga.pk} started"))
         if not wait:

@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from faults.services import FaultError, InjectedFault
+from common.errors import OperationError
+from faults.services import InjectedFault
 from users import services
 from users.models import EmailSend, Mode, User
 from users.tasks import create_user_job
@@ -34,7 +35,7 @@ class Command(BaseCommand):
                 self.stdout.write(self.style.SUCCESS(
                     f"enqueued signup of {name.strip()} ({mode}), signup id {signup_id}; "
                     "watch it with: manage.py show_state"))
-        except (services.SignupError, FaultError) as e:
+        except OperationError as e:
             raise CommandError(str(e)) from e
 
     def run_sync(self, name: str, mode: str, fail, crash) -> None:
