@@ -10,6 +10,7 @@ from django.utils.html import format_html
 from common.admin import ReadOnlyAdminMixin
 from pgbroker import selectors, services
 from pgbroker.models import Cluster, Job
+from pgbroker.selectors import State
 
 
 class StateFilter(admin.SimpleListFilter):
@@ -17,9 +18,9 @@ class StateFilter(admin.SimpleListFilter):
     parameter_name = "state"
     CHOICES = {
         "claimed": ("running or claimed", lambda qs: qs.claimed()),
-        "ready": ("ready", lambda qs: qs.ready()),
-        "retrying": ("waiting for a retry", lambda qs: qs.retrying()),
-        "parked": ("parked", lambda qs: qs.parked()),
+        State.READY: ("ready", lambda qs: qs.ready()),
+        State.RETRYING: ("waiting for a retry", lambda qs: qs.retrying()),
+        State.PARKED: ("parked", lambda qs: qs.parked()),
     }
 
     def lookups(self, request, model_admin):
@@ -60,7 +61,8 @@ class JobAdmin(ReadOnly):
     @admin.display(description="state")
     def state(self, obj: Job) -> str:
         view = self._view(obj)
-        color = {"parked": "#ba2121", "retrying": "#b07000", "orphaned": "#ba2121"}.get(
+        color = {State.PARKED: "#ba2121", State.RETRYING: "#b07000",
+                 State.ORPHANED: "#ba2121"}.get(
             view.state, "inherit")
         return format_html('<span style="color:{}">{}</span>', color, view.state)
 

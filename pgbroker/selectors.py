@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.db import models
 from django.db.models import Count, Q
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -16,7 +17,9 @@ from django_q.signing import SignedPackage
 from pgbroker.models import Cluster, Job
 
 
-class State:
+class State(models.TextChoices):
+    """A job as a person sees it: the row's state plus what its cluster says it is doing."""
+
     RUNNING = "running"
     PREFETCHED = "prefetched"
     ORPHANED = "orphaned"

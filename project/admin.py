@@ -4,6 +4,8 @@ from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.urls import path
 
+from dashboard import views
+
 
 def forbid_non_staff(view):
     """Signed in but not staff: 403 (the admin itself would send them to its login page)."""
@@ -23,8 +25,6 @@ class ReliableAdminSite(admin.AdminSite):
     index_title = "Break things, watch what survives"
 
     def get_urls(self):
-        from dashboard import views
-
         def staff(view):
             return forbid_non_staff(self.admin_view(view))
 

@@ -3,6 +3,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from common.errors import OperationError
 from sagas import services
 from sagas.definitions import TRIP
+from sagas.models import State
 from sagas.selectors import saga_as_dict
 
 SERVICES = [s.name for s in TRIP.steps]
@@ -41,7 +42,7 @@ class Command(BaseCommand):
             self.stdout.write(f"  {e['seq']:>3} {e['event']:<11} {e['step']}")
         bookings = ", ".join(f"{k} {v}" for k, v in data["bookings"].items())
         self.stdout.write(f"saga {saga.pk}: {saga.state} ({bookings})")
-        if saga.state == "stuck":
+        if saga.state == State.STUCK:
             raise CommandError(
                 f"saga {saga.pk} is stuck: a compensation keeps failing. Fix the cause, then "
                 "retry it from the admin (Sagas > Retry selected stuck sagas).")

@@ -2,7 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from sagas.models import Saga
+from sagas.models import Event, Saga, State
 from sagas.selectors import saga_as_dict
 
 
@@ -28,13 +28,13 @@ class Command(BaseCommand):
         for e in data["log"]:
             detail = details.get(e["seq"]) or ""
             line = f"  {e['seq']:>3} {e['event']:<11} {e['step']:<7} {detail}"
-            fail = e["event"] in ("STEP_FAIL", "COMP_FAIL", "SAGA_ABORT")
+            fail = e["event"] in (Event.STEP_FAIL, Event.COMP_FAIL, Event.SAGA_ABORT)
             self.stdout.write(self.style.ERROR(line) if fail else line)
         self.stdout.write("bookings: " + ", ".join(f"{k} {v}" for k, v in data["bookings"].items()))
 
     def styled(self, state: str) -> str:
-        if state == "completed":
+        if state == State.COMPLETED:
             return self.style.SUCCESS(state)
-        if state in ("compensated", "running", "compensating"):
+        if state in (State.COMPENSATED, State.RUNNING, State.COMPENSATING):
             return self.style.WARNING(state)
         return self.style.ERROR(state)
