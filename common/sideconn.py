@@ -58,3 +58,9 @@ def close() -> None:
     if conn is not None and _local.key[0] == os.getpid():
         conn.close()
     _local.conn = None
+
+
+def is_open() -> bool:
+    """Has this thread a side connection now (one was used since the last close())?"""
+    conn = getattr(_local, "conn", None)
+    return conn is not None and not conn.closed

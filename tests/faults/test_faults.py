@@ -5,6 +5,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection, transaction
 
+from common import sideconn
 from faults import services
 from faults.models import Fault
 from faults.services import InjectedFault, fire, scoped
@@ -75,14 +76,14 @@ def test_crash_exits_the_process(db, monkeypatch):
     assert exits == [services.CRASH_EXIT_CODE]
 
 
-def test_faults_do_nothing_when_disabled(db, settings, monkeypatch):
+def test_faults_do_nothing_when_disabled(db, settings):
     services.arm(point="email.send", action="raise", times=1)
     settings.FAULTS_ENABLED = False
-    monkeypatch.setattr(services, "_take", lambda *a: pytest.fail("disabled faults must not query"))
+    sideconn.close()
     fire("email.send")
+    assert not sideconn.is_open(), "a disabled fault point must not even connect"
     with pytest.raises(services.FaultError, match="FAULTS_ENABLED"):
         services.arm(point="email.send", action="raise")
-    monkeypatch.undo()
     settings.FAULTS_ENABLED = True
     with pytest.raises(InjectedFault):  # the disabled pass did not use up the firing
         fire("email.send")
