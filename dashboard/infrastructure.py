@@ -38,7 +38,8 @@ def arm_fault(data: dict) -> tuple[int, str]:
         was = faults.disarm(point=point)
         return messages.SUCCESS, f"Disarmed {point}." if was else f"{point} was not armed."
     times = data["times"]
-    faults.arm(point=point, action=action, times=times, delay_ms=data["ms"] or 2000)
+    faults.arm(point=point, action=action, times=times,
+               delay_ms=2000 if data["ms"] is None else data["ms"])
     return messages.WARNING, (f"Armed {point}: {action}, "
                               f"{'every time' if times is None else f'{times} time(s)'}.")
 

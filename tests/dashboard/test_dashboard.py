@@ -88,6 +88,10 @@ def test_arm_and_disarm_from_the_dashboard(admin_client):
     assert Fault.objects.get(point="signup.part2", scope="").remaining == 3
     admin_client.post(url, {"point": "signup.part2", "action": "disarm"})
     assert not Fault.objects.get(point="signup.part2", scope="").is_armed
+    admin_client.post(url, {"point": "email.send", "action": "delay", "ms": "0"})
+    assert Fault.objects.get(point="email.send", scope="").delay_ms == 0, "0 ms is 0 ms"
+    admin_client.post(url, {"point": "email.send", "action": "delay"})
+    assert Fault.objects.get(point="email.send", scope="").delay_ms == 2000, "the default"
 
 
 def test_lost_emails_count_only_when_nothing_will_send_them(db):
