@@ -19,8 +19,8 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
+from devtools.local_redis import default_redis_url, with_db  # noqa: E402
 from experiments.scratch import scratch_database  # noqa: E402
-from project.localredis import default_redis_url, with_db  # noqa: E402
 
 N = int(os.environ.get("BENCH_N", "1000"))
 SAGAS = int(os.environ.get("BENCH_SAGAS", "200"))
@@ -42,11 +42,11 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django_q.models import Task  # noqa: E402
 
+from devtools.processes import stop_pid  # noqa: E402
 from jobs.queues import Store, enqueue  # noqa: E402
 from jobs.selectors import queue_drained, redis_queued_tasks  # noqa: E402
 from outbox.models import OutboxMessage  # noqa: E402
 from outbox.services import publish, relay_outbox  # noqa: E402
-from project.procs import stop_pid  # noqa: E402
 from sagas.models import Saga, State  # noqa: E402
 from sagas.services import start_trip  # noqa: E402
 from users.models import EmailSend  # noqa: E402

@@ -7,8 +7,8 @@ To add a queue, subclass `Engine`, fill in the four abstract pieces and add an i
 
 Worker processes run `bench/peers/manage.py ...` in their own session (process group) and are
 stopped by pid: SIGTERM to the main pid, a grace period, then SIGKILL of the whole group
-(project/procs.py `stop_pid`). The harness also plays the supervisor (systemd `Restart=always`):
-after `kill()` it starts a worker whose main process died again at once.
+(devtools/processes.py `stop_pid`). The harness also plays the supervisor (systemd
+`Restart=always`): after `kill()` it starts a worker whose main process died again at once.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from django_tasks_db.models import DBTaskResult
 from procrastinate.contrib.django.models import ProcrastinateJob
 
 from bench.peers.jobs.tasks import Q_NOOP, Q_NOTHING, p_noop, p_nothing, t_noop, t_nothing
-from project.procs import stop_pid
+from devtools.processes import stop_pid
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 MANAGE = str(BASE_DIR / "bench" / "peers" / "manage.py")

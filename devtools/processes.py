@@ -9,7 +9,10 @@ Stopping follows docs/design.md (django-q2 behaviour): SIGTERM to the main pid o
 SIGTERM to the whole group can hang qcluster forever), wait, then SIGKILL the whole group as a
 fallback (a SIGKILL of the main pid alone leaves its children consuming the queue).
 
-    python3 project/procs.py start|stop|status
+`alive`, `children` and `stop_pid` are also the process helpers of the tests, the
+experiments and the benchmarks.
+
+    python3 devtools/processes.py start|stop|status
 """
 
 from __future__ import annotations
@@ -57,6 +60,24 @@ def alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except OSError:
         return True
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of `pid` that have not exited (zombies left out), from /proc."""
+    return sorted(p for p, fields in _stats() if fields[1] == str(pid) and fields[0] != "Z")
+
+
+def _stats():
+    """(pid, the fields of /proc/PID/stat after the command name) for every process."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:  # gone meanwhile
+            continue
+        yield int(entry), stat.rsplit(")", 1)[-1].split()
 
 
 def stop_pid(pid: int, *, grace: float, name: str = "process", wait=None) -> str:
