@@ -115,8 +115,8 @@ def bench_relay() -> None:
         for i in range(N):
             publish(topic="user.welcome_email", payload={"user_id": i + 1})
     t0 = time.monotonic()
-    procs = [start("relay_outbox", "--once", "--batch", "50") for _ in range(2)]
-    for p in procs:
+    relays = [start("relay_outbox", "--once", "--batch", "50") for _ in range(2)]
+    for p in relays:
         p.wait()
     seconds = time.monotonic() - t0
     assert OutboxMessage.objects.filter(published_at__isnull=False).count() == N
@@ -195,7 +195,7 @@ def bench_latency() -> None:
     """Time from a committed signup to its EmailSend row, with everything running."""
     reset()
     connection.close()
-    procs = [start("qcluster"), start("relay_outbox", "--follow"), start_redis_cluster()]
+    started = [start("qcluster"), start("relay_outbox", "--follow"), start_redis_cluster()]
     try:
         time.sleep(3)
         for mode in ("que", "outbox", "dual-write"):
@@ -215,7 +215,7 @@ def bench_latency() -> None:
                       "outbox": "the relay woken by NOTIFY, then the Redis cluster's BLPOP",
                       "dual-write": "RPUSH after the commit, the Redis cluster's BLPOP"}[mode])
     finally:
-        for p in procs:
+        for p in started:
             stop(p)
 
 
