@@ -9,7 +9,8 @@ MANAGE      := $(PY) manage.py
 LOCAL_PG    := $(PYTHON_SYS) devtools/local_postgres.py
 LOCAL_REDIS := $(PYTHON_SYS) devtools/local_redis.py
 STORES      := $(LOCAL_PG) run -- $(LOCAL_REDIS) run --
-PROCESSES   := $(PYTHON_SYS) devtools/processes.py
+SUPERVISE   := $(PYTHON_SYS) devtools/supervise.py
+RUN_ADDR    ?= 127.0.0.1:8000
 STAMP       := $(VENV)/.installed
 mode        ?= dual-write
 
@@ -69,22 +70,22 @@ setup: ready redis-start ## venv + packages + PostgreSQL + Redis + migrations (i
 # the demos (run, demo and setup start it).
 ready: $(STAMP) db-start migrate
 
-run: ready redis-start ## start web (127.0.0.1:8000), both clusters, relay and saga recoverer in the background
-	@$(PROCESSES) start
-	@echo "admin: http://127.0.0.1:8000/admin/  logs: var/log/  stop with: make stop"
+run: ready redis-start ## web (127.0.0.1:8000 or RUN_ADDR), both clusters, relay, saga recoverer, under supervisord
+	@RUN_ADDR=$(RUN_ADDR) $(SUPERVISE) start
+	@echo "admin: http://$(RUN_ADDR)/admin/  logs: var/log/  status: make status  stop with: make stop"
 
 demo: ready redis-start ## setup + run + a superuser whose password is printed once
 	@$(MANAGE) demo_superuser
-	@$(PROCESSES) start
-	@printf "\n$(BOLD)Open http://127.0.0.1:8000/admin/$(RESET)  (stop everything with: make stop)\n"
+	@RUN_ADDR=$(RUN_ADDR) $(SUPERVISE) start
+	@printf "\n$(BOLD)Open http://$(RUN_ADDR)/admin/$(RESET)  (stop everything with: make stop)\n"
 
-stop: ## stop what run/demo started, the local Redis and the local PostgreSQL
-	@$(PROCESSES) stop
+stop: ## stop what run/demo started (then supervisord), the local Redis and the local PostgreSQL
+	@$(SUPERVISE) stop
 	@$(LOCAL_REDIS) stop
 	@$(LOCAL_PG) stop
 
-status: ## what is running
-	@$(PROCESSES) status || true
+status: ## what is running: each program's state and pid, Redis, PostgreSQL
+	@$(SUPERVISE) status || true
 	@$(LOCAL_REDIS) status || true
 	@$(LOCAL_PG) status || true
 
@@ -156,6 +157,6 @@ lock: ## rebuild requirements.txt from requirements.in in a scratch venv
 	@echo "requirements.txt updated"
 
 clean: ## remove the venv, logs, mail and caches (not the database: make db-reset)
-	@$(PROCESSES) stop >/dev/null 2>&1 || true
+	@$(SUPERVISE) stop >/dev/null 2>&1 || true
 	rm -rf $(VENV) var/log var/mail var/run .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

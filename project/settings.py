@@ -256,7 +256,7 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     # WARNING keeps commands quiet (faults still say when they fire); the background
-    # processes `make run` starts log at INFO (devtools/processes.py).
+    # processes `make run` starts log at INFO (devtools/supervise.py).
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
