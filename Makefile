@@ -2,16 +2,17 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := usage
 
-PYTHON_SYS ?= $(shell command -v python3.11 || command -v python3)
-VENV       := .venv
-PY         := $(VENV)/bin/python
-MANAGE     := $(PY) manage.py
-LOCALPG    := $(PYTHON_SYS) project/localpg.py
-LOCALREDIS := $(PYTHON_SYS) project/localredis.py
-STORES     := $(LOCALPG) run -- $(LOCALREDIS) run --
-PROCS      := $(PYTHON_SYS) project/procs.py
-STAMP      := $(VENV)/.installed
-mode       ?= dual-write
+PYTHON_SYS  ?= $(shell command -v python3.11 || command -v python3)
+VENV        := .venv
+PY          := $(VENV)/bin/python
+MANAGE      := $(PY) manage.py
+LOCAL_PG    := $(PYTHON_SYS) devtools/local_postgres.py
+LOCAL_REDIS := $(PYTHON_SYS) devtools/local_redis.py
+STORES      := $(LOCAL_PG) run -- $(LOCAL_REDIS) run --
+SUPERVISE   := $(PYTHON_SYS) devtools/supervise.py
+RUN_ADDR    ?= 127.0.0.1:8000
+STAMP       := $(VENV)/.installed
+mode        ?= dual-write
 
 BOLD  := \033[1m
 CYAN  := \033[36m
@@ -39,25 +40,25 @@ $(STAMP): requirements.txt
 venv: $(STAMP) ## create .venv and install the pinned packages
 
 db-start: ## start the project-local PostgreSQL (initdb on first use)
-	@$(LOCALPG) start
+	@$(LOCAL_PG) start
 
 db-stop: ## stop the project-local PostgreSQL
-	@$(LOCALPG) stop
+	@$(LOCAL_PG) stop
 
 db-status: ## is the project-local PostgreSQL running?
-	@$(LOCALPG) status
+	@$(LOCAL_PG) status
 
 db-reset: ## stop the cluster and delete its data (asks nothing: careful)
-	@$(LOCALPG) reset
+	@$(LOCAL_PG) reset
 
 redis-start: ## start the project-local Redis (installs Debian's redis-server as root if missing)
-	@$(LOCALREDIS) start
+	@$(LOCAL_REDIS) start
 
 redis-stop: ## stop the project-local Redis (the outbox waits, dual-write loses, que carries on)
-	@$(LOCALREDIS) stop
+	@$(LOCAL_REDIS) stop
 
 redis-status: ## is the project-local Redis running?
-	@$(LOCALREDIS) status
+	@$(LOCAL_REDIS) status
 
 migrate: $(STAMP) db-start ## apply migrations
 	@$(MANAGE) migrate --no-input -v 0
@@ -69,24 +70,24 @@ setup: ready redis-start ## venv + packages + PostgreSQL + Redis + migrations (i
 # the demos (run, demo and setup start it).
 ready: $(STAMP) db-start migrate
 
-run: ready redis-start ## start web (127.0.0.1:8000), both clusters, relay and saga recoverer in the background
-	@$(PROCS) start
-	@echo "admin: http://127.0.0.1:8000/admin/  logs: var/log/  stop with: make stop"
+run: ready redis-start ## web (127.0.0.1:8000 or RUN_ADDR), both clusters, relay, saga recoverer, under supervisord
+	@RUN_ADDR=$(RUN_ADDR) $(SUPERVISE) start
+	@echo "admin: http://$(RUN_ADDR)/admin/  logs: var/log/  status: make status  stop with: make stop"
 
 demo: ready redis-start ## setup + run + a superuser whose password is printed once
 	@$(MANAGE) demo_superuser
-	@$(PROCS) start
-	@printf "\n$(BOLD)Open http://127.0.0.1:8000/admin/$(RESET)  (stop everything with: make stop)\n"
+	@RUN_ADDR=$(RUN_ADDR) $(SUPERVISE) start
+	@printf "\n$(BOLD)Open http://$(RUN_ADDR)/admin/$(RESET)  (stop everything with: make stop)\n"
 
-stop: ## stop what run/demo started, the local Redis and the local PostgreSQL
-	@$(PROCS) stop
-	@$(LOCALREDIS) stop
-	@$(LOCALPG) stop
+stop: ## stop what run/demo started (then supervisord), the local Redis and the local PostgreSQL
+	@$(SUPERVISE) stop
+	@$(LOCAL_REDIS) stop
+	@$(LOCAL_PG) stop
 
-status: ## what is running
-	@$(PROCS) status || true
-	@$(LOCALREDIS) status || true
-	@$(LOCALPG) status || true
+status: ## what is running: each program's state and pid, Redis, PostgreSQL
+	@$(SUPERVISE) status || true
+	@$(LOCAL_REDIS) status || true
+	@$(LOCAL_PG) status || true
 
 test: $(STAMP) browser-deps ## lint + the whole suite against real PostgreSQL and Redis (sets up from nothing)
 	@$(VENV)/bin/ruff check .
@@ -156,6 +157,6 @@ lock: ## rebuild requirements.txt from requirements.in in a scratch venv
 	@echo "requirements.txt updated"
 
 clean: ## remove the venv, logs, mail and caches (not the database: make db-reset)
-	@$(PROCS) stop >/dev/null 2>&1 || true
+	@$(SUPERVISE) stop >/dev/null 2>&1 || true
 	rm -rf $(VENV) var/log var/mail var/run .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

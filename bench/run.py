@@ -19,8 +19,8 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
+from devtools.local_redis import default_redis_url, with_db  # noqa: E402
 from experiments.scratch import scratch_database  # noqa: E402
-from project.localredis import default_redis_url, with_db  # noqa: E402
 
 N = int(os.environ.get("BENCH_N", "1000"))
 SAGAS = int(os.environ.get("BENCH_SAGAS", "200"))
@@ -42,11 +42,11 @@ from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from django_q.models import Task  # noqa: E402
 
+from devtools.processes import stop_pid  # noqa: E402
 from jobs.queues import Store, enqueue  # noqa: E402
 from jobs.selectors import queue_drained, redis_queued_tasks  # noqa: E402
 from outbox.models import OutboxMessage  # noqa: E402
 from outbox.services import publish, relay_outbox  # noqa: E402
-from project.procs import stop_pid  # noqa: E402
 from sagas.models import Saga, State  # noqa: E402
 from sagas.services import start_trip  # noqa: E402
 from users.models import EmailSend  # noqa: E402
@@ -115,8 +115,8 @@ def bench_relay() -> None:
         for i in range(N):
             publish(topic="user.welcome_email", payload={"user_id": i + 1})
     t0 = time.monotonic()
-    procs = [start("relay_outbox", "--once", "--batch", "50") for _ in range(2)]
-    for p in procs:
+    relays = [start("relay_outbox", "--once", "--batch", "50") for _ in range(2)]
+    for p in relays:
         p.wait()
     seconds = time.monotonic() - t0
     assert OutboxMessage.objects.filter(published_at__isnull=False).count() == N
@@ -195,7 +195,7 @@ def bench_latency() -> None:
     """Time from a committed signup to its EmailSend row, with everything running."""
     reset()
     connection.close()
-    procs = [start("qcluster"), start("relay_outbox", "--follow"), start_redis_cluster()]
+    started = [start("qcluster"), start("relay_outbox", "--follow"), start_redis_cluster()]
     try:
         time.sleep(3)
         for mode in ("que", "outbox", "dual-write"):
@@ -215,7 +215,7 @@ def bench_latency() -> None:
                       "outbox": "the relay woken by NOTIFY, then the Redis cluster's BLPOP",
                       "dual-write": "RPUSH after the commit, the Redis cluster's BLPOP"}[mode])
     finally:
-        for p in procs:
+        for p in started:
             stop(p)
 
 

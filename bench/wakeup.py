@@ -79,11 +79,11 @@ def _producers(mode: str, seconds: float) -> float:
     connections.close_all()
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
-    procs = [ctx.Process(target=_produce, args=(mode, seconds, out)) for _ in range(PRODUCERS)]
-    for p in procs:
+    producers = [ctx.Process(target=_produce, args=(mode, seconds, out)) for _ in range(PRODUCERS)]
+    for p in producers:
         p.start()
-    total = sum(out.get() for _ in procs)
-    for p in procs:
+    total = sum(out.get() for _ in producers)
+    for p in producers:
         p.join()
     return total / seconds
 

@@ -9,26 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from project.procs import alive, stop_pid
+from devtools.processes import alive, children, stop_pid
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-
-
-def children(pid: int) -> list[int]:
-    """Direct children of `pid` (from /proc: no ps needed)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[-1].split()
-        if len(fields) > 1 and fields[1] == str(pid) and fields[0] != "Z":
-            found.append(int(entry))
-    return sorted(found)
 
 
 class Supervised:

@@ -23,10 +23,10 @@ from django.core.management import call_command
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.utils import timezone
 
+from devtools import local_postgres, local_redis
 from experiments.models import Experiment, Status
 from experiments.plan import PAUSE_SECONDS, Event, Params, Plan, make_plan
 from experiments.processes import Supervised
-from project import localpg, localredis
 
 RESULTS = "results"
 SAMPLE_EVERY = 0.5
@@ -249,7 +249,7 @@ class Runner:
                 return
             self.faults["pg_restart"] += 1
             with _env_without("DATABASE_URL"):
-                localpg.restart(mode="immediate")
+                local_postgres.restart(mode="immediate")
             _reset_connections()
             self.recorder.event(t, "pg_restart", note="immediate mode (a crash and recovery)")
         elif event.kind == "terminate":
@@ -272,11 +272,11 @@ class Runner:
             self.recorder.event(t, "pause", proc.name, pid,
                                 f"SIGSTOP its dispatcher for {PAUSE_SECONDS:g} s")
         elif event.kind == "redis_restart":
-            if localredis.external():
+            if local_redis.external():
                 self.recorder.event(t, "redis_restart", note="skipped: REDIS_URL is not ours")
                 return
-            localredis.stop(quiet=True)
-            localredis.start()
+            local_redis.stop(quiet=True)
+            local_redis.start()
             self.faults["redis_restart"] += 1
             self.recorder.event(t, "redis_restart", note="stopped and started")
 

@@ -12,7 +12,7 @@ def scratch_database(name: str, *, drop_only: bool = False) -> str:
     import dj_database_url
     import psycopg
 
-    from project.localpg import default_database_url
+    from devtools.local_postgres import default_database_url
 
     base = os.environ.get("DATABASE_URL") or default_database_url()
     head, _, _ = base.rpartition("/")

@@ -19,11 +19,11 @@ from django.utils import timezone
 
 from common.db import database_url
 from common.errors import OperationError
+from devtools import local_redis
+from devtools.processes import alive
 from experiments.models import Experiment, Status
 from experiments.plan import Params, make_plan, params_for
 from experiments.scratch import scratch_database
-from project import localredis
-from project.procs import alive
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 ALREADY_RUNNING = ("experiment {id} is still running (pid {pid}): one at a time, they share "
@@ -76,7 +76,7 @@ def execute(experiment: Experiment, *, out=None) -> Experiment:
             finished_at=timezone.now())
         raise ExperimentError(f"could not create the scratch database {name}: {e}") from e
     env = {**os.environ, "DATABASE_URL": scratch, "RESULTS_DATABASE_URL": database_url(),
-           "REDIS_URL": localredis.with_db(settings.REDIS_URL, EXPERIMENT_REDIS_DB),
+           "REDIS_URL": local_redis.with_db(settings.REDIS_URL, EXPERIMENT_REDIS_DB),
            "FAULTS_ENABLED": "1", "RECONCILE_AFTER_SECONDS": "2",
            "SAGA_LEASE_SECONDS": "2", "Q_TIMEOUT": "10", "OUTBOX_POLL_SECONDS": "1",
            "EXPERIMENT_LOCAL_PG": "0" if os.environ.get("DATABASE_URL") else "1",

@@ -1,7 +1,7 @@
 """Break the second store on purpose: stop Redis, start it again, make it refuse writes, or
 make it lose the jobs it holds (as a crash without persistence, or a failover, does).
 
-Stopping and starting work on the project-local Redis only (project/localredis.py); with
+Stopping and starting work on the project-local Redis only (devtools/local_redis.py); with
 REDIS_URL pointing elsewhere they refuse, rather than shut down a server we do not own.
 Refusing writes uses Redis's own `min-replicas-to-write`: with no replica attached, every
 write (RPUSH, and the cluster's BLPOP) is answered NOREPLICAS.
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import redis
 
+from devtools import local_redis
 from faults.services import FAULTS_DISABLED, FaultError, enabled
 from jobs.queues import redis_queue
-from project import localredis
 
 NOT_OURS = "REDIS_URL points at a Redis this project did not start: stop and start it yourself"
 DOWN = "Redis is down: {error}"
@@ -31,7 +31,7 @@ class Action:
 
 
 def _local() -> None:
-    if localredis.external():
+    if local_redis.external():
         raise FaultError(NOT_OURS)
 
 
@@ -46,13 +46,13 @@ def act(*, action: str) -> str:
     try:
         if action == Action.STOP:
             _local()
-            localredis.stop(quiet=True)
+            local_redis.stop(quiet=True)
             return "Redis stopped"
         if action == Action.START:
             _local()
             try:
-                started = localredis.start()
-            except localredis.LocalRedisError as e:
+                started = local_redis.start()
+            except local_redis.LocalRedisError as e:
                 raise FaultError(str(e)) from e
             return "Redis started" if started else "Redis was already running"
         if action == Action.REFUSE_WRITES:

@@ -1,11 +1,11 @@
 """Settings, read from the environment with safe development defaults.
 
-DATABASE_URL   PostgreSQL to use (default: the project-local cluster, see project/localpg.py)
+DATABASE_URL   PostgreSQL to use (default: the project-local cluster, devtools/local_postgres.py)
 SECRET_KEY     required when DEBUG is off; in development one is generated once into var/
 DEBUG          "1"/"true" (default) or "0"/"false"
 ALLOWED_HOSTS  comma-separated (default with DEBUG: localhost, 127.0.0.1)
 FAULTS_ENABLED fault injection on/off (default: on with DEBUG, off without)
-REDIS_URL      Redis to use (default: the project-local server, see project/localredis.py)
+REDIS_URL      Redis to use (default: the project-local server, devtools/local_redis.py)
 """
 
 import math
@@ -16,8 +16,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from project.localpg import default_database_url
-from project.localredis import default_redis_url
+from devtools.local_postgres import default_database_url
+from devtools.local_redis import default_redis_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -257,7 +257,7 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     # WARNING keeps commands quiet (faults still say when they fire); the background
-    # processes `make run` starts log at INFO (project/procs.py).
+    # processes `make run` starts log at INFO (devtools/supervise.py).
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

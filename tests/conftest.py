@@ -4,8 +4,8 @@ import pytest
 from django.conf import settings
 
 from common import sideconn
+from devtools import local_redis
 from jobs.queues import redis_queue
-from project import localredis
 from tests.helpers import Process
 
 
@@ -13,7 +13,7 @@ from tests.helpers import Process
 def _test_redis() -> Iterator[None]:
     """The suite's own Redis database (15) on the same server, so a demo's queue on 0 is left
     alone; the cluster subprocesses get it through REDIS_URL (tests.helpers.subprocess_env)."""
-    settings.REDIS_URL = localredis.with_db(settings.REDIS_URL, 15)
+    settings.REDIS_URL = local_redis.with_db(settings.REDIS_URL, 15)
     redis_queue.cache_clear()
     yield
     redis_queue.cache_clear()
@@ -23,8 +23,8 @@ def _test_redis() -> Iterator[None]:
 def _empty_redis() -> None:
     """Every test starts with an empty Redis database that accepts writes; a test that
     stopped the project-local Redis gets it started again."""
-    if not localredis.external():
-        localredis.start()
+    if not local_redis.external():
+        local_redis.start()
     conn = redis_queue().connection
     conn.config_set("min-replicas-to-write", 0)
     conn.flushdb()

@@ -13,8 +13,8 @@ from django.conf import settings
 
 from common.db import database_url
 from common.sideconn import side_cursor
+from devtools.processes import children, stop_pid
 from jobs.selectors import uses_pgbroker
-from project.procs import stop_pid
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Short task timeout in tests. With Q_BROKER=orm the lease (retry) is then 4 x 3 s = 12 s, so a
@@ -65,9 +65,7 @@ class Process:
                    message=f"{self.name} never logged {text!r}:\n{self.log()[-3000:]}")
 
     def children(self) -> list[int]:
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.pid)], capture_output=True,
-                             text=True).stdout
-        return [int(p) for p in out.split()]
+        return children(self.pid)
 
     def stop(self, grace: float = 30) -> str:
         return stop_pid(self.pid, grace=grace, name=self.name, wait=self.proc.wait)

@@ -9,6 +9,7 @@ import pytest
 from django.db import connection, transaction
 from django_q.tasks import async_task
 
+from devtools.processes import alive, children
 from jobs.selectors import queue_drained, queued_tasks
 from tests.helpers import BASE_DIR, committed_queue_rows, wait_until
 from users.models import EmailSend, User
@@ -84,28 +85,14 @@ def test_a_cluster_whose_main_pid_was_sigkilled_leaves_no_process_consuming_the_
     # consuming the queue; ours die with their parent (PR_SET_PDEATHSIG).
     cluster = start_process("qcluster", ready="running.")
     dispatcher = cluster.children()
-    workers = [pid for d in dispatcher for pid in _children(d)]
+    workers = [pid for d in dispatcher for pid in children(d)]
     assert dispatcher
     assert workers
     os.kill(cluster.pid, signal.SIGKILL)
     cluster.proc.wait(timeout=10)
-    wait_until(lambda: not any(_alive(pid) for pid in dispatcher + workers), timeout=5,
+    wait_until(lambda: not any(alive(pid) for pid in dispatcher + workers), timeout=5,
                message="the dispatcher and the workers to die with the main process")
     assert cluster.stop() == "gone"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _children(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
-                         text=True).stdout
-    return [int(p) for p in out.split()]
 
 
 def test_side_connections_keep_the_urls_options_and_a_connect_timeout(db):

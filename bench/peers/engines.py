@@ -7,8 +7,8 @@ To add a queue, subclass `Engine`, fill in the four abstract pieces and add an i
 
 Worker processes run `bench/peers/manage.py ...` in their own session (process group) and are
 stopped by pid: SIGTERM to the main pid, a grace period, then SIGKILL of the whole group
-(project/procs.py `stop_pid`). The harness also plays the supervisor (systemd `Restart=always`):
-after `kill()` it starts a worker whose main process died again at once.
+(devtools/processes.py `stop_pid`). The harness also plays the supervisor (systemd
+`Restart=always`): after `kill()` it starts a worker whose main process died again at once.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from django_tasks_db.models import DBTaskResult
 from procrastinate.contrib.django.models import ProcrastinateJob
 
 from bench.peers.jobs.tasks import Q_NOOP, Q_NOTHING, p_noop, p_nothing, t_noop, t_nothing
-from project.procs import stop_pid
+from devtools.processes import stop_pid
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 MANAGE = str(BASE_DIR / "bench" / "peers" / "manage.py")
@@ -45,7 +45,7 @@ class Engine:
     crash_timeout: float | None = None  # seconds to wait for a redelivery (None: the default)
 
     def __init__(self) -> None:
-        self.procs: list[tuple[list[str], subprocess.Popen]] = []
+        self.spawned: list[tuple[list[str], subprocess.Popen]] = []
 
     # --- what each engine provides ------------------------------------------------------------
     def worker_commands(self) -> list[list[str]]:
@@ -77,7 +77,7 @@ class Engine:
     # --- processes, the same for every engine --------------------------------------------------
     def start_workers(self) -> None:
         for argv in self.worker_commands():
-            self.procs.append((argv, self._spawn(argv)))
+            self.spawned.append((argv, self._spawn(argv)))
 
     def _spawn(self, argv: list[str]) -> subprocess.Popen:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
@@ -88,9 +88,9 @@ class Engine:
                 env={**os.environ, **self.worker_env()})
 
     def stop(self) -> None:
-        for _, proc in self.procs:
+        for _, proc in self.spawned:
             stop_pid(proc.pid, grace=self.grace, name=f"{self.slug} worker", wait=proc.wait)
-        self.procs = []
+        self.spawned = []
 
     def owner(self, pid: int) -> subprocess.Popen | None:
         """The started process whose group `pid` belongs to (its main process or a child)."""
@@ -98,7 +98,7 @@ class Engine:
             pgid = os.getpgid(pid)
         except ProcessLookupError:
             return None
-        return next((p for _, p in self.procs if p.pid == pgid), None)
+        return next((p for _, p in self.spawned if p.pid == pgid), None)
 
     def kill(self, pid: int) -> bool:
         """SIGKILL `pid`, one of this engine's worker processes (the one running a job), then
@@ -113,9 +113,9 @@ class Engine:
         proc.wait(10)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # no child of the dead main may keep running
-        for i, (argv, p) in enumerate(self.procs):
+        for i, (argv, p) in enumerate(self.spawned):
             if p is proc:
-                self.procs[i] = (argv, self._spawn(argv))
+                self.spawned[i] = (argv, self._spawn(argv))
         return True
 
 

@@ -268,7 +268,7 @@ def ratios(results: list[Result]) -> str:
     """This project's engine against stock django-q2 (bulk 1) and procrastinate's best."""
     ours = next((r for r in results if r.engine.slug == "pgbroker"), None)
     stock = next((r for r in results if r.engine.slug == "django-q2-bulk1"), None)
-    procs = [r for r in results if r.engine.slug.startswith("procrastinate") and r.rate]
+    runs = [r for r in results if r.engine.slug.startswith("procrastinate") and r.rate]
     if ours is None or not ours.rate:
         return ""
     lines = ["| pgbroker against | jobs/s | p50 latency | p99 latency | crash redelivery |",
@@ -292,13 +292,13 @@ def ratios(results: list[Result]) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
 
     row("django-q2 stock ORM broker (bulk 1)", stock)
-    if procs:
-        best = max(procs, key=lambda r: r.rate)
-        crash = next((r for r in procs if r.crash_seconds), best)
-        merged = Result(best.engine, latency=min((r.latency for r in procs if r.latency),
+    if runs:
+        best = max(runs, key=lambda r: r.rate)
+        crash = next((r for r in runs if r.crash_seconds), best)
+        merged = Result(best.engine, latency=min((r.latency for r in runs if r.latency),
                                                  default=None),
                         crash=crash.crash, crash_seconds=crash.crash_seconds, rate=best.rate)
-        row(f"procrastinate, best of {len(procs)} (jobs/s {best.engine.title[-14:]})", merged)
+        row(f"procrastinate, best of {len(runs)} (jobs/s {best.engine.title[-14:]})", merged)
     return "\n".join(lines)
 
 

@@ -11,7 +11,7 @@ import os
 
 import dj_database_url
 
-from project.localpg import default_database_url
+from devtools.local_postgres import default_database_url
 
 
 def peers_database_url() -> str:

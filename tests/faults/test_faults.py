@@ -6,10 +6,10 @@ from django.core.management.base import CommandError
 from django.db import connection, transaction
 
 from common import sideconn
+from devtools import local_postgres
 from faults import services
 from faults.models import Fault
 from faults.services import InjectedFault, fire, scoped
-from project import localpg
 
 
 def fired(point: str, scope: str = "") -> int:
@@ -134,7 +134,7 @@ def test_the_first_fault_bookkeeping_after_a_postgresql_restart_works(transactio
     with pytest.raises(InjectedFault):
         fire("email.send")  # the side connection is open and idle now
     connection.close()
-    localpg.restart(mode="immediate")
+    local_postgres.restart(mode="immediate")
     with pytest.raises(InjectedFault):
         fire("email.send")
     assert fired("email.send") == 2

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -21,9 +20,10 @@ from django_q.models import Success
 from django_q.tasks import async_task
 
 from common import sideconn
+from devtools import local_postgres
+from devtools.processes import children
 from jobs.selectors import queue_drained, uses_pgbroker
 from pgbroker.models import Cluster, Job
-from project import localpg
 from tests.helpers import wait_until
 
 RUN = "tests.pgbroker.tasks.run"
@@ -67,12 +67,6 @@ def events(tmp_path) -> Events:
 
 def enqueue(events: Events, key: str, seconds: float = 0.0) -> None:
     async_task(RUN, str(events.path), key, seconds, task_name=f"run {key}")
-
-
-def children(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
-                         text=True).stdout
-    return [int(p) for p in out.split()]
 
 
 def dispatcher_of(cluster) -> int:
@@ -186,7 +180,7 @@ def test_a_postgresql_restart_loses_no_job_and_runs_none_twice_at_once(qcluster,
     wait_until(lambda: len(events.read()) >= 2, timeout=30, message="jobs to start")
     connection.close()
     sideconn.close()
-    localpg.restart(mode="immediate")  # a crash: every session ends, recovery, back
+    local_postgres.restart(mode="immediate")  # a crash: every session ends, recovery, back
     wait_until(queue_drained, timeout=90, interval=0.5, message="every job to be done")
     assert all(events.ends(k) for k in keys), events.read()
     assert events.overlaps() == []

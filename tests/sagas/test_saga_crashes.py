@@ -25,13 +25,13 @@ ENV = {"SAGA_LEASE_SECONDS": "2", "SAGA_STEP_DEADLINE_SECONDS": "15", "Q_TIMEOUT
 def crash_outcomes(django_db_setup, django_db_blocker, tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("sagas")
     with django_db_blocker.unblock(), override_settings(SAGA_STEP_DEADLINE_SECONDS=15):
-        procs = []
+        started = []
         try:
             cluster = Process("qcluster", log_dir=log_dir, name="qcluster", **ENV)
-            procs.append(cluster)
+            started.append(cluster)
             recoverer = Process("recover_sagas", "--follow", "--interval", "0.5",
                                 log_dir=log_dir, name="recoverer", **ENV)
-            procs.append(recoverer)
+            started.append(recoverer)
             cluster.wait_for_log("running.")
             sagas = {}
             for how, service in CASES:
@@ -61,7 +61,7 @@ def crash_outcomes(django_db_setup, django_db_blocker, tmp_path_factory):
                 for key, s in sagas.items()
             }
         finally:
-            for proc in reversed(procs):
+            for proc in reversed(started):
                 proc.stop()
             faults.disarm_all()
             call_command("flush", interactive=False, verbosity=0)
@@ -96,9 +96,9 @@ def test_a_coordinator_killed_mid_step_is_recovered(crash_outcomes, how, service
 def test_two_recoverers_at_once_advance_each_saga_exactly_once(transactional_db, start_process):
     sagas = [services.start_trip(customer=f"c{i}") for i in range(60)]  # no cluster runs them
     Saga.objects.update(lease_until="2000-01-01T00:00:00Z")  # every lease ran out
-    procs = [start_process("recover_sagas", "--once", "--batch", "3", name=f"recover{i}")
+    recoverers = [start_process("recover_sagas", "--once", "--batch", "3", name=f"recover{i}")
              for i in range(2)]
-    for proc in procs:
+    for proc in recoverers:
         assert proc.proc.wait(timeout=60) == 0, proc.log()
     writers = set()
     for saga in sagas:
@@ -110,7 +110,7 @@ def test_two_recoverers_at_once_advance_each_saga_exactly_once(transactional_db,
         pids = {e.pid for e in log[1:]}
         assert len(pids) == 1, f"saga {saga.pk} was advanced by {pids}"
         writers |= pids
-    assert writers <= {p.pid for p in procs}
+    assert writers <= {p.pid for p in recoverers}
 
 
 @pytest.mark.cluster

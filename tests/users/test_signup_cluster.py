@@ -43,14 +43,14 @@ CASES = [(mode, fault) for mode in ("dual-write", "outbox", "que") for fault in 
 def matrix_outcome(django_db_setup, django_db_blocker, tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("matrix")
     with django_db_blocker.unblock():
-        procs = []
+        started = []
         try:
-            procs.append(Process("qcluster", log_dir=log_dir, name="qcluster"))
-            procs.append(Process("relay_outbox", "--follow", log_dir=log_dir, name="relay"))
-            procs.append(Process("qcluster", log_dir=log_dir, name="qcluster-redis",
+            started.append(Process("qcluster", log_dir=log_dir, name="qcluster"))
+            started.append(Process("relay_outbox", "--follow", log_dir=log_dir, name="relay"))
+            started.append(Process("qcluster", log_dir=log_dir, name="qcluster-redis",
                                  Q_CLUSTER_NAME=settings.REDIS_CLUSTER))
-            procs[0].wait_for_log("running.")
-            procs[2].wait_for_log("running.")
+            started[0].wait_for_log("running.")
+            started[2].wait_for_log("running.")
             ids = {}
             for mode, fault in CASES:
                 kwargs = {fault[0]: fault[1]} if fault else {}
@@ -69,8 +69,8 @@ def matrix_outcome(django_db_setup, django_db_blocker, tmp_path_factory):
             # Crashed and failed signups come back when their lease (12 s in tests) runs out.
             wait_until(settled, timeout=120, interval=0.5,
                        message="every signup to finish, the queues and outbox to drain and "
-                       "the emails to be sent:\n" + procs[0].log()[-3000:]
-                       + procs[2].log()[-2000:])
+                       "the emails to be sent:\n" + started[0].log()[-3000:]
+                       + started[2].log()[-2000:])
             outcome = {
                 name: (
                     User.objects.filter(username=name).count(),
@@ -82,7 +82,7 @@ def matrix_outcome(django_db_setup, django_db_blocker, tmp_path_factory):
             assert EmailSend.objects.count() == sum(e for _, e, _ in outcome.values())
             return outcome
         finally:
-            for proc in procs:
+            for proc in started:
                 proc.stop()
             faults.disarm_all()
             call_command("flush", interactive=False, verbosity=0)

@@ -11,9 +11,9 @@ which that user can reach and which two clones never share.
 
 With DATABASE_URL set, nothing here starts or stops anything.
 
-    python3 project/localpg.py start|stop|status|reset|url
-    python3 project/localpg.py restart [fast|immediate]
-    python3 project/localpg.py run -- CMD...   # start if needed, run CMD, stop if we started it
+    python3 devtools/local_postgres.py start|stop|status|reset|url
+    python3 devtools/local_postgres.py restart [fast|immediate]
+    python3 devtools/local_postgres.py run -- CMD...  # start if needed, run CMD, stop if we did
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ DB_USER = "postgres"
 SOCKET_PATH_LIMIT = 100  # sun_path is 108 bytes; leave room for "/.s.PGSQL.NNNNN"
 
 
-class LocalPgError(Exception):
+class LocalPostgresError(Exception):
     pass
 
 
@@ -109,7 +109,7 @@ def ensure_bindir() -> Path:
         bindir = find_bindir()
         if bindir:
             return bindir
-    raise LocalPgError(
+    raise LocalPostgresError(
         "PostgreSQL server binaries (initdb, pg_ctl, postgres) were not found on PATH or under "
         "/usr/lib/postgresql/*/bin.\nInstall them, e.g. 'sudo apt-get install postgresql' on "
         "Debian/Ubuntu or 'brew install postgresql@15' on macOS, or set DATABASE_URL to an "
@@ -118,7 +118,7 @@ def ensure_bindir() -> Path:
 
 
 def say(message: str) -> None:
-    print(f"[localpg] {message}", flush=True)
+    print(f"[local_postgres] {message}", flush=True)
 
 
 def _as_owner(cmd: list[str], c: Cluster) -> list[str]:
@@ -166,7 +166,7 @@ def initdb(c: Cluster, bindir: Path) -> None:
     )
     conf = c.data_dir / "postgresql.conf"
     extra = (
-        "\n# project-local cluster (project/localpg.py)\n"
+        "\n# project-local cluster (devtools/local_postgres.py)\n"
         "listen_addresses = ''\n"
         f"port = {c.port}\n"
         f"unix_socket_directories = '{c.socket_dir}'\n"
@@ -209,7 +209,7 @@ def start() -> bool:
         )
         if r.returncode != 0:
             tail = c.log_file.read_text()[-2000:] if c.log_file.exists() else ""
-            raise LocalPgError(f"pg_ctl start failed (exit {r.returncode}).\n{tail}")
+            raise LocalPostgresError(f"pg_ctl start failed (exit {r.returncode}).\n{tail}")
         started = True
     create_database(c, bindir)
     return started
@@ -243,15 +243,15 @@ def stop(*, quiet: bool = False) -> None:
 def restart(*, mode: str = "fast") -> None:
     """Restart the running cluster (`immediate`: a crash and recovery, as in a power cut)."""
     if os.environ.get("DATABASE_URL"):
-        raise LocalPgError("DATABASE_URL is set: this script restarts only its own cluster")
+        raise LocalPostgresError("DATABASE_URL is set: this script restarts only its own cluster")
     c = cluster()
     bindir = ensure_bindir()
     if not is_running(c, bindir):
-        raise LocalPgError("the project-local PostgreSQL is not running")
+        raise LocalPostgresError("the project-local PostgreSQL is not running")
     r = _run([str(bindir / "pg_ctl"), "restart", "-w", "-t", "60", "-m", mode,
               "-D", str(c.data_dir), "-l", str(c.log_file)], c, stdout=subprocess.DEVNULL)
     if r.returncode != 0:
-        raise LocalPgError(f"pg_ctl restart failed (exit {r.returncode})")
+        raise LocalPostgresError(f"pg_ctl restart failed (exit {r.returncode})")
 
 
 def reset() -> None:
@@ -310,16 +310,16 @@ def main(argv: list[str]) -> int:
             if rest[:1] == ["--"]:
                 rest = rest[1:]
             if not rest:
-                raise LocalPgError("run needs a command: localpg.py run -- CMD ...")
+                raise LocalPostgresError("run needs a command: local_postgres.py run -- CMD ...")
             return run_wrapped(rest)
         else:
             print(__doc__)
             return 2
-    except LocalPgError as e:
-        print(f"[localpg] error: {e}", file=sys.stderr)
+    except LocalPostgresError as e:
+        print(f"[local_postgres] error: {e}", file=sys.stderr)
         return 1
     except subprocess.CalledProcessError as e:
-        print(f"[localpg] error: {' '.join(map(str, e.cmd))} failed (exit {e.returncode})",
+        print(f"[local_postgres] error: {' '.join(map(str, e.cmd))} failed (exit {e.returncode})",
               file=sys.stderr)
         return 1
     return 0

@@ -1,6 +1,6 @@
 """The project-local Redis (the talk's second store, where Sidekiq keeps its jobs).
 
-Standard library only, like localpg.py: the Makefile runs it with the system Python before
+Standard library only, like local_postgres.py: the Makefile runs it with the system Python before
 the venv exists, and settings import `default_redis_url()` from it.
 
 Debian's `redis-server`, listening on a unix socket only (no TCP), with its data, log and pid
@@ -9,8 +9,8 @@ installed with apt when missing; otherwise it says what to install.
 
 With REDIS_URL pointing at another server, nothing here starts or stops anything.
 
-    python3 project/localredis.py start|stop|status|url|install
-    python3 project/localredis.py run -- CMD...   # start if needed, run CMD, stop if we started it
+    python3 devtools/local_redis.py start|stop|status|url|install
+    python3 devtools/local_redis.py run -- CMD...  # start if needed, run CMD, stop if we did
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def external() -> bool:
 
 
 def say(msg: str) -> None:
-    print(f"[localredis] {msg}", flush=True)
+    print(f"[local_redis] {msg}", flush=True)
 
 
 def ensure_installed() -> str:
@@ -153,7 +153,7 @@ def write_conf(s: Server) -> None:
     s.root.mkdir(parents=True, exist_ok=True)
     s.socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     s.conf.write_text(
-        "# project-local Redis (project/localredis.py)\n"
+        "# project-local Redis (devtools/local_redis.py)\n"
         "port 0\n"
         f"unixsocket {s.socket}\n"
         "unixsocketperm 700\n"
@@ -253,13 +253,13 @@ def main(argv: list[str]) -> int:
             if rest[:1] == ["--"]:
                 rest = rest[1:]
             if not rest:
-                raise LocalRedisError("run needs a command: localredis.py run -- CMD ...")
+                raise LocalRedisError("run needs a command: local_redis.py run -- CMD ...")
             return run_wrapped(rest)
         else:
             print(__doc__)
             return 2
     except LocalRedisError as e:
-        print(f"[localredis] error: {e}", file=sys.stderr)
+        print(f"[local_redis] error: {e}", file=sys.stderr)
         return 1
     return 0
 
