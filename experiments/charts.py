@@ -3,6 +3,7 @@ mode, and throughput over time with the faults marked on it. Numbers in, shapes 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from experiments.plan import MODES
@@ -99,12 +100,20 @@ def _rates(samples: list[dict], key: str) -> list[tuple[float, float]]:
     return rates
 
 
+def nice_step(span: float, parts: int) -> float:
+    """A round step (1, 2 or 5 times a power of ten) that cuts `span` into at most `parts`."""
+    raw = max(span, 1e-9) / parts
+    power = 10 ** math.floor(math.log10(raw))
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+
+
 def throughput_chart(samples: list[dict], timeline: list[dict]) -> ThroughputChart:
     """Emails sent per second and sagas finished per second, with a vertical mark at every
     fault (and every restart the supervisor made)."""
     emails, sagas = _rates(samples, "emails"), _rates(samples, "sagas_done")
     t_max = max([s["t"] for s in samples] + [e["t"] for e in timeline] + [1.0])
-    y_max = max([r for _, r in emails + sagas] + [1.0]) * 1.1
+    ystep = nice_step(max([r for _, r in emails + sagas] + [1.0]) * 1.05, 4)
+    y_max = ystep * math.ceil(max([r for _, r in emails + sagas] + [1.0]) * 1.05 / ystep)
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
     def x(t: float) -> float:
@@ -118,9 +127,8 @@ def throughput_chart(samples: list[dict], timeline: list[dict]) -> ThroughputCha
 
     markers = [Marker(x(e["t"]), e["kind"], f"{e['t']:.1f} s {e['kind']} {e['target']}".strip(),
                       KIND_COLOURS.get(e["kind"], "#333")) for e in timeline]
-    step = max(1, round(t_max / 8))
-    xticks = [Tick(x(t), f"{t:g} s") for t in range(0, int(t_max) + 1, step)]
-    ystep = y_max / 4
-    yticks = [Tick(y(v), f"{v:,.0f}/s") for v in (ystep * i for i in range(5))]
+    step = max(1, nice_step(t_max, 8))
+    xticks = [Tick(x(t), f"{t:g} s") for t in (step * i for i in range(int(t_max // step) + 1))]
+    yticks = [Tick(y(v), f"{v:,g}/s") for v in (ystep * i for i in range(round(y_max / ystep) + 1))]
     return ThroughputChart(emails=points(emails), sagas=points(sagas), markers=markers,
                            xticks=xticks, yticks=yticks)
