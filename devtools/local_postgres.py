@@ -28,6 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):  # run as a script: python3 devtools/local_postgres.py
+    sys.path.insert(0, str(BASE_DIR))
+
+from devtools import cli  # noqa: E402
+
 DB_NAME = os.environ.get("PGDATABASE_NAME", "reliable")
 DB_USER = "postgres"
 SOCKET_PATH_LIMIT = 100  # sun_path is 108 bytes; leave room for "/.s.PGSQL.NNNNN"
@@ -277,52 +282,16 @@ def status() -> int:
     return 0 if running else 3
 
 
-def run_wrapped(cmd: list[str]) -> int:
-    """Run cmd with the cluster up; stop it afterwards only if this call started it (quietly:
-    the command's own last line, e.g. pytest's summary, stays the last line)."""
-    started = start()
-    try:
-        return subprocess.call(cmd)
-    finally:
-        if started:
-            stop(quiet=True)
-
-
 def main(argv: list[str]) -> int:
-    if not argv:
-        print(__doc__)
-        return 2
-    verb, rest = argv[0], argv[1:]
-    try:
-        if verb == "start":
-            start()
-        elif verb == "stop":
-            stop()
-        elif verb == "reset":
-            reset()
-        elif verb == "restart":
-            restart(mode=rest[0] if rest else "fast")
-        elif verb == "status":
-            return status()
-        elif verb == "url":
-            print(os.environ.get("DATABASE_URL") or default_database_url())
-        elif verb == "run":
-            if rest[:1] == ["--"]:
-                rest = rest[1:]
-            if not rest:
-                raise LocalPostgresError("run needs a command: local_postgres.py run -- CMD ...")
-            return run_wrapped(rest)
-        else:
-            print(__doc__)
-            return 2
-    except LocalPostgresError as e:
-        print(f"[local_postgres] error: {e}", file=sys.stderr)
-        return 1
-    except subprocess.CalledProcessError as e:
-        print(f"[local_postgres] error: {' '.join(map(str, e.cmd))} failed (exit {e.returncode})",
-              file=sys.stderr)
-        return 1
-    return 0
+    return cli.main(argv, name="local_postgres", doc=__doc__, error=LocalPostgresError, verbs={
+        "start": lambda rest: start() and None,
+        "stop": lambda rest: stop(),
+        "reset": lambda rest: reset(),
+        "restart": lambda rest: restart(mode=rest[0] if rest else "fast"),
+        "status": lambda rest: status(),
+        "url": lambda rest: print(os.environ.get("DATABASE_URL") or default_database_url()),
+        "run": cli.run_verb("local_postgres", LocalPostgresError, start=start, stop=stop),
+    })
 
 
 if __name__ == "__main__":

@@ -27,6 +27,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):  # run as a script: python3 devtools/local_redis.py
+    sys.path.insert(0, str(BASE_DIR))
+
+from devtools import cli  # noqa: E402
+
 SOCKET_PATH_LIMIT = 100  # sun_path is 108 bytes
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
@@ -223,45 +228,15 @@ def status() -> int:
     return 0 if running else 3
 
 
-def run_wrapped(cmd: list[str]) -> int:
-    """Run cmd with Redis up; stop it afterwards only if this call started it."""
-    started = start()
-    try:
-        return subprocess.call(cmd)
-    finally:
-        if started:
-            stop(quiet=True)
-
-
 def main(argv: list[str]) -> int:
-    if not argv:
-        print(__doc__)
-        return 2
-    verb, rest = argv[0], argv[1:]
-    try:
-        if verb == "start":
-            start()
-        elif verb == "stop":
-            stop()
-        elif verb == "status":
-            return status()
-        elif verb == "install":
-            say(f"redis-server: {ensure_installed()}")
-        elif verb == "url":
-            print(os.environ.get("REDIS_URL") or default_redis_url())
-        elif verb == "run":
-            if rest[:1] == ["--"]:
-                rest = rest[1:]
-            if not rest:
-                raise LocalRedisError("run needs a command: local_redis.py run -- CMD ...")
-            return run_wrapped(rest)
-        else:
-            print(__doc__)
-            return 2
-    except LocalRedisError as e:
-        print(f"[local_redis] error: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return cli.main(argv, name="local_redis", doc=__doc__, error=LocalRedisError, verbs={
+        "start": lambda rest: start() and None,
+        "stop": lambda rest: stop(),
+        "status": lambda rest: status(),
+        "install": lambda rest: say(f"redis-server: {ensure_installed()}"),
+        "url": lambda rest: print(os.environ.get("REDIS_URL") or default_redis_url()),
+        "run": cli.run_verb("local_redis", LocalRedisError, start=start, stop=stop),
+    })
 
 
 if __name__ == "__main__":
