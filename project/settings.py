@@ -1,74 +1,64 @@
-"""Settings, read from the environment with safe development defaults.
+"""Settings, read from the environment with safe development defaults (common/env.py parses
+every variable: a bad value stops startup with one line naming it). The README's
+"Configuration" lists them all; docs/production.md says how to run with DEBUG off.
 
-DATABASE_URL   PostgreSQL to use (default: the project-local cluster, devtools/local_postgres.py)
-SECRET_KEY     required when DEBUG is off; in development one is generated once into var/
 DEBUG          "1"/"true" (default) or "0"/"false"
-ALLOWED_HOSTS  comma-separated (default with DEBUG: localhost, 127.0.0.1)
-FAULTS_ENABLED fault injection on/off (default: on with DEBUG, off without)
+SECRET_KEY     required when DEBUG is off; in development one is generated once into var/
+ALLOWED_HOSTS  comma-separated; required when DEBUG is off (default with DEBUG: localhost)
+DATABASE_URL   PostgreSQL to use (default: the project-local cluster, devtools/local_postgres.py)
 REDIS_URL      Redis to use (default: the project-local server, devtools/local_redis.py)
+FAULTS_ENABLED fault injection on/off (default: on with DEBUG, off without)
+
+With DEBUG off the HTTPS settings are on (`check --deploy` is clean): SSL redirect, HSTS,
+secure cookies; SECURE_SSL_REDIRECT=0, SECURE_COOKIES=0, SECURE_HSTS_SECONDS=0 relax them for a
+plain-HTTP run, TRUST_X_FORWARDED_PROTO=1 trusts a TLS-terminating proxy.
 """
 
 import math
-import os
-import secrets
 from pathlib import Path
 
 import dj_database_url
-from django.core.exceptions import ImproperlyConfigured
 
+from common import env
 from devtools.local_postgres import default_database_url
 from devtools.local_redis import default_redis_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
+DEBUG = env.boolean("DEBUG", True)
 
-def env_bool(name: str, default: bool) -> bool:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    if value.lower() in {"1", "true", "yes", "on"}:
-        return True
-    if value.lower() in {"0", "false", "no", "off"}:
-        return False
-    raise ImproperlyConfigured(f"{name}={value!r}: expected 1/0, true/false, yes/no or on/off")
+if DEBUG:
+    # Development: generated once and kept (mode 0600), so sessions and signed task payloads
+    # survive restarts and the cluster, the web server and the tests all sign with one key.
+    SECRET_KEY = env.text("SECRET_KEY", "") or env.secret_file(VAR_DIR / "secret_key")
+    ALLOWED_HOSTS = env.strings("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+else:
+    SECRET_KEY = env.required(
+        "SECRET_KEY", "with DEBUG off the secret key must come from the environment "
+        "(SECRET_KEY=..., 50 random characters); it is never generated or read from var/")
+    ALLOWED_HOSTS = env.strings("ALLOWED_HOSTS", [])
+    if not ALLOWED_HOSTS:
+        raise env.EnvError("ALLOWED_HOSTS is not set: with DEBUG off list the host names this "
+                           "site answers to, comma-separated (ALLOWED_HOSTS=example.com)")
+# Origins (scheme://host) a form may be posted from besides the site's own, e.g. when a proxy
+# changes the host name: CSRF_TRUSTED_ORIGINS=https://ops.example.com
+CSRF_TRUSTED_ORIGINS = env.strings("CSRF_TRUSTED_ORIGINS", [])
 
-
-def env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "")
-    try:
-        return int(value) if value else default
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={value!r}: expected an integer") from None
-
-
-DEBUG = env_bool("DEBUG", True)
-
-
-def _secret_key() -> str:
-    key = os.environ.get("SECRET_KEY", "")
-    if key:
-        return key
-    if not DEBUG:
-        raise ImproperlyConfigured(
-            "SECRET_KEY is not set. With DEBUG off the secret key must come from the "
-            "environment (SECRET_KEY=...); it is never generated or read from var/."
-        )
-    # Development: generate one and keep it, so sessions and signed task payloads survive
-    # restarts and the cluster, the web server and the tests all sign with the same key.
-    path = VAR_DIR / "secret_key"
-    if not path.exists():
-        VAR_DIR.mkdir(exist_ok=True)
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
-    return path.read_text().strip()
-
-
-SECRET_KEY = _secret_key()
-
-ALLOWED_HOSTS = [h.strip() for h in os.environ.get("ALLOWED_HOSTS", "").split(",") if h.strip()]
-if DEBUG and not ALLOWED_HOSTS:
-    ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]"]
+# --- HTTPS: on by default with DEBUG off (manage.py check --deploy reports nothing) -----------
+# Behind a proxy that terminates TLS: TRUST_X_FORWARDED_PROTO=1, and the proxy must set (and
+# overwrite) X-Forwarded-Proto. Never set it when clients reach the server directly.
+if env.boolean("TRUST_X_FORWARDED_PROTO", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# A plain-HTTP run (a local try-out): SECURE_SSL_REDIRECT=0 SECURE_COOKIES=0.
+SECURE_SSL_REDIRECT = env.boolean("SECURE_SSL_REDIRECT", not DEBUG)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.boolean("SECURE_COOKIES", not DEBUG)
+# HSTS is sent on HTTPS responses only. A year, subdomains and preload are what check --deploy
+# asks for; SECURE_HSTS_SECONDS=0 turns it off (say, while HTTPS is new on the domain).
+SECURE_HSTS_SECONDS = env.integer("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000,
+                                  low=0, high=63_072_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.boolean("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
+SECURE_HSTS_PRELOAD = env.boolean("SECURE_HSTS_PRELOAD", not DEBUG)
 
 INSTALLED_APPS = [
     "project.apps.ReliableAdminConfig",  # django.contrib.admin, plus the dashboard
@@ -92,6 +82,9 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # With DEBUG off the app serves its own static files (whitenoise, from STATIC_ROOT, which
+    # `make run` fills with collectstatic); with DEBUG on runserver serves them.
+    *([] if DEBUG else ["whitenoise.middleware.WhiteNoiseMiddleware"]),
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -122,12 +115,25 @@ WSGI_APPLICATION = "project.wsgi.application"
 
 # PostgreSQL is the only store. CONN_MAX_AGE >= 60: with 0, django-q2 reconnects about five
 # times per task (docs/design.md).
+
+
+def _database(name: str, default: str, **options) -> dict:
+    """The PostgreSQL database the URL in `name` names. The URL is never shown in the error:
+    it may hold a password."""
+    try:
+        parsed = dj_database_url.parse(env.text(name, "") or default, **options)
+    except ValueError:  # dj_database_url's ParseError and UnknownSchemeError
+        parsed = {}
+    if parsed.get("ENGINE") != "django.db.backends.postgresql":
+        raise env.EnvError(f"{name} (not shown: it may hold a password): expected a PostgreSQL "
+                           "URL, postgresql://user:password@host:5432/name")
+    return parsed
+
+
 DATABASES = {
-    "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL") or default_database_url(),
-        conn_max_age=env_int("CONN_MAX_AGE", 60),
-        conn_health_checks=True,
-    )
+    "default": _database("DATABASE_URL", default_database_url(),
+                         conn_max_age=env.integer("CONN_MAX_AGE", 60, low=0, high=86_400),
+                         conn_health_checks=True),
 }
 # A vanished database host is noticed in seconds, not hours (its advisory locks, which tell
 # who is alive, go with its sessions): connect timeout and TCP keepalives, unless the URL's
@@ -135,15 +141,12 @@ DATABASES = {
 for _key, _value in {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10,
                      "keepalives_interval": 5, "keepalives_count": 3}.items():
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(_key, _value)
-if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
-    raise ImproperlyConfigured("DATABASE_URL must point at PostgreSQL (postgresql://...)")
 # An experiment's runner works on a scratch database (its `default`) and records the run in the
 # project's own database through this second alias (experiments.runner).
-if os.environ.get("RESULTS_DATABASE_URL"):
-    DATABASES["results"] = dj_database_url.parse(os.environ["RESULTS_DATABASE_URL"],
-                                                 conn_max_age=0)
+if env.text("RESULTS_DATABASE_URL", ""):
+    DATABASES["results"] = _database("RESULTS_DATABASE_URL", "", conn_max_age=0)
 # Tests and the cluster subprocesses they start share one test database name.
-DATABASES["default"]["TEST"] = {"NAME": os.environ.get("TEST_DATABASE_NAME", "test_reliable")}
+DATABASES["default"]["TEST"] = {"NAME": env.text("TEST_DATABASE_NAME", "test_reliable")}
 
 AUTH_USER_MODEL = "users.User"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -161,18 +164,25 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+# `collectstatic` (make run does it with DEBUG off) copies, compresses and fingerprints the
+# static files here; whitenoise serves them with far-future cache headers.
+STATIC_ROOT = Path(env.text("STATIC_ROOT", str(VAR_DIR / "static")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage" if DEBUG
+                    else "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+}
 
 # Mail: files under var/mail/ in development and demos (open them to see the welcome emails),
 # locmem in tests (Django's test runner switches to it), SMTP when EMAIL_BACKEND says so.
-EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend")
-EMAIL_FILE_PATH = os.environ.get("EMAIL_FILE_PATH", str(VAR_DIR / "mail"))
-EMAIL_HOST = os.environ.get("EMAIL_HOST", "localhost")
-EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_BACKEND = env.text("EMAIL_BACKEND", "django.core.mail.backends.filebased.EmailBackend")
+EMAIL_FILE_PATH = env.text("EMAIL_FILE_PATH", str(VAR_DIR / "mail"))
+EMAIL_HOST = env.text("EMAIL_HOST", "localhost")
+EMAIL_PORT = env.integer("EMAIL_PORT", 25, low=1, high=65_535)
 # A slow mail server must not hold the user's row lock (taken by the email job) until the
 # task's timeout: give up after this many seconds, and the job is retried.
-EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 10)
-DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "welcome@reliable.example")
+EMAIL_TIMEOUT = env.integer("EMAIL_TIMEOUT", 10, low=1, high=3600)
+DEFAULT_FROM_EMAIL = env.text("DEFAULT_FROM_EMAIL", "welcome@reliable.example")
 
 # --- django-q2 -----------------------------------------------------------------------------
 # Q_BROKER=postgres (default): this project's broker (pgbroker) and cluster. Jobs are rows in
@@ -182,12 +192,14 @@ DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "welcome@reliable.exam
 # which must outlast the worst case a leased task can wait before it is acknowledged: the
 # tasks prefetched ahead of it (queue_limit + bulk, over the workers) plus its own run, each
 # up to `timeout`. Shorter leases redeliver tasks that are still running or waiting.
-Q_BROKER = os.environ.get("Q_BROKER", "postgres")  # an unknown one: `check` says reliable.E001
+Q_BROKER = env.text("Q_BROKER", "postgres")  # an unknown one: `check` says reliable.E001
 BROKER_CLASSES = {"postgres": "pgbroker.broker.PostgresBroker", "orm": None}
-Q_WORKERS = env_int("Q_WORKERS", 2)
-Q_TIMEOUT = env_int("Q_TIMEOUT", 30)
-Q_QUEUE_LIMIT = env_int("Q_QUEUE_LIMIT", 2 if Q_BROKER == "orm" else 20)
-Q_BULK = env_int("Q_BULK", 1 if Q_BROKER == "orm" else 50)
+Q_WORKERS = env.integer("Q_WORKERS", 2, low=1, high=256)
+Q_TIMEOUT = env.integer("Q_TIMEOUT", 30, low=1, high=86_400)
+Q_QUEUE_LIMIT = env.integer("Q_QUEUE_LIMIT", 2 if Q_BROKER == "orm" else 20, low=1, high=100_000)
+Q_BULK = env.integer("Q_BULK", 1 if Q_BROKER == "orm" else 50, low=1, high=10_000)
+# Attempts before a failing job is parked (jobs.services) and before the queue gives up on it.
+JOB_MAX_ATTEMPTS = env.integer("JOB_MAX_ATTEMPTS", 5, low=1, high=1000)
 Q_RETRY = (math.ceil((Q_QUEUE_LIMIT + Q_BULK) / Q_WORKERS) + 1) * Q_TIMEOUT + Q_TIMEOUT
 
 Q_CLUSTER = {
@@ -205,12 +217,12 @@ Q_CLUSTER = {
     # Failing jobs are retried (with backoff under pgbroker, every `retry` seconds under the
     # ORM broker) up to this many attempts, the same as JOB_MAX_ATTEMPTS: our ledger parks the
     # job on its last failure. pgbroker also counts attempts that killed their worker.
-    "max_attempts": env_int("Q_MAX_ATTEMPTS", env_int("JOB_MAX_ATTEMPTS", 5)),
+    "max_attempts": env.integer("Q_MAX_ATTEMPTS", JOB_MAX_ATTEMPTS, low=0, high=1000),
     # Keep no successes in the monitor's hot path (save_limit > 0 prunes on every task, 3-4x
     # slower); jobs.tasks.cleanup_task_results trims old rows on a schedule instead.
     "save_limit": 0,
-    "recycle": env_int("Q_RECYCLE", 5000),
-    "poll": float(os.environ.get("Q_POLL", "0.1")),
+    "recycle": env.integer("Q_RECYCLE", 5000, low=1, high=10_000_000),
+    "poll": env.number("Q_POLL", 0.1, low=0.01, high=60),
     "catch_up": False,
     "label": "Task queue",
 }
@@ -221,14 +233,14 @@ if BROKER_CLASSES.get(Q_BROKER):
 # Redis broker runs the jobs of the dual-write and outbox modes; it is django-q2's own
 # multi-cluster setting, started as `Q_CLUSTER_NAME=redis manage.py qcluster` (make run does).
 # Producers enqueue into it through jobs.queues, never through the default broker.
-REDIS_URL = os.environ.get("REDIS_URL") or default_redis_url()
+REDIS_URL = env.text("REDIS_URL", "") or default_redis_url()
 REDIS_CLUSTER = "redis"
 Q_CLUSTER["redis"] = REDIS_URL
 Q_CLUSTER["ALT_CLUSTERS"] = {
     REDIS_CLUSTER: {
         "broker_class": "django_q.brokers.redis_broker.Redis",
         "scheduler": False,  # the PostgreSQL cluster runs the schedules, once
-        "queue_limit": env_int("Q_REDIS_QUEUE_LIMIT", Q_WORKERS * 2),
+        "queue_limit": env.integer("Q_REDIS_QUEUE_LIMIT", Q_WORKERS * 2, low=1, high=100_000),
         "bulk": 1,
         "poll": 1,  # BLPOP's timeout: how long a dequeue waits for a job
         "label": "Task queue (Redis)",
@@ -236,21 +248,21 @@ Q_CLUSTER["ALT_CLUSTERS"] = {
 }
 
 # --- this project's knobs (read inside functions, never at import) ---------------------------
-FAULTS_ENABLED = env_bool("FAULTS_ENABLED", DEBUG)
-OUTBOX_BATCH_SIZE = env_int("OUTBOX_BATCH_SIZE", 100)
-OUTBOX_MAX_ATTEMPTS = env_int("OUTBOX_MAX_ATTEMPTS", 5)
-OUTBOX_POLL_SECONDS = float(os.environ.get("OUTBOX_POLL_SECONDS", "5"))
+FAULTS_ENABLED = env.boolean("FAULTS_ENABLED", DEBUG)
+OUTBOX_BATCH_SIZE = env.integer("OUTBOX_BATCH_SIZE", 100, low=1, high=10_000)
+OUTBOX_MAX_ATTEMPTS = env.integer("OUTBOX_MAX_ATTEMPTS", 5, low=1, high=1000)
+OUTBOX_POLL_SECONDS = env.number("OUTBOX_POLL_SECONDS", 5, low=0.01, high=3600)
 # Promised but not done after this long (an email job a store lost): `reconcile` enqueues it again.
-RECONCILE_AFTER_SECONDS = float(os.environ.get("RECONCILE_AFTER_SECONDS", "60"))
-JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 5)
-CLUSTER_WAIT_SECONDS = float(os.environ.get("CLUSTER_WAIT_SECONDS", "5"))
-SAGA_LEASE_SECONDS = float(os.environ.get("SAGA_LEASE_SECONDS", "10"))
-SAGA_STEP_DEADLINE_SECONDS = float(os.environ.get("SAGA_STEP_DEADLINE_SECONDS", "5"))
-SAGA_MAX_COMP_ATTEMPTS = env_int("SAGA_MAX_COMP_ATTEMPTS", 5)
-SAGA_MAX_FORWARD_ATTEMPTS = env_int("SAGA_MAX_FORWARD_ATTEMPTS", 3)
-SAGA_COMP_BACKOFF_SECONDS = float(os.environ.get("SAGA_COMP_BACKOFF_SECONDS", "1"))
-TASK_RESULTS_KEEP_DAYS = env_int("TASK_RESULTS_KEEP_DAYS", 7)
+RECONCILE_AFTER_SECONDS = env.number("RECONCILE_AFTER_SECONDS", 60, low=0, high=30 * 86_400)
+CLUSTER_WAIT_SECONDS = env.number("CLUSTER_WAIT_SECONDS", 5, low=0.1, high=600)
+SAGA_LEASE_SECONDS = env.number("SAGA_LEASE_SECONDS", 10, low=0.1, high=86_400)
+SAGA_STEP_DEADLINE_SECONDS = env.number("SAGA_STEP_DEADLINE_SECONDS", 5, low=0.1, high=86_400)
+SAGA_MAX_COMP_ATTEMPTS = env.integer("SAGA_MAX_COMP_ATTEMPTS", 5, low=1, high=1000)
+SAGA_MAX_FORWARD_ATTEMPTS = env.integer("SAGA_MAX_FORWARD_ATTEMPTS", 3, low=1, high=1000)
+SAGA_COMP_BACKOFF_SECONDS = env.number("SAGA_COMP_BACKOFF_SECONDS", 1, low=0, high=3600)
+TASK_RESULTS_KEEP_DAYS = env.integer("TASK_RESULTS_KEEP_DAYS", 7, low=1, high=3650)
 
+LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -258,6 +270,7 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     # WARNING keeps commands quiet (faults still say when they fire); the background
     # processes `make run` starts log at INFO (devtools/supervise.py).
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
+    "root": {"handlers": ["console"],
+             "level": env.choice("LOG_LEVEL", "WARNING", LOG_LEVELS, upper=True)},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

@@ -2,5 +2,8 @@ import os
 
 from django.core.wsgi import get_wsgi_application
 
+from common.env import or_exit
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
-application = get_wsgi_application()
+# A bad environment setting: one line, and gunicorn stops instead of restarting the worker.
+application = or_exit(get_wsgi_application, code=3)

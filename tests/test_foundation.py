@@ -31,7 +31,7 @@ def test_settings_refuse_to_start_with_debug_off_and_no_secret_key():
 
 
 def test_settings_start_with_debug_off_and_a_secret_key():
-    env = dict(os.environ, DEBUG="0", SECRET_KEY="x" * 50,
+    env = dict(os.environ, DEBUG="0", SECRET_KEY="x" * 50, ALLOWED_HOSTS="example.com",
                DJANGO_SETTINGS_MODULE="project.settings")
     assert _django_setup(env).returncode == 0
 
