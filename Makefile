@@ -14,6 +14,12 @@ RUN_ADDR    ?= 127.0.0.1:8000
 STAMP       := $(VENV)/.installed
 mode        ?= dual-write
 
+# A value given on make's command line (name=..., id=...) reaches a recipe only through the
+# environment, as "$$ARG_..." in double quotes: never spliced into the shell's text, so
+# `make create-user 'name=x"; echo hi; "'` creates a user with that odd name and runs nothing.
+# $(value v) takes it as typed (no second expansion of a $ in it).
+export RUN_ADDR
+
 BOLD  := \033[1m
 CYAN  := \033[36m
 RESET := \033[0m
@@ -21,7 +27,7 @@ RESET := \033[0m
 .PHONY: usage setup ready venv db-start db-stop db-reset db-status redis-start redis-stop \
         redis-status reconcile experiment chaos migrate run demo stop status \
         test test-fast lint format clean lock create-user show-state relay faults bench book-trip show-saga recover screenshots \
-        browser-deps
+        browser-deps need-args
 
 usage: ## this menu
 	@printf "$(BOLD)Reliable background work on Django + PostgreSQL$(RESET)\n\n"
@@ -70,14 +76,16 @@ setup: ready redis-start ## venv + packages + PostgreSQL + Redis + migrations (i
 # the demos (run, demo and setup start it).
 ready: $(STAMP) db-start migrate
 
-run: ready redis-start ## web (127.0.0.1:8000 or RUN_ADDR), both clusters, relay, saga recoverer, under supervisord
-	@RUN_ADDR=$(RUN_ADDR) $(SUPERVISE) start
-	@echo "admin: http://$(RUN_ADDR)/admin/  logs: var/log/  status: make status  stop with: make stop"
+# With DEBUG=0 the web server is gunicorn + whitenoise after collectstatic, else runserver
+# (devtools/supervise.py; docs/production.md).
+run: ready redis-start ## web (127.0.0.1:8000 or RUN_ADDR; gunicorn with DEBUG=0), both clusters, relay, saga recoverer, under supervisord
+	@$(SUPERVISE) start
+	@echo "admin: http://$$RUN_ADDR/admin/  logs: var/log/  status: make status  stop with: make stop"
 
 demo: ready redis-start ## setup + run + a superuser whose password is printed once
 	@$(MANAGE) demo_superuser
-	@RUN_ADDR=$(RUN_ADDR) $(SUPERVISE) start
-	@printf "\n$(BOLD)Open http://$(RUN_ADDR)/admin/$(RESET)  (stop everything with: make stop)\n"
+	@$(SUPERVISE) start
+	@printf "\n$(BOLD)Open http://%s/admin/$(RESET)  (stop everything with: make stop)\n" "$$RUN_ADDR"
 
 stop: ## stop what run/demo started (then supervisord), the local Redis and the local PostgreSQL
 	@$(SUPERVISE) stop
@@ -114,17 +122,38 @@ lint: $(STAMP) ## ruff
 format: $(STAMP) ## ruff --fix
 	@$(VENV)/bin/ruff check --fix .
 
-create-user: ready ## the talk's demo: name=NAME [mode=dual-write|outbox|que] [fail=part1|part2] [crash=part1|part2]
-	@$(MANAGE) create_user "$(name)" --mode $(mode) $(if $(fail),--fail $(fail)) $(if $(crash),--crash $(crash))
+create-user: export ARG_NAME := $(value name)
+create-user: export ARG_MODE := $(value mode)
+create-user: export ARG_FAIL := $(value fail)
+create-user: export ARG_CRASH := $(value crash)
+create-user: USAGE := make create-user name=NAME [mode=dual-write|outbox|que] [fail=part1|part2] [crash=part1|part2]
+create-user: NEEDS := ARG_NAME
+create-user: need-args ready ## the talk's demo: name=NAME [mode=dual-write|outbox|que] [fail=part1|part2] [crash=part1|part2]
+	@$(MANAGE) create_user "$$ARG_NAME" --mode "$$ARG_MODE" \
+	  $${ARG_FAIL:+--fail "$$ARG_FAIL"} $${ARG_CRASH:+--crash "$$ARG_CRASH"}
 
 show-state: ready ## users, their emails, the outbox and the queue (the talk's db-show)
 	@$(MANAGE) show_state
 
-book-trip: ready ## a trip saga: customer=NAME [fail=hotel|car|flight] [crash=hotel|car|flight]
-	@$(MANAGE) book_trip "$(customer)" --wait --timeout 60 $(if $(fail),--fail $(fail)) $(if $(crash),--crash $(crash))
+book-trip: export ARG_CUSTOMER := $(value customer)
+book-trip: export ARG_FAIL := $(value fail)
+book-trip: export ARG_CRASH := $(value crash)
+book-trip: USAGE := make book-trip customer=NAME [fail=hotel|car|flight] [crash=hotel|car|flight]
+book-trip: NEEDS := ARG_CUSTOMER
+book-trip: need-args ready ## a trip saga: customer=NAME [fail=hotel|car|flight] [crash=hotel|car|flight]
+	@$(MANAGE) book_trip "$$ARG_CUSTOMER" --wait --timeout 60 \
+	  $${ARG_FAIL:+--fail "$$ARG_FAIL"} $${ARG_CRASH:+--crash "$$ARG_CRASH"}
 
-show-saga: ready ## a saga's log and bookings: id=N
-	@$(MANAGE) show_saga $(id)
+show-saga: export ARG_ID := $(value id)
+show-saga: USAGE := make show-saga id=N
+show-saga: NEEDS := ARG_ID
+show-saga: need-args ready ## a saga's log and bookings: id=N
+	@$(MANAGE) show_saga "$$ARG_ID"
+
+# The first prerequisite of a target that needs values: make's own usage line (the target's
+# USAGE) and exit 2 when one of NEEDS is empty, before anything starts.
+need-args:
+	@for v in $(NEEDS); do [ -n "$${!v}" ] || { echo "usage: $(USAGE)" >&2; exit 2; }; done
 
 recover: ready ## recover sagas whose coordinator died (one pass)
 	@$(MANAGE) recover_sagas --once
@@ -132,11 +161,14 @@ recover: ready ## recover sagas whose coordinator died (one pass)
 reconcile: ready ## enqueue again the welcome emails a store lost (outbox and que; one pass)
 	@$(MANAGE) reconcile
 
+experiment: export ARG_PRESET := $(value preset)
+experiment: export ARG_SEED := $(value seed)
 experiment: ready redis-start ## one experiment: preset=talk|smoke|chaos [seed=N]; admin -> Experiments shows it
-	@$(MANAGE) experiment --preset "$(or $(preset),talk)" $(if $(seed),--seed "$(seed)")
+	@$(MANAGE) experiment --preset "$${ARG_PRESET:-talk}" $${ARG_SEED:+--seed "$$ARG_SEED"}
 
+chaos: export ARG_SEED := $(value seed)
 chaos: ready redis-start ## the big experiment: 10,000 signups per mode, 50 kills, 3 PostgreSQL restarts, 1,000 sagas
-	@$(MANAGE) experiment --preset chaos $(if $(seed),--seed "$(seed)")
+	@$(MANAGE) experiment --preset chaos $${ARG_SEED:+--seed "$$ARG_SEED"}
 
 relay: ready ## relay the outbox once
 	@$(MANAGE) relay_outbox --once

@@ -2,6 +2,11 @@
 Redis in Sidekiq's role), the outbox relay and the saga recoverer, each started again by
 supervisord when it dies (standard library only: it drives .venv/bin/supervisord).
 
+The web server follows DEBUG (read like settings.py reads it, common/env.py): with DEBUG on,
+runserver; with DEBUG off, gunicorn (WEB_CONCURRENCY workers, default 2) serving the static
+files through whitenoise, after `collectstatic` into var/static (STATIC_ROOT), with its access
+log in var/log/web.log (docs/production.md).
+
 Why supervisor: honcho stops everything when one process dies and restarts nothing; circus is
 less maintained; supervisor restarts what dies (autorestart), stops by the rules below
 (stopsignal, stopwaitsecs, stopasgroup, killasgroup), keeps a log per program and answers
@@ -27,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -40,6 +46,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):  # run as a script: python3 devtools/supervise.py
     sys.path.insert(0, str(BASE_DIR))
 
+from common import env as settings_env  # noqa: E402  (standard library only)
 from devtools.processes import alive, group_members  # noqa: E402
 
 VAR = BASE_DIR / "var"
@@ -50,23 +57,51 @@ SHUTDOWN_TIMEOUT = 30.0
 
 @dataclass(frozen=True)
 class Program:
-    args: list[str]  # manage.py's arguments; "{run_addr}" is the web server's address
+    # manage.py's arguments, or with `runner` that program's (from the venv's bin/);
+    # "{run_addr}" is the web server's address, "{var}" the var/ directory, "{workers}" the
+    # web server's worker processes
+    args: list[str]
     stopwaitsecs: int = 10  # SIGTERM to the main pid, then this long before SIGKILL of the group
     env: dict[str, str] = field(default_factory=dict)
+    runner: str = "manage.py"
+    production: Program | None = None  # what runs instead when DEBUG is off
 
+
+# The production web server: gunicorn's master forks WEB_CONCURRENCY sync workers and restarts
+# any that dies; SIGTERM stops it gracefully (requests in flight get --graceful-timeout, within
+# stopwaitsecs). Access log and errors go to stdout: supervisord writes them to var/log/web.log.
+# Its control socket goes to var/run/, not the default ~/.gunicorn/ that every checkout shares.
+GUNICORN = Program(
+    ["project.wsgi:application", "--bind", "{run_addr}", "--workers", "{workers}",
+     "--access-logfile", "-", "--error-logfile", "-", "--graceful-timeout", "8",
+     "--control-socket", "{var}/run/gunicorn.ctl"],
+    runner="gunicorn",
+)
 
 # In start order; stopped all at once.
 PROGRAMS: dict[str, Program] = {
-    "web": Program(["runserver", "{run_addr}", "--noreload"]),
+    "web": Program(["runserver", "{run_addr}", "--noreload"], production=GUNICORN),
     "qcluster": Program(["qcluster"], stopwaitsecs=45),
     # django-q2's own multi-cluster setting picks the Redis cluster's configuration (settings.py).
     "qcluster-redis": Program(["qcluster"], stopwaitsecs=45, env={"Q_CLUSTER_NAME": "redis"}),
     "relay": Program(["relay_outbox", "--follow"]),
     "recoverer": Program(["recover_sagas", "--follow"]),
 }
-# Demo timing: a 10 s task timeout gives a 40 s lease, so a failed or crashed job comes back
-# within a minute instead of two. Set either yourself to override.
+# Demo timing (DEBUG on only): a 10 s task timeout gives a 40 s lease, so a failed or crashed
+# job comes back within a minute instead of two. Set either yourself to override.
 DEMO_ENV = {"Q_TIMEOUT": "10", "LOG_LEVEL": "INFO"}
+PRODUCTION_ENV = {"LOG_LEVEL": "INFO"}
+
+
+def debug(env: dict[str, str] | None = None) -> bool:
+    """DEBUG as settings.py reads it (on unless set to 0/false/no/off)."""
+    return settings_env.boolean("DEBUG", True, environ=os.environ if env is None else env)
+
+
+def web_workers(env: dict[str, str] | None = None) -> int:
+    """gunicorn's worker processes: WEB_CONCURRENCY (gunicorn's own variable), default 2."""
+    return settings_env.integer("WEB_CONCURRENCY", 2, low=1, high=64,
+                                environ=os.environ if env is None else env)
 
 
 def paths(var: Path) -> dict[str, Path]:
@@ -82,9 +117,13 @@ def shown(path: Path) -> str:
         return str(path)
 
 
-def config(names: list[str], *, var: Path, python: str, run_addr: str) -> str:
-    """supervisord's configuration for the programs `names`."""
+def config(names: list[str], *, var: Path, python: str, run_addr: str,
+           env: dict[str, str] | None = None) -> str:
+    """supervisord's configuration for the programs `names`; `env` (default: ours) decides
+    DEBUG's web server and its workers."""
     p = paths(var)
+    production = not debug(env)
+    workers = web_workers(env) if production else 1
 
     def section(title: str, **options: object) -> str:
         lines = [f"[{title}]"]
@@ -107,13 +146,17 @@ def config(names: list[str], *, var: Path, python: str, run_addr: str) -> str:
     ]
     for priority, name in enumerate(names, start=1):
         program = PROGRAMS[name]
-        args = [a.format(run_addr=run_addr) for a in program.args]
-        env = {"PYTHONUNBUFFERED": "1", **program.env}
+        if production and program.production:
+            program = program.production
+        args = [a.format(run_addr=run_addr, var=var, workers=workers) for a in program.args]
+        runner = ([python, "manage.py"] if program.runner == "manage.py"
+                  else [str(Path(python).parent / program.runner)])
+        program_env = {"PYTHONUNBUFFERED": "1", **program.env}
         parts.append(section(
             f"program:{name}",
-            command=" ".join([python, "manage.py", *args]),
+            command=shlex.join([*runner, *args]),  # supervisord splits it with shlex
             directory=BASE_DIR,
-            environment=",".join(f'{k}="{v}"' for k, v in env.items()),
+            environment=",".join(f'{k}="{v}"' for k, v in program_env.items()),
             priority=priority,
             autostart="true",
             autorestart="true",  # whatever the exit: a killed relay comes back by itself
@@ -171,7 +214,14 @@ def start(names: list[str] | None = None, *, var: Path = VAR, python: str = PYTH
     program that exits at once. `env` (default: ours) is the programs' environment."""
     names = names or list(PROGRAMS)
     env = dict(os.environ if env is None else env)
-    for key, value in DEMO_ENV.items():
+    try:
+        production = not debug(env)
+        conf = config(names, var=var, python=python, env=env,
+                      run_addr=run_addr or env.get("RUN_ADDR", "127.0.0.1:8000"))
+    except settings_env.EnvError as e:
+        print(e, file=sys.stderr)
+        return 1
+    for key, value in (PRODUCTION_ENV if production else DEMO_ENV).items():
         env.setdefault(key, value)
     p = paths(var)
     pid = supervisord_pid(var)
@@ -182,15 +232,30 @@ def start(names: list[str] | None = None, *, var: Path = VAR, python: str = PYTH
     if not supervisord.exists():
         print(f"{shown(supervisord)} is missing: make venv installs it", file=sys.stderr)
         return 1
+    if production and "web" in names and collectstatic(python, env):
+        return 1
     for d in (var / "run", var / "log"):
         d.mkdir(parents=True, exist_ok=True)
-    p["conf"].write_text(config(names, var=var, python=python,
-                                run_addr=run_addr or env.get("RUN_ADDR", "127.0.0.1:8000")))
+    p["conf"].write_text(conf)
     # It returns once it listens on its socket and has forked into the background.
     if subprocess.call([str(supervisord), "-c", str(p["conf"])], env=env, cwd=BASE_DIR):
         print(f"supervisord did not start; see {shown(p['log'])}", file=sys.stderr)
         return 1
     return _check_started(names, var)
+
+
+def collectstatic(python: str, env: dict[str, str]) -> int:
+    """With DEBUG off: the static files into STATIC_ROOT (var/static), compressed and
+    fingerprinted, for whitenoise to serve. Its exit code (manage.py said why)."""
+    code = subprocess.call([python, "manage.py", "collectstatic", "--no-input", "-v", "0"],
+                           env=env, cwd=BASE_DIR)
+    if code == 0:
+        print(f"{'static files':<14} collected into {shown(_static_root(env))}")
+    return code
+
+
+def _static_root(env: dict[str, str]) -> Path:
+    return Path(settings_env.text("STATIC_ROOT", str(VAR / "static"), environ=env))
 
 
 def _check_started(names: list[str], var: Path) -> int:
