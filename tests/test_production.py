@@ -1,0 +1,340 @@
+"""The production profile (docs/production.md): DEBUG off needs only SECRET_KEY and
+ALLOWED_HOSTS and passes `check --deploy`; every environment setting is checked by
+common/env.py and a bad one is one line; the development key is born 0600; fault injection is
+refused with DEBUG off; `make run`'s web program is gunicorn + whitenoise with DEBUG off; the
+Makefile passes make's variables to commands without splicing them into shell text."""
+
+from __future__ import annotations
+
+import configparser
+import http.client
+import math
+import os
+import re
+import secrets
+import socket
+import stat
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from common import env
+from devtools import supervise
+from faults.models import Fault
+from tests.helpers import BASE_DIR, subprocess_env, wait_until
+from users.models import User
+
+KEY = secrets.token_urlsafe(50)  # as docs/production.md makes one
+PRODUCTION = {"DEBUG": "0", "SECRET_KEY": KEY, "ALLOWED_HOSTS": "example.com"}
+# What the tests' own environment might set and a production run must not inherit.
+OURS = ("DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "FAULTS_ENABLED", "SECURE_SSL_REDIRECT",
+        "SECURE_COOKIES", "SECURE_HSTS_SECONDS", "TRUST_X_FORWARDED_PROTO", "STATIC_ROOT")
+
+
+def _environ(base: dict[str, str] | None = None, **extra: str) -> dict[str, str]:
+    environ = {k: v for k, v in (os.environ if base is None else base).items() if k not in OURS}
+    return {**environ, **extra}
+
+
+def _manage(*args: str, environ: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=BASE_DIR, env=environ,
+                          capture_output=True, text=True, timeout=60)
+
+
+# --- common/env.py ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("1", True), ("true", True), ("YES", True), (" on ", True),
+    ("0", False), ("False", False), ("no", False), ("off", False), ("", True), (None, True),
+])
+def test_boolean(value, expected):
+    environ = {} if value is None else {"DEBUG": value}
+    assert env.boolean("DEBUG", True, environ=environ) is expected
+
+
+@pytest.mark.parametrize(("helper", "value", "message"), [
+    (lambda e: env.boolean("DEBUG", True, environ=e), "maybe",
+     "DEBUG='maybe': expected 1/0, true/false, yes/no or on/off"),
+    (lambda e: env.integer("Q_TIMEOUT", 30, low=1, high=86_400, environ=e), "abc",
+     "Q_TIMEOUT='abc': expected a whole number from 1 to 86400"),
+    (lambda e: env.integer("Q_TIMEOUT", 30, low=1, high=86_400, environ=e), "-1",
+     "Q_TIMEOUT='-1': expected a whole number from 1 to 86400"),
+    (lambda e: env.integer("Q_TIMEOUT", 30, low=1, high=86_400, environ=e), "2.5",
+     "Q_TIMEOUT='2.5': expected a whole number from 1 to 86400"),
+    (lambda e: env.number("SAGA_LEASE_SECONDS", 10, low=0.1, high=3600, environ=e), "nan",
+     "SAGA_LEASE_SECONDS='nan': expected a number from 0.1 to 3600"),
+    (lambda e: env.number("SAGA_LEASE_SECONDS", 10, low=0.1, high=3600, environ=e), "inf",
+     "SAGA_LEASE_SECONDS='inf': expected a number from 0.1 to 3600"),
+    (lambda e: env.number("SAGA_LEASE_SECONDS", 10, low=0.1, high=3600, environ=e), "-1",
+     "SAGA_LEASE_SECONDS='-1': expected a number from 0.1 to 3600"),
+    (lambda e: env.number("SAGA_LEASE_SECONDS", 10, low=0.1, high=3600, environ=e), "1e999",
+     "SAGA_LEASE_SECONDS='1e999': expected a number from 0.1 to 3600"),
+    (lambda e: env.choice("LOG_LEVEL", "WARNING", ["INFO", "WARNING"], upper=True, environ=e),
+     "loud", "LOG_LEVEL='loud': expected one of INFO, WARNING"),
+])
+def test_a_bad_value_is_one_line_naming_the_variable_the_value_and_what_is_allowed(
+    helper, value, message
+):
+    name = message.split("=")[0]
+    with pytest.raises(env.EnvError) as raised:
+        helper({name: value})
+    assert str(raised.value) == message
+    assert "\n" not in str(raised.value)
+
+
+def test_good_values_and_defaults():
+    e = {"A": " 42 ", "B": "0.25", "C": "info", "D": "a, b,,c ", "E": "  "}
+    assert env.integer("A", 1, low=1, high=100, environ=e) == 42
+    assert env.number("B", 1.0, low=0, high=1, environ=e) == 0.25
+    assert env.choice("C", "WARNING", ["INFO", "WARNING"], upper=True, environ=e) == "INFO"
+    assert env.strings("D", [], environ=e) == ["a", "b", "c"]
+    assert env.text("E", "default", environ=e) == "default"  # blank is unset
+    assert env.integer("MISSING", 7, low=1, high=2, environ=e) == 7  # defaults are not checked
+    assert math.isfinite(env.number("MISSING", 1, low=0, high=2, environ=e))
+
+
+def test_a_missing_required_variable_never_shows_a_value():
+    with pytest.raises(env.EnvError, match="^SECRET_KEY is not set: why$"):
+        env.required("SECRET_KEY", "why", environ={"SECRET_KEY": " "})
+
+
+# --- the development key ---------------------------------------------------------------------
+
+def test_the_development_key_is_born_0600_complete_and_kept(tmp_path, monkeypatch):
+    path = tmp_path / "var" / "secret_key"
+    seen = []
+    real_link = os.link
+
+    def link(src, dst):  # the moment the key gets its name: already 0600 and complete
+        seen.append((stat.S_IMODE(os.stat(src).st_mode), Path(src).read_text()))
+        real_link(src, dst)
+
+    monkeypatch.setattr(os, "link", link)
+    old_umask = os.umask(0)  # even with a umask that lets everyone read
+    try:
+        key = env.secret_file(path)
+    finally:
+        os.umask(old_umask)
+    assert seen == [(0o600, key)]
+    assert len(key) >= 50
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in path.parent.iterdir()] == ["secret_key"]  # no temporary file left
+    assert env.secret_file(path) == key  # kept
+
+
+def test_processes_that_start_together_share_one_key(tmp_path):
+    path = tmp_path / "secret_key"
+    keys: list[str] = []
+    threads = [threading.Thread(target=lambda: keys.append(env.secret_file(path)))
+               for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(set(keys)) == 1
+    assert path.read_text() == keys[0]
+
+
+def test_a_key_file_others_can_read_is_restricted(tmp_path):
+    path = tmp_path / "secret_key"
+    path.write_text("k" * 50)
+    path.chmod(0o644)
+    assert env.secret_file(path) == "k" * 50
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+# --- manage.py with DEBUG off ----------------------------------------------------------------
+
+def test_check_deploy_with_debug_off_reports_no_issues():
+    result = _manage("check", "--deploy", "--fail-level", "WARNING",
+                     environ=_environ(**PRODUCTION))
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues (0 silenced)." in result.stdout
+
+
+def test_the_plain_http_knobs_relax_exactly_the_https_checks():
+    result = _manage("check", "--deploy", environ=_environ(
+        **PRODUCTION, SECURE_SSL_REDIRECT="0", SECURE_COOKIES="0", SECURE_HSTS_SECONDS="0"))
+    assert sorted(set(re.findall(r"security\.W\d+", result.stderr))) == [
+        "security.W004", "security.W008", "security.W012", "security.W016"]
+
+
+@pytest.mark.parametrize(("missing", "starts"), [
+    ("SECRET_KEY", "SECRET_KEY is not set: "), ("ALLOWED_HOSTS", "ALLOWED_HOSTS is not set: ")])
+def test_debug_off_without_a_required_variable_is_one_line(missing, starts):
+    environ = _environ(**{k: v for k, v in PRODUCTION.items() if k != missing})
+    result = _manage("check", environ=environ)
+    assert result.returncode == 1
+    assert result.stderr.startswith(starts)
+    assert result.stderr.count("\n") == 1, result.stderr
+
+
+def test_a_bad_environment_value_stops_manage_py_with_one_line():
+    for name, value, allowed in [
+        ("Q_TIMEOUT", "abc", "a whole number from 1 to 86400"),
+        ("SAGA_LEASE_SECONDS", "nan", "a number from 0.1 to 86400"),
+        ("DEBUG", "maybe", "1/0, true/false, yes/no or on/off"),
+    ]:
+        result = _manage("check", environ=_environ(**{name: value}))
+        assert result.returncode == 1
+        assert result.stderr == f"{name}={value!r}: expected {allowed}\n"
+    result = _manage("check", environ=_environ(DATABASE_URL="mysql://u:hunter2@h/db"))
+    assert result.returncode == 1
+    assert "hunter2" not in result.stderr  # a URL may hold a password: never shown
+    assert result.stderr.count("\n") == 1
+
+
+def test_faults_arm_is_refused_with_debug_off_and_writes_nothing(db):
+    environ = _environ(subprocess_env(), **PRODUCTION)
+    result = _manage("faults", "arm", "signup.part2", "--action", "raise", environ=environ)
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("CommandError: fault injection is off (FAULTS_ENABLED is "
+                                     "false): arming would have no effect")
+    assert not Fault.objects.filter(point="signup.part2").exclude(action="").exists()
+    # Only an explicit FAULTS_ENABLED=1 turns it on with DEBUG off.
+    result = _manage("faults", "arm", "signup.part2", "--action", "raise",
+                     environ={**environ, "FAULTS_ENABLED": "1"})
+    assert result.returncode == 0, result.stderr
+    assert Fault.objects.filter(point="signup.part2", action="raise").exists()
+
+
+# --- make run's web program ------------------------------------------------------------------
+
+def test_make_runs_web_program_follows_debug(tmp_path):
+    def parsed(environ):
+        conf = configparser.RawConfigParser()
+        conf.read_string(supervise.config(list(supervise.PROGRAMS), var=tmp_path,
+                                          python=sys.executable, run_addr="127.0.0.1:8200",
+                                          env=environ))
+        return conf
+
+    dev, prod = parsed({}), parsed({"DEBUG": "0", "WEB_CONCURRENCY": "3"})
+    assert dev["program:web"]["command"].endswith("manage.py runserver 127.0.0.1:8200 --noreload")
+    web = prod["program:web"]["command"].split()
+    assert web[0] == str(Path(sys.executable).parent / "gunicorn")
+    assert web[1:6] == ["project.wsgi:application", "--bind", "127.0.0.1:8200", "--workers", "3"]
+    assert f"--control-socket {tmp_path}/run/gunicorn.ctl" in " ".join(web)
+    for name in supervise.PROGRAMS:
+        if name != "web":
+            assert dict(dev[f"program:{name}"]) == dict(prod[f"program:{name}"])
+    with pytest.raises(env.EnvError, match="WEB_CONCURRENCY='0'"):
+        parsed({"DEBUG": "0", "WEB_CONCURRENCY": "0"})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(port: int, path: str, *, https: bool = True, method: str = "GET", body: str = "",
+         headers: dict[str, str] | None = None) -> tuple[http.client.HTTPResponse, bytes]:
+    """A request as a TLS-terminating proxy on this host passes it on (X-Forwarded-Proto)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(method, path, body=body or None, headers={
+            **({"X-Forwarded-Proto": "https"} if https else {}), **(headers or {})})
+        response = conn.getresponse()
+        return response, response.read()
+    finally:
+        conn.close()
+
+
+def _cookies(response: http.client.HTTPResponse) -> dict[str, str]:
+    return dict(c.split(";")[0].split("=", 1) for c in response.headers.get_all("Set-Cookie"))
+
+
+@pytest.mark.cluster
+@pytest.mark.any_broker
+def test_gunicorn_serves_the_admin_and_its_css(transactional_db, tmp_path):
+    """`make run`'s web program with DEBUG=0, on the test database: collectstatic, gunicorn
+    under supervisord, whitenoise for the CSS, HTTPS rules, a login, the access log."""
+    User.objects.create_superuser(username="ops", email="ops@example.com", password="pw-" + KEY)
+    port = _free_port()
+    environ = _environ(subprocess_env(), **{**PRODUCTION, "ALLOWED_HOSTS": "127.0.0.1"},
+                       TRUST_X_FORWARDED_PROTO="1", STATIC_ROOT=str(tmp_path / "static"),
+                       WEB_CONCURRENCY="1")
+    try:
+        assert supervise.start(["web"], var=tmp_path, python=sys.executable, env=environ,
+                               run_addr=f"127.0.0.1:{port}") == 0
+        page, html = wait_until(lambda: _try_get(port, "/admin/login/"), timeout=15,
+                                message="gunicorn to answer")
+        assert page.status == 200
+        assert page.headers["Server"] == "gunicorn"
+        assert "max-age=31536000; includeSubDomains; preload" in \
+            page.headers["Strict-Transport-Security"]
+        cookies = _cookies(page)
+        assert all("; Secure" in c for c in page.headers.get_all("Set-Cookie"))
+
+        css = re.search(rb'href="(/static/admin/css/base\.[0-9a-f]{12}\.css)"', html)
+        assert css, html[:2000]
+        sheet, body = _get(port, css.group(1).decode())
+        assert sheet.status == 200
+        assert sheet.headers["Content-Type"].startswith("text/css")
+        assert "immutable" in sheet.headers["Cache-Control"]
+        assert b".module" in body  # the admin's stylesheet itself
+
+        plain, _ = _get(port, "/admin/login/", https=False)  # no TLS: sent to https://
+        assert plain.status == 301
+        assert plain.headers["Location"] == f"https://127.0.0.1:{port}/admin/login/"
+
+        token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', html).group(1).decode()
+        login, _ = _get(port, "/admin/login/?next=/admin/", method="POST",
+                        body=f"csrfmiddlewaretoken={token}&username=ops&password=pw-{KEY}",
+                        headers={"Content-Type": "application/x-www-form-urlencoded",
+                                 "Cookie": f"csrftoken={cookies['csrftoken']}",
+                                 "Origin": f"https://127.0.0.1:{port}"})
+        assert login.status == 302, login.headers
+        session = _cookies(login)["sessionid"]
+        home, _ = _get(port, "/admin/", headers={"Cookie": f"sessionid={session}"})
+        assert home.status == 200
+
+        log = (tmp_path / "log" / "web.log").read_text()
+        assert f'"GET {css.group(1).decode()} HTTP/1.1" 200' in log
+        assert '"POST /admin/login/?next=/admin/ HTTP/1.1" 302' in log
+        assert KEY not in log
+    finally:
+        supervise.stop(var=tmp_path, python=sys.executable)
+
+
+def _try_get(port: int, path: str):
+    try:
+        return _get(port, path)
+    except OSError:
+        return None
+
+
+# --- the Makefile ----------------------------------------------------------------------------
+
+def _make(*args: str) -> subprocess.CompletedProcess:
+    """make with `ready` taken as done and manage.py replaced by printf: what the command
+    would be given, one argument a line."""
+    return subprocess.run(["make", "--no-print-directory", "-o", "ready", *args,
+                           "MANAGE=printf '%s\\n'"], cwd=BASE_DIR, capture_output=True,
+                          text=True, timeout=30)
+
+
+def test_make_passes_values_as_arguments_never_as_shell_text():
+    result = _make("create-user", 'name=x"; echo hi; "', "fail=part1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "create_user", 'x"; echo hi; "', "--mode", "dual-write", "--fail", "part1"]
+    result = _make("book-trip", "customer=$(id) `id`", "crash=car")
+    assert result.stdout.splitlines() == [
+        "book_trip", "$(id) `id`", "--wait", "--timeout", "60", "--crash", "car"]
+
+
+@pytest.mark.parametrize(("target", "usage"), [
+    ("show-saga", "usage: make show-saga id=N"),
+    ("create-user", "usage: make create-user name=NAME "),
+    ("book-trip", "usage: make book-trip customer=NAME "),
+])
+def test_make_without_a_required_value_prints_its_usage_line(target, usage):
+    result = subprocess.run(["make", "--no-print-directory", target], cwd=BASE_DIR,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert result.stderr.startswith(usage)
+    assert result.stdout == ""  # nothing started: not even the database
