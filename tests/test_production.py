@@ -29,9 +29,11 @@ from users.models import User
 
 KEY = secrets.token_urlsafe(50)  # as docs/production.md makes one
 PRODUCTION = {"DEBUG": "0", "SECRET_KEY": KEY, "ALLOWED_HOSTS": "example.com"}
-# What the tests' own environment might set and a production run must not inherit.
+# What the tests' own environment might set and a production run must not inherit (the
+# browser tests set DJANGO_ALLOW_ASYNC_UNSAFE for Playwright: check --deploy refuses it).
 OURS = ("DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "FAULTS_ENABLED", "SECURE_SSL_REDIRECT",
-        "SECURE_COOKIES", "SECURE_HSTS_SECONDS", "TRUST_X_FORWARDED_PROTO", "STATIC_ROOT")
+        "SECURE_COOKIES", "SECURE_HSTS_SECONDS", "TRUST_X_FORWARDED_PROTO", "STATIC_ROOT",
+        "DJANGO_ALLOW_ASYNC_UNSAFE")
 
 
 def _environ(base: dict[str, str] | None = None, **extra: str) -> dict[str, str]:
