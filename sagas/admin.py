@@ -133,7 +133,7 @@ class SagaAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             drawn = timeline(saga)
             # a running saga may have logged more since the drawing: those wait for the next
             times = saga.log.order_by("seq").values_list("at", flat=True)
-            extra.update(timeline=drawn, saga=saga, clock_x=drawn["width"] + 10,
+            extra.update(timeline=drawn, saga=saga,
                          clock=[{"y": a.y, "at": a.at, "elapsed": elapsed(at, saga)}
                                 for a, at in zip(drawn["arrows"], times, strict=False)])
         return super().change_view(request, object_id, form_url, extra)
