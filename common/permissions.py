@@ -1,6 +1,17 @@
-"""Who may operate: change what runs (arm faults, start trips and experiments, retry, relay
-or recover now, break Redis). The one rule, used by every admin page, action, view and
-template (as `can_operate`, see `context`); looking needs only staff."""
+"""Who may do what: the one rule module, used by every admin page, action, view and template.
+
+- Look: `can_view_dashboard` (the permission `dashboard.view_dashboard`, group "Viewers"): the
+  dashboard and its panels; the admin's pages of the project's models follow their model's
+  view permission, which the Viewers group also has. Read-only.
+- Operate: `can_operate` (`dashboard.operate`, group "Operators"): change what runs. Arm and
+  disarm faults, sign up users and start trips and experiments from the web, retry (parked
+  jobs, dead messages, stuck sagas, failed tasks), relay or recover now, break Redis, edit
+  django-q2's queue and schedules.
+
+Superusers may do both. Everyone needs `is_staff` to reach the admin at all; anonymous
+visitors are sent to its login page, and signed-in people without the permission get 403.
+Nothing here changes state on GET: every operation is a POST (with CSRF, as all of the admin).
+"""
 
 from __future__ import annotations
 
@@ -9,21 +20,38 @@ from functools import wraps
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 
+VIEW_DASHBOARD = "dashboard.view_dashboard"
+OPERATE = "dashboard.operate"
+VIEWERS, OPERATORS = "Viewers", "Operators"  # the groups (dashboard/migrations/0002)
+
 
 def can_operate(user) -> bool:
-    return bool(user.is_active and user.is_superuser)
+    return bool(user.is_active and (user.is_superuser or user.has_perm(OPERATE)))
 
 
-def operate_required(view):
-    """A view only operators may call; everyone else gets 403."""
+def can_view_dashboard(user) -> bool:
+    return bool(user.is_active and (user.is_superuser or user.has_perm(VIEW_DASHBOARD)
+                                    or user.has_perm(OPERATE)))
 
+
+def _required(rule, view):
     @wraps(view)
     def wrapper(request: HttpRequest, *args, **kwargs):
-        if not can_operate(request.user):
+        if not rule(request.user):
             raise PermissionDenied
         return view(request, *args, **kwargs)
 
     return wrapper
+
+
+def operate_required(view):
+    """A view only operators may call; everyone else gets 403."""
+    return _required(can_operate, view)
+
+
+def view_dashboard_required(view):
+    """A view for viewers and operators; everyone else gets 403."""
+    return _required(can_view_dashboard, view)
 
 
 class OperateAdminMixin:
@@ -33,7 +61,25 @@ class OperateAdminMixin:
         return can_operate(request.user)
 
 
+class OperatorsEditAdminMixin(OperateAdminMixin):
+    """Rows only operators may add, change or delete, whatever model permissions say (django-q2's
+    queue, schedules and results: a schedule's `func` is any callable). Looking follows the
+    model's view permission. `allow_add = False`: nobody adds."""
+
+    allow_add = True
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return self.allow_add and can_operate(request.user)
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return can_operate(request.user)
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return can_operate(request.user)
+
+
 def context(request: HttpRequest) -> dict:
-    """Template context processor: `can_operate` on every page."""
+    """Template context processor: `can_operate` and `can_view_dashboard` on every page."""
     user = getattr(request, "user", None)
-    return {"can_operate": user is not None and can_operate(user)}
+    return {"can_operate": user is not None and can_operate(user),
+            "can_view_dashboard": user is not None and can_view_dashboard(user)}

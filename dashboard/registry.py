@@ -143,12 +143,15 @@ def control(name: str) -> Control | None:
     return _controls.get(name)
 
 
-def bound_form(control: Control, request: HttpRequest | None = None) -> forms.Form | None:
+def bound_form(control: Control, request: HttpRequest | None = None, *,
+               initial: dict | None = None) -> forms.Form | None:
+    """The control's form: bound to a POST, else showing `initial` (what the person submitted
+    last) or the control's presets."""
     if control.form is None:
         return None
     if request is not None and request.method == "POST":
         return control.form(request.POST)
-    return control.form(initial=control.initial())
+    return control.form(initial=control.initial() if initial is None else initial)
 
 
 def invalid(form: forms.Form) -> tuple[int, str]:

@@ -39,5 +39,19 @@ def rendered_panels(request: HttpRequest) -> list[RenderedPanel]:
             for p in registry.panels()]
 
 
-def shown_controls() -> list[ShownControl]:
-    return [ShownControl(c, registry.bound_form(c)) for c in registry.controls()]
+def _session_key(control: Control) -> str:
+    return f"dashboard.last.{control.name}"
+
+
+def remember(request: HttpRequest, control: Control, form: forms.Form) -> None:
+    """Keep what the person submitted (a valid form), so the page shows it again instead of
+    the presets; one entry per control, in the session."""
+    request.session[_session_key(control)] = {
+        name: form.data.get(name, "") for name in form.fields}
+
+
+def shown_controls(request: HttpRequest | None = None) -> list[ShownControl]:
+    """Each control with its form: what this person submitted last, else its presets."""
+    session = getattr(request, "session", None) or {}
+    return [ShownControl(c, registry.bound_form(c, initial=session.get(_session_key(c))))
+            for c in registry.controls()]

@@ -1,8 +1,9 @@
 from django.contrib import admin, messages
-from django.http import HttpRequest
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponseRedirect
+from django.urls import path, reverse
 
 from common.admin import ReadOnlyAdminMixin
-from common.permissions import can_operate
 from faults import services
 from faults.models import Action, Fault
 from faults.points import POINTS
@@ -61,10 +62,28 @@ class FaultAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         _arm_action(Action.RAISE, None, "Arm: raise always"),
         "disarm",
     ]
+    change_list_template = "admin/faults/fault/change_list.html"
 
     def changelist_view(self, request, extra_context=None):
+        """Reads only (a GET writes nothing): the declared points that have no row yet (never
+        armed) are listed above the table; an operator's "List them" (a POST) adds their rows
+        so the arm actions can select them. The dashboard's form arms any declared point."""
+        listed = set(Fault.objects.filter(scope="").values_list("point", flat=True))
+        unlisted = [(p, POINTS[p]) for p in sorted(POINTS) if p not in listed]
+        extra = {"unlisted_points": unlisted, "can_list": self.has_operate_permission(request)}
+        return super().changelist_view(request, {**extra, **(extra_context or {})})
+
+    def get_urls(self):
+        return [path("list-points/", self.admin_site.admin_view(self.list_points_view),
+                     name="faults_fault_list_points"),
+                *super().get_urls()]
+
+    def list_points_view(self, request: HttpRequest):
+        if request.method != "POST" or not self.has_operate_permission(request):
+            raise PermissionDenied
         services.sync_points()
-        return super().changelist_view(request, extra_context)
+        self.message_user(request, "Every declared fault point is listed.")
+        return HttpResponseRedirect(reverse("admin:faults_fault_changelist"))
 
     @admin.display(description="what it interrupts")
     def description(self, obj: Fault) -> str:
@@ -78,6 +97,3 @@ class FaultAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def disarm(self, request: HttpRequest, queryset) -> None:
         n = sum(services.disarm(point=f.point, scope=f.scope) for f in queryset)
         self.message_user(request, f"Disarmed {n} fault point(s).")
-
-    def has_operate_permission(self, request: HttpRequest) -> bool:
-        return can_operate(request.user)

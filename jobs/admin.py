@@ -1,10 +1,15 @@
 from django.contrib import admin
+from django.db import transaction
 from django.http import HttpRequest
+from django_q import admin as q_admin
+from django_q.models import Failure, OrmQ, Schedule, Success
+from django_q.tasks import async_task
 
-from common.admin import StateFilter
-from common.permissions import OperateAdminMixin
+from common.admin import ReadOnlyAdminMixin, SecondsAdminMixin, StateFilter
+from common.permissions import OperatorsEditAdminMixin
 from jobs import services
 from jobs.models import JobRun, RunState
+from jobs.selectors import uses_pgbroker
 
 
 class RunStateFilter(StateFilter):
@@ -12,7 +17,7 @@ class RunStateFilter(StateFilter):
 
 
 @admin.register(JobRun)
-class JobRunAdmin(OperateAdminMixin, admin.ModelAdmin):
+class JobRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["key", "func", "state", "attempts", "last_pid", "last_started_at",
                     "finished_at", "parked_at", "short_error"]
     list_filter = [RunStateFilter, "func"]
@@ -29,8 +34,77 @@ class JobRunAdmin(OperateAdminMixin, admin.ModelAdmin):
         n = services.retry_parked(runs=queryset)
         self.message_user(request, f"{n} parked job(s) will run on their next delivery.")
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
 
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
+# django-q2's own pages (its queue, schedules and results), with its list displays, but only
+# operators (common.permissions) may add, change, delete or resubmit, whatever model
+# permissions say: a schedule's `func` is any callable, and a resubmitted task runs again.
+
+def _task_ids_in_queue() -> set[str]:
+    """The django-q2 task ids that still have a job in the PostgreSQL queue (waiting, running,
+    waiting for a retry or parked): the queue retries those itself."""
+    if uses_pgbroker():
+        from pgbroker.models import Job
+        from pgbroker.selectors import decode
+
+        packages = (decode(p) for p in Job.objects.values_list("payload", flat=True).iterator())
+        return {p.get("id") for p in packages if p}
+    ids = set()
+    for row in OrmQ.objects.all():
+        try:
+            ids.add(row.task_id())
+        except Exception:  # a payload signed with another key: not ours to read
+            continue
+    return ids
+
+
+@admin.action(description="Resubmit selected tasks to the queue", permissions=["operate"])
+def resubmit_failed(modeladmin, request: HttpRequest, queryset) -> None:
+    """Each failed task once: its row is locked, enqueued again and deleted in one transaction,
+    so a double submit finds it gone. A task the queue still holds (retrying or parked) is
+    left to the queue (retry parked jobs from the Jobs page)."""
+    in_queue = _task_ids_in_queue()
+    resubmitted, skipped = 0, 0
+    with transaction.atomic():
+        for task in queryset.select_for_update():
+            if task.id in in_queue:
+                skipped += 1
+                continue
+            async_task(task.func, *(task.args or ()), hook=task.hook, group=task.group,
+                       cluster=task.cluster, **(task.kwargs or {}))
+            task.delete()
+            resubmitted += 1
+    note = f"; {skipped} left alone: the queue still holds them" if skipped else ""
+    modeladmin.message_user(request, f"Resubmitted {resubmitted} failed task(s){note}.")
+
+
+@admin.action(description="Run selected tasks again (a new task each)", permissions=["operate"])
+def run_again(modeladmin, request: HttpRequest, queryset) -> None:
+    for task in queryset:
+        async_task(task.func, *(task.args or ()), hook=task.hook, group=task.group,
+                   cluster=task.cluster, **(task.kwargs or {}))
+    modeladmin.message_user(request, f"Enqueued {queryset.count()} task(s) again.")
+
+
+class ScheduleAdmin(OperatorsEditAdminMixin, SecondsAdminMixin, q_admin.ScheduleAdmin):
+    pass
+
+
+class SuccessAdmin(OperatorsEditAdminMixin, SecondsAdminMixin, q_admin.TaskAdmin):
+    allow_add = False
+    actions = [run_again]
+
+
+class FailureAdmin(OperatorsEditAdminMixin, SecondsAdminMixin, q_admin.FailAdmin):
+    allow_add = False
+    actions = [resubmit_failed]
+
+
+class QueueAdmin(OperatorsEditAdminMixin, q_admin.QueueAdmin):
+    allow_add = False
+
+
+for model, model_admin in [(Schedule, ScheduleAdmin), (Success, SuccessAdmin),
+                           (Failure, FailureAdmin), (OrmQ, QueueAdmin)]:
+    if admin.site.is_registered(model):  # as django-q2 registered them (OrmQ: if it did)
+        admin.site.unregister(model)
+        admin.site.register(model, model_admin)

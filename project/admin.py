@@ -25,6 +25,9 @@ class ReliableAdminSite(admin.AdminSite):
     index_title = "Break things, watch what survives"
 
     def get_urls(self):
+        """Anonymous: the login page; signed in but not staff: 403; staff without the view's
+        permission (dashboard.views, common.permissions): 403. admin_view adds CSRF."""
+
         def staff(view):
             return forbid_non_staff(self.admin_view(view))
 

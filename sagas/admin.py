@@ -5,7 +5,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from common.admin import ReadOnlyAdminMixin
+from common.admin import ReadOnlyAdminMixin, to_the_second
 from common.errors import OperationError
 from common.permissions import can_operate
 from jobs.cluster import run_now
@@ -16,9 +16,14 @@ from sagas.timeline import timeline
 from travel.services import booking_states
 
 
+def elapsed(at, saga: Saga) -> str:
+    """Seconds since the saga started, to the millisecond: the 1-2-4-8 s backoff shows."""
+    return f"+{(at - saga.created_at).total_seconds():.3f} s"
+
+
 class SagaLogInline(admin.TabularInline):
     model = SagaLog
-    fields = ["seq", "event", "step", "detail", "pid", "at"]
+    fields = ["seq", "event", "step", "detail", "pid", "at_second", "since_start"]
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -26,6 +31,20 @@ class SagaLogInline(admin.TabularInline):
 
     def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    @admin.display(description="at")
+    def at_second(self, obj: SagaLog) -> str:
+        return to_the_second(obj.at) + obj.at.strftime(".%f")[:4]
+
+    @admin.display(description="since the start")
+    def since_start(self, obj: SagaLog) -> str:
+        return elapsed(obj.at, obj.saga)
 
 
 @admin.register(Saga)
@@ -111,5 +130,10 @@ class SagaAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         saga = self.get_object(request, object_id)  # None for a bad or unknown id
         extra = dict(extra_context or {})
         if saga is not None:
-            extra.update(timeline=timeline(saga), saga=saga)
+            drawn = timeline(saga)
+            # a running saga may have logged more since the drawing: those wait for the next
+            times = saga.log.order_by("seq").values_list("at", flat=True)
+            extra.update(timeline=drawn, saga=saga,
+                         clock=[{"y": a.y, "at": a.at, "elapsed": elapsed(at, saga)}
+                                for a, at in zip(drawn["arrows"], times, strict=False)])
         return super().change_view(request, object_id, form_url, extra)

@@ -48,7 +48,8 @@ def register() -> None:
         context=lambda snap: {"recent_sagas": selectors.recent_sagas()}))
     registry.register_control(registry.Control(
         name="trip", title="Start a trip saga", run=start_trip, form=StartTripForm,
-        button="Book the trip", initial=lambda: {"customer": "alice", "fail": "car"}, order=30))
+        button="Book the trip", order=30,
+        initial=lambda: {"customer": "alice", "fail": "", "crash": ""}))  # a trip that works
     registry.register_control(registry.Control(
         name="recover", title="", button="Recover sagas now", order=80,
         run=lambda data: run_now("sagas.tasks.recover_sagas", "Saga recovery")))

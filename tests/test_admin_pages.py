@@ -33,7 +33,7 @@ def test_starting_a_trip_from_the_saga_admin(admin_client):
     assert "saga.car.book raise" in page
 
 
-def test_the_saga_admin_start_page_is_for_superusers_only(db, client):
+def test_the_saga_admin_start_page_is_for_operators_only(db, client):
     client.force_login(User.objects.create_user(username="s", password="pw", is_staff=True))
     assert client.get(reverse("admin:sagas_saga_start")).status_code == 403
     assert client.post(reverse("admin:sagas_saga_recover")).status_code == 403
@@ -64,7 +64,7 @@ def test_retrying_a_stuck_saga_from_the_admin_enqueues_its_coordinator(admin_cli
     assert task.kwargs == {"saga_id": saga.pk}
 
 
-def test_staff_without_superuser_cannot_run_retry_or_recover_actions(db, client):
+def test_staff_who_may_only_look_cannot_run_retry_or_recover_actions(db, client):
     from django.contrib.auth.models import Permission
 
     staff = User.objects.create_user(username="s", password="pw", is_staff=True)

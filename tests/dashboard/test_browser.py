@@ -201,3 +201,74 @@ def test_the_talk_experiment_from_the_admin(web, page, shots):
     page.screenshot(path=str(shots / "experiment.png"), full_page=True)
     page.goto(f"{web}/admin/experiments/experiment/")
     expect(page.locator("#result_list")).to_contain_text("targets met")
+
+
+def viewer_and_staff() -> None:
+    """A viewer (staff in the Viewers group) and a plain staff user. The groups come from a
+    migration, which a transactional test's flush removes: made again if needed."""
+    import importlib
+
+    from django.apps import apps
+    from django.contrib.auth.models import Group
+    from django.db import connection
+
+    if Group.objects.filter(name__in=["Viewers", "Operators"]).count() != 2:
+        importlib.import_module("dashboard.migrations.0002_viewers_and_operators").fill_groups(
+            apps, connection.alias)
+    viewer = User.objects.create_user(username="vera", password="s3cret-pass", is_staff=True)
+    viewer.groups.add(Group.objects.get(name="Viewers"))
+    User.objects.create_user(username="stan", password="s3cret-pass", is_staff=True)
+
+
+def log_in(page, base: str, username: str, next_url: str = "/admin/") -> None:
+    page.goto(f"{base}/admin/login/?next={next_url}")
+    page.fill("#id_username", username)
+    page.fill("#id_password", "s3cret-pass")
+    page.click("input[type=submit]")
+
+
+def test_a_viewer_sees_the_dashboard_without_controls_and_a_styled_403(web, page, tmp_path):
+    from playwright.sync_api import expect
+
+    viewer_and_staff()
+    not_found = []
+    page.on("response", lambda r: r.status == 404 and not_found.append(r.url))
+    log_in(page, web, "vera", "/admin/dashboard/")
+    expect(page.locator("h1")).to_have_text("Dashboard")
+    for panel in ("signups", "invariants", "outbox", "queue", "redis", "sagas", "faults",
+                  "recent-sagas"):
+        expect(page.locator(f"#panel-{panel}")).to_be_visible()
+    expect(page.locator("#read-only-note")).to_contain_text("Operators")
+    expect(page.locator(".dash-controls form")).to_have_count(0)
+    expect(page.locator("input[type=submit]")).to_have_count(0)
+    first = page.locator(".refreshed").last.inner_text()
+    expect(page.locator(".refreshed").last).not_to_have_text(first, timeout=10_000)  # live
+    page.screenshot(path=str(tmp_path / "dashboard-viewer.png"), full_page=True)
+
+    # The dashboard's links open, read-only: the outbox, the queue, the sagas.
+    page.click("#panel-outbox caption a")
+    expect(page.locator("#content h1")).to_contain_text("outbox message")
+    expect(page.locator("select[name=action]")).to_have_count(0)  # no action to run
+    page.goto(f"{web}/admin/dashboard/")
+    page.click("#panel-sagas caption a")
+    expect(page).to_have_url(f"{web}/admin/sagas/saga/")
+    expect(page.locator("text=Start a trip")).to_have_count(0)
+
+    # What only operators may open: the admin's own 403 page, styled, with the way in.
+    response = page.goto(f"{web}/admin/sagas/saga/start/")
+    assert response.status == 403
+    expect(page.locator("#site-name")).to_have_text("Reliable background work")
+    expect(page.locator("h1")).to_have_text("Not allowed (403)")
+    expect(page.locator("#user-tools")).to_contain_text("vera")
+    header = page.locator("#header").evaluate("e => getComputedStyle(e).backgroundColor")
+    assert header not in ("rgba(0, 0, 0, 0)", "transparent"), "the admin's CSS is applied"
+    page.screenshot(path=str(tmp_path / "403-viewer.png"), full_page=True)
+
+    # Staff without a group: 403 for the dashboard, and a home page with nothing to open.
+    page.click("#logout-form button")
+    log_in(page, web, "stan")
+    expect(page.locator("#content-main")).to_contain_text("permission to view or edit anything")
+    expect(page.locator("#dashboard-link")).to_have_count(0)
+    assert page.goto(f"{web}/admin/dashboard/").status == 403
+    expect(page.locator("h1")).to_have_text("Not allowed (403)")
+    assert not not_found, f"404s (the favicon?): {not_found}"

@@ -18,7 +18,7 @@ def test_the_fault_page_lists_every_declared_point_and_hides_per_job_faults(admi
 
 
 def test_arm_and_disarm_actions(admin_client):
-    admin_client.get(URL)  # creates a row per declared point
+    services.sync_points()  # a row per declared point ("List them")
     fault = Fault.objects.get(point="email.send", scope="")
     admin_client.post(URL, {"action": "arm_crash_1", "_selected_action": [fault.pk]})
     fault.refresh_from_db()
@@ -35,7 +35,7 @@ def test_staff_who_are_not_superusers_cannot_arm(db, client):
     from django.contrib.auth.models import Permission
 
     user.user_permissions.add(Permission.objects.get(codename="view_fault"))
-    client.get(URL)
+    services.sync_points()
     fault = Fault.objects.get(point="email.send", scope="")
     page = client.get(URL).content.decode()
     assert "Arm: raise once" not in page
