@@ -59,7 +59,10 @@ class Invalid(OperationError, ValueError):
 def shown(value: object, limit: int = 40) -> str:
     """The value as a message shows it: repr (control characters escaped, so one line),
     shortened."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except Exception:  # an int of more than 4300 digits, a broken __repr__
+        text = f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -216,7 +216,9 @@ def welcome_kwargs(payload: dict) -> dict:
     """The outbox message's payload -> the email job's kwargs (PermanentError if it never can)."""
     user_id = payload.get("user_id") if isinstance(payload, dict) else None
     if not isinstance(user_id, int) or isinstance(user_id, bool) or user_id <= 0:
-        raise PermanentError(f"payload needs a positive integer user_id, got {payload!r}")
+        # shown(): a payload's repr can be huge, or fail (an int of more than 4300 digits)
+        raise PermanentError("payload needs a positive integer user_id, got "
+                             f"{validate.shown(payload, 200)}")
     return {"user_id": user_id}
 
 
