@@ -81,8 +81,8 @@ def expect(*, fail: str | None = None, crash: str | None = None,
     said = []
     if crash:
         said.append(f"the coordinator dies right after the {crash} is booked; the cluster runs "
-                    "it again as soon as it sees the worker die (recover_sagas, when its lease "
-                    f"of {lease} runs out), and the {crash} step is "
+                    "it again as soon as it sees the worker die (or recover_sagas does, once "
+                    f"its lease of {lease} runs out), and the {crash} step is "
                     + ("run again (forward recovery)" if _idempotent(crash) else
                        "compensated (backward recovery: it is not idempotent)"))
     if slow:
