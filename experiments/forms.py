@@ -1,6 +1,18 @@
 from django import forms
 
-from experiments.plan import MAX_EVENTS, MAX_SAGAS, MAX_SIGNUPS, PRESETS
+from common.validate import ValidatedField
+from experiments.plan import PRESETS, RULES
+
+
+def parameter(name: str, **kwargs) -> ValidatedField:
+    """The command's option `--NAME`, parsed by the same rule (experiments.plan.RULES): the
+    form says what the command says."""
+    parser, rules = RULES[name]
+    attrs = {"min": rules["low"], "max": rules["high"]}
+    if name == "fault_rate":
+        attrs["step"] = "any"
+    return ValidatedField(parser, rules=rules, required=False,
+                          widget=forms.NumberInput(attrs=attrs), **kwargs)
 
 
 class StartForm(forms.Form):
@@ -8,15 +20,11 @@ class StartForm(forms.Form):
 
     preset = forms.ChoiceField(choices=[("", "custom"), *[(p, p) for p in PRESETS]],
                                required=False, initial="talk")
-    seed = forms.IntegerField(required=False, min_value=0, max_value=2**31 - 1,
-                              help_text="empty: random")
-    signups = forms.IntegerField(required=False, min_value=0, max_value=MAX_SIGNUPS,
-                                 help_text="per mode")
-    sagas = forms.IntegerField(required=False, min_value=0, max_value=MAX_SAGAS)
-    kills = forms.IntegerField(required=False, min_value=0, max_value=MAX_EVENTS)
-    pg_restarts = forms.IntegerField(required=False, min_value=0, max_value=20,
-                                     label="PostgreSQL restarts")
-    redis_restarts = forms.IntegerField(required=False, min_value=0, max_value=20,
-                                        label="Redis restarts")
-    fault_rate = forms.FloatField(required=False, min_value=0, max_value=1,
-                                  help_text="0 to 1: share of signups and sagas with a fault")
+    seed = parameter("seed", help_text="empty: random")
+    signups = parameter("signups", help_text="per mode")
+    sagas = parameter("sagas")
+    kills = parameter("kills")
+    pg_restarts = parameter("pg_restarts", label="PostgreSQL restarts")
+    redis_restarts = parameter("redis_restarts", label="Redis restarts")
+    fault_rate = parameter("fault_rate",
+                           help_text="0 to 1: share of signups and sagas with a fault")

@@ -4,9 +4,10 @@ schedule)."""
 
 from __future__ import annotations
 
-import math
 import random
 from dataclasses import asdict, dataclass, field, fields
+
+from common import validate
 
 MODES = ("dual-write", "outbox", "que")
 SIGNUP_FAULTS = (("fail", "part1"), ("fail", "part2"), ("crash", "part1"), ("crash", "part2"))
@@ -17,10 +18,33 @@ KILL_TARGETS = ("worker", "dispatcher", "cluster", "redis-worker", "redis-cluste
                 "recoverer")
 PAUSE_SECONDS = 3.0  # a SIGSTOP longer than the liveness window (1 s of grace + a tick)
 MAX_SIGNUPS, MAX_SAGAS, MAX_EVENTS = 100_000, 10_000, 1_000
+MAX_SEED = 2**32 - 1
+# Each parameter a person gives, parsed the same way by the command, the admin's form and
+# Params: {name: (parser, its rules)}.
+RULES: dict[str, tuple] = {
+    "signups": (validate.integer, {"what": "signups", "low": 0, "high": MAX_SIGNUPS}),
+    "sagas": (validate.integer, {"what": "sagas", "low": 0, "high": MAX_SAGAS}),
+    "kills": (validate.integer, {"what": "kills", "low": 0, "high": MAX_EVENTS}),
+    "pg_restarts": (validate.integer, {"what": "PostgreSQL restarts", "low": 0, "high": 20}),
+    "terminations": (validate.integer, {"what": "terminations", "low": 0, "high": MAX_EVENTS}),
+    "pauses": (validate.integer, {"what": "pauses", "low": 0, "high": MAX_EVENTS}),
+    "redis_restarts": (validate.integer, {"what": "Redis restarts", "low": 0, "high": 20}),
+    "fault_rate": (validate.number, {"what": "the fault rate", "low": 0, "high": 1}),
+    "seed": (validate.integer, {"what": "the seed", "low": 0, "high": MAX_SEED}),
+}
 
 
-class PlanError(ValueError):
-    """Parameters an experiment cannot run with."""
+class PlanError(validate.Invalid):
+    """Parameters an experiment cannot run with (one line; a ValueError too)."""
+
+
+def parse(name: str, value: object):
+    """One parameter, parsed by its rule; PlanError saying what is wrong."""
+    parser, rules = RULES[name]
+    try:
+        return parser(value, **rules)
+    except validate.Invalid as e:
+        raise PlanError(str(e)) from None
 
 
 @dataclass(frozen=True)
@@ -37,24 +61,17 @@ class Params:
     script: str = ""           # "talk": the talk's named demos instead of random load
 
     def __post_init__(self) -> None:
-        checks = [
-            ("signups", self.signups, 0, MAX_SIGNUPS), ("sagas", self.sagas, 0, MAX_SAGAS),
-            ("kills", self.kills, 0, MAX_EVENTS), ("pg_restarts", self.pg_restarts, 0, 20),
-            ("terminations", self.terminations, 0, MAX_EVENTS),
-            ("pauses", self.pauses, 0, MAX_EVENTS),
-            ("redis_restarts", self.redis_restarts, 0, 20),
-        ]
-        for name, value, low, high in checks:
-            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-                raise PlanError(f"--{name.replace('_', '-')} must be a whole number from {low} "
-                                f"to {high:,}, not {value!r}")
-        if not (isinstance(self.fault_rate, float | int) and math.isfinite(self.fault_rate)
-                and 0 <= self.fault_rate <= 1):
-            raise PlanError(f"--fault-rate must be a number from 0 to 1, not {self.fault_rate!r}")
+        for name, (parser, rules) in RULES.items():
+            value = getattr(self, name)
+            parse(name, value)
+            whole = parser is validate.integer
+            if isinstance(value, str | bool) or (whole and not isinstance(value, int)):
+                raise PlanError(f"{rules['what']} must be a {'whole ' if whole else ''}number, "
+                                f"not {validate.shown(value)}")
         if self.script not in ("", "talk"):
-            raise PlanError(f"unknown script {self.script!r}")
+            raise PlanError(f"unknown script {validate.shown(self.script)}")
         if self.signups + self.sagas == 0 and not self.script:
-            raise PlanError("nothing to run: give --signups or --sagas")
+            raise PlanError("nothing to run: give signups or sagas")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -80,7 +97,8 @@ PRESETS: dict[str, dict] = {
 
 def params_for(*, preset: str | None, seed: int, **overrides) -> Params:
     if preset and preset not in PRESETS:
-        raise PlanError(f"unknown preset {preset!r}; use one of: {', '.join(PRESETS)}")
+        raise PlanError(f"unknown preset {validate.shown(preset)}; use one of: "
+                        f"{', '.join(PRESETS)}")
     values = {**(PRESETS[preset] if preset else {}),
               **{k: v for k, v in overrides.items() if v is not None}, "seed": seed}
     return Params.from_dict(values)

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 
 from django.conf import settings
 
+from common import validate
 from common.errors import OperationError
 from common.sideconn import side_cursor
 from faults.models import Action
@@ -25,11 +26,13 @@ from faults.points import POINTS
 logger = logging.getLogger(__name__)
 
 CRASH_EXIT_CODE = 70
-UNKNOWN_POINT = "unknown fault point {point!r}; known points: {known}"
-BAD_ACTION = "unknown action {action!r}; use raise, crash or delay"
-BAD_TIMES = "--times must be between 1 and 1000000 (leave it out to fire always)"
-BAD_DELAY = "--ms must be between 0 and 600000 (ten minutes)"
+UNKNOWN_POINT = "unknown fault point {point}; known points: {known}"
+BAD_ACTION = "unknown action {action}; use raise, crash or delay"
 MAX_TIMES, MAX_DELAY_MS = 1_000_000, 600_000
+DEFAULT_DELAY_MS = 1000
+# What a person types, parsed the same way by the command, the dashboard's form and arm().
+TIMES = {"what": "times", "low": 1, "high": MAX_TIMES}
+DELAY_MS = {"what": "the delay in ms", "low": 0, "high": MAX_DELAY_MS}
 FAULTS_DISABLED = "fault injection is off (FAULTS_ENABLED is false): arming would have no effect"
 
 _scope: contextvars.ContextVar[str] = contextvars.ContextVar("fault_scope", default="")
@@ -48,27 +51,46 @@ class InjectedFault(RuntimeError):
 
 
 UNKNOWN_TARGET = "unknown {what} {target!r}; use one of: {allowed}"
-SAME_TARGET = "--fail and --crash cannot both target {target}"
+SAME_TARGET = "a {first} and a {second} cannot both target {target}"
+NEVER_REACHED = ("{stopper} stops the {work} before {target}: the {action} there would never "
+                 "fire")
+STOPS = {Action.RAISE: "{target} failing", Action.DELAY: "{target} answering late"}
+ACTION_WORDS = {Action.RAISE: "failure", Action.CRASH: "crash", Action.DELAY: "slow answer"}
 
 
 def plan(*, point: str, what: str, allowed: Sequence[str],
          fail: str | None = None, crash: str | None = None,
-         slow: str | None = None) -> dict[str, str]:
+         slow: str | None = None, work: str = "") -> dict[str, str]:
     """The faults one request (a signup, a trip) asks for, as {point: action}: `fail` raises,
     `crash` kills the process, `slow` delays, each at `point` (a format string with
     `{target}`) of the target named. Refuses a target not in `allowed` and two faults on one
-    target. Arm the plan with `arm(..., scope=)` so it strikes that request only."""
+    target. With `work` (what the request is, e.g. "trip"), `allowed` is the order the work
+    passes the targets and a failure (or a late answer) ends it: a fault on a target after
+    that one would never fire, and is refused. Arm the plan with `arm(..., scope=)` so it
+    strikes that request only. Messages name no command-line option: the dashboard shows
+    them too."""
     chosen: dict[str, str] = {}
+    targets: dict[str, str] = {}
     for target, action in ((fail, Action.RAISE), (crash, Action.CRASH), (slow, Action.DELAY)):
         if not target:
             continue
         if target not in allowed:
-            raise FaultError(UNKNOWN_TARGET.format(what=what, target=target,
+            raise FaultError(UNKNOWN_TARGET.format(what=what, target=validate.shown(target),
                                                    allowed=", ".join(allowed)))
         name = point.format(target=target)
         if name in chosen:
-            raise FaultError(SAME_TARGET.format(target=target))
+            raise FaultError(SAME_TARGET.format(first=ACTION_WORDS[chosen[name]],
+                                                second=ACTION_WORDS[action], target=target))
         chosen[name] = action
+        targets[target] = action
+    stoppers = [t for t, a in targets.items() if a in STOPS]
+    if work and stoppers:
+        first = min(stoppers, key=allowed.index)
+        for target, action in targets.items():
+            if allowed.index(target) > allowed.index(first):
+                raise FaultError(NEVER_REACHED.format(
+                    stopper=STOPS[targets[first]].format(target=first), work=work,
+                    target=target, action=ACTION_WORDS[action]))
     return chosen
 
 
@@ -78,12 +100,13 @@ def enabled() -> bool:
 
 def check_point(point: str) -> None:
     if point not in POINTS:
-        raise FaultError(UNKNOWN_POINT.format(point=point, known=", ".join(sorted(POINTS))))
+        raise FaultError(UNKNOWN_POINT.format(point=validate.shown(point, 60),
+                                              known=", ".join(sorted(POINTS))))
 
 
 def check_action(action: str) -> None:
     if action not in Action.values:
-        raise FaultError(BAD_ACTION.format(action=action))
+        raise FaultError(BAD_ACTION.format(action=validate.shown(action)))
 
 
 @contextlib.contextmanager
@@ -139,15 +162,18 @@ def _take(point: str, scope: str) -> tuple[str, int] | None:
 
 
 def arm(
-    *, point: str, action: str, times: int | None = 1, delay_ms: int = 1000, scope: str = ""
+    *, point: str, action: str, times: int | None = 1, delay_ms: int = DEFAULT_DELAY_MS,
+    scope: str = "",
 ) -> None:
     """Arm `point` to do `action` the next `times` passes (None: every pass)."""
     check_point(point)
     check_action(action)
-    if times is not None and not 1 <= times <= MAX_TIMES:
-        raise FaultError(BAD_TIMES)
-    if not 0 <= delay_ms <= MAX_DELAY_MS:
-        raise FaultError(BAD_DELAY)
+    try:
+        if times is not None:
+            times = validate.integer(times, **TIMES)
+        delay_ms = validate.integer(delay_ms, **DELAY_MS)
+    except validate.Invalid as e:
+        raise FaultError(str(e)) from None
     if not enabled():
         raise FaultError(FAULTS_DISABLED)
     with side_cursor() as cur:

@@ -13,6 +13,7 @@ from django.db import connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
+from common import validate
 from common.errors import OperationError
 from common.sideconn import side_cursor
 from faults import services as faults
@@ -30,8 +31,8 @@ NOT_IN_TRANSACTION = (
     "outbox.publish() must run inside transaction.atomic(), together with the change that "
     "causes the message; outside one it is just another dual write"
 )
-UNKNOWN_TOPIC = "unknown outbox topic {topic!r}; known topics: {known}"
-NOT_JSON = "outbox payload for {topic!r} is not JSON-serialisable: {error}"
+UNKNOWN_TOPIC = "unknown outbox topic {topic}; known topics: {known}"
+BATCH = {"what": "the batch size", "low": 1, "high": 10_000}
 RELAY_IN_TRANSACTION = (
     "relay_outbox() must not run inside a transaction: it commits each batch on its own"
 )
@@ -72,15 +73,19 @@ class RelayResult:
 
 
 def publish(*, topic: str, payload: dict) -> OutboxMessage:
-    """Write a message in the caller's transaction; the relay delivers it after commit."""
+    """Write a message in the caller's transaction; the relay delivers it after commit.
+
+    The payload must be a JSON object PostgreSQL stores as given (common.validate.payload: no
+    NaN or Infinity, no NUL, at most 64 KB): anything else is refused and nothing is written."""
     if not connection.in_atomic_block:
         raise OutboxError(NOT_IN_TRANSACTION)
-    if topics.get(topic) is None:
-        raise OutboxError(UNKNOWN_TOPIC.format(topic=topic, known=", ".join(topics.names())))
+    if not isinstance(topic, str) or topics.get(topic) is None:
+        raise OutboxError(UNKNOWN_TOPIC.format(topic=validate.shown(topic),
+                                               known=", ".join(topics.names())))
     try:
-        json.dumps(payload)
-    except (TypeError, ValueError) as e:
-        raise OutboxError(NOT_JSON.format(topic=topic, error=e)) from e
+        validate.payload(payload, what=f"the payload of {topic}")
+    except validate.Invalid as e:
+        raise OutboxError(str(e)) from None
     message = OutboxMessage.objects.create(topic=topic, payload=payload)
     with connection.cursor() as cur:
         # Delivered at commit, dropped on rollback: wakes `relay_outbox --follow` at once.
@@ -212,7 +217,11 @@ def _wait(messages: list[OutboxMessage], e: Exception, *, now, result: RelayResu
 
 def relay_outbox(*, batch: int | None = None) -> RelayResult:
     """Relay every message that is due now, batch after batch, until none is left."""
-    size = batch or settings.OUTBOX_BATCH_SIZE
+    try:
+        size = validate.integer(settings.OUTBOX_BATCH_SIZE if batch is None else batch,
+                                **BATCH)
+    except validate.Invalid as e:
+        raise OutboxError(str(e)) from None
     total = RelayResult()
     while True:
         result = relay_batch(batch=size)

@@ -38,6 +38,8 @@ RUN_SAGA_TASK = "sagas.tasks.run_saga"
 LOCK_CLASS = 0x5A6A  # first key of the two-key advisory lock: "saga"
 ADVANCE_IN_TRANSACTION = "advance() must not run inside a transaction: each event commits"
 ALREADY_FINAL = "saga {id} is already final: {event} refused (a late coordinator?)"
+GIVING_UP = ("attempt {tries}, the last: no retry, the saga is stuck until a person retries it "
+             "(admin: Sagas > Retry selected stuck sagas)")
 TAKEN_OVER = ("saga {id} was taken over by another coordinator (epoch {epoch}, ours {ours}): "
               "{event} refused")
 
@@ -241,6 +243,11 @@ def _advance_once(saga: Saga, definition: SagaDefinition,
             try:
                 _call_step(definition.step(step).compensation, saga, step, deadline=None)
             except Exception as e:
+                if attempt >= settings.SAGA_MAX_COMP_ATTEMPTS:
+                    # The last try: nothing will retry it. The next decision is Stuck, now.
+                    append(Event.COMP_FAIL, step=step,
+                           detail=f"{_error(e)}; {GIVING_UP.format(tries=attempt)}")
+                    return None
                 wait = comp_backoff(attempt)
                 append(Event.COMP_FAIL, step=step, lease_for=wait,
                         detail=f"{_error(e)}; retry in {wait:g}s")

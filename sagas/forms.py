@@ -1,12 +1,18 @@
 from django import forms
 
+from common.validate import ValidatedField, text
 from sagas.definitions import TRIP
+from sagas.services import CUSTOMER, CUSTOMER_MAX
 
 SERVICE_CHOICES = [("", "none"), *[(s.name, s.name) for s in TRIP.steps]]
 
 
 class StartTripForm(forms.Form):
-    customer = forms.CharField(max_length=100, initial="alice")
+    """What `manage.py book_trip` takes, parsed the same way: the same sentence for the same
+    mistake (and start_trip() refuses the fault combinations, for both)."""
+
+    customer = ValidatedField(text, rules=CUSTOMER, initial="alice",
+                              widget=forms.TextInput(attrs={"maxlength": CUSTOMER_MAX}))
     fail = forms.ChoiceField(choices=SERVICE_CHOICES, required=False,
                              label="Failing service", help_text="its booking raises, once")
     crash = forms.ChoiceField(choices=SERVICE_CHOICES, required=False,

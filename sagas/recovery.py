@@ -13,12 +13,14 @@ from django.db.models import Max
 from django.utils import timezone
 from django_q.tasks import async_task
 
+from common import validate
 from sagas.coordinator import RUN_SAGA_TASK, SagaError, advance, lease_seconds
 from sagas.models import Saga, State
 
 logger = logging.getLogger(__name__)
 
 HELD = "held by another coordinator"
+BATCH = {"what": "the batch size", "low": 1, "high": 1000}
 NOT_STUCK = "saga {id} is {state}, not stuck: only stuck sagas can be retried"
 
 
@@ -38,6 +40,7 @@ def recover_sagas(*, batch: int = 10,
     waits for its retry), `batch` at a time. Each batch is claimed with SKIP LOCKED and a fresh
     lease, so recoverers running at once take disjoint sets. `on_advanced(saga_id, state)` is
     called after each saga (a watchdog's heartbeat)."""
+    batch = validate.integer(batch, **BATCH)
     result = RecoveryResult()
     while True:
         now = timezone.now()

@@ -12,13 +12,30 @@ from travel.models import FlightBooking
 from travel.services import MODELS, booking_states
 
 
+def _iso(when) -> str | None:
+    return None if when is None else timezone.localtime(when).isoformat(timespec="milliseconds")
+
+
 def saga_as_dict(saga: Saga) -> dict:
-    """The stable `show_saga --json` shape."""
+    """The stable `show_saga --json` shape: everything the text output shows (and what it
+    is computed from). Each log entry's `elapsed` is seconds since the saga started (its
+    SAGA_START); `at` and the saga's times are ISO 8601 with milliseconds, local time."""
+    log = list(saga.log.order_by("seq"))
+    start = log[0].at if log else saga.created_at
     return {
         "id": saga.pk,
+        "kind": saga.kind,
         "state": saga.state,
-        "log": [{"seq": e.seq, "event": e.event, "step": e.step}
-                for e in saga.log.order_by("seq")],
+        "customer": (saga.payload or {}).get("customer", "") if isinstance(saga.payload, dict)
+        else "",
+        "payload": saga.payload,
+        "created_at": _iso(saga.created_at),
+        "updated_at": _iso(saga.updated_at),
+        "lease_until": _iso(saga.lease_until),
+        "log": [{"seq": e.seq, "event": e.event, "step": e.step, "detail": e.detail,
+                 "pid": e.pid, "at": _iso(e.at),
+                 "elapsed": round((e.at - start).total_seconds(), 3)}
+                for e in log],
         "bookings": booking_states(saga_id=saga.pk),
     }
 

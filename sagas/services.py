@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
@@ -13,16 +14,19 @@ from django.db import transaction
 from django.utils import timezone
 from django_q.tasks import async_task
 
+from common import validate
 from faults import services as faults
 from sagas.coordinator import RUN_SAGA_TASK, SagaError, append_event, lease_seconds
 from sagas.definitions import DEFINITIONS, TRIP
-from sagas.models import ACTIVE_STATES, Event, Saga
+from sagas.models import ACTIVE_STATES, Event, Saga, SagaLog
 
 __all__ = ["SagaError", "start_saga", "start_trip", "wait_for"]
 
-CUSTOMER_EMPTY = "the customer name is empty"
-CUSTOMER_TOO_LONG = "the customer name is longer than 100 characters"
-UNKNOWN_KIND = "unknown saga kind {kind!r}"
+CUSTOMER_MAX = 100
+# What a person types, parsed the same way by book_trip, the trip forms and start_trip().
+CUSTOMER = {"what": "the customer name", "max_length": CUSTOMER_MAX}
+TIMEOUT = {"what": "the timeout", "high": validate.DAY}
+UNKNOWN_KIND = "unknown saga kind {kind}"
 
 
 def start_saga(*, kind: str, payload: dict, fault_plan: dict[str, str] | None = None) -> Saga:
@@ -30,8 +34,9 @@ def start_saga(*, kind: str, payload: dict, fault_plan: dict[str, str] | None = 
 
     `fault_plan` ({point: action}) arms faults for this saga only, once each.
     """
-    if kind not in DEFINITIONS:
-        raise SagaError(UNKNOWN_KIND.format(kind=kind))
+    if not isinstance(kind, str) or kind not in DEFINITIONS:
+        raise SagaError(UNKNOWN_KIND.format(kind=validate.shown(kind)))
+    payload = validate.payload(payload, what="the saga payload")
     scope = f"saga-{uuid.uuid4().hex}" if fault_plan else ""
     # `slow` answers 2 s after the step deadline (still well inside the task's Q_TIMEOUT)
     slow_ms = int((float(settings.SAGA_STEP_DEADLINE_SECONDS) + 2) * 1000)
@@ -61,24 +66,58 @@ def start_trip(
     fail/crash/slow name a service whose booking raises, kills the coordinator, or answers
     after the deadline, once, in this saga only.
     """
-    customer = (customer or "").strip()
-    if not customer:
-        raise SagaError(CUSTOMER_EMPTY)
-    if len(customer) > 100:
-        raise SagaError(CUSTOMER_TOO_LONG)
-    plan = faults.plan(point="saga.{target}.book", what="service",
+    customer = validate.text(customer, **CUSTOMER)
+    plan = faults.plan(point="saga.{target}.book", what="service", work="trip",
                        allowed=[s.name for s in TRIP.steps], fail=fail, crash=crash, slow=slow)
     return start_saga(kind=TRIP.kind, payload={"customer": customer}, fault_plan=plan)
+
+
+def expect(*, fail: str | None = None, crash: str | None = None,
+           slow: str | None = None) -> str:
+    """What a trip with these faults will go through, in words (book_trip --wait says it
+    before it waits)."""
+    lease = f"{lease_seconds():g} s"
+    deadline = f"{float(settings.SAGA_STEP_DEADLINE_SECONDS):g} s"
+    said = []
+    if crash:
+        said.append(f"the coordinator dies right after the {crash} is booked; the cluster runs "
+                    "it again as soon as it sees the worker die (or recover_sagas does, once "
+                    f"its lease of {lease} runs out), and the {crash} step is "
+                    + ("run again (forward recovery)" if _idempotent(crash) else
+                       "compensated (backward recovery: it is not idempotent)"))
+    if slow:
+        said.append(f"the {slow} answers after its deadline of {deadline}, so it counts as "
+                    "failed and the trip is compensated")
+    if fail:
+        said.append(f"the {fail} booking fails, so the trip is compensated in reverse order")
+    return "; ".join(said) if said else "hotel, car, flight, in that order"
+
+
+def _idempotent(step: str) -> bool:
+    return next(s.idempotent for s in TRIP.steps if s.name == step)
 
 
 # --- advancing --------------------------------------------------------------------------------
 
 
-def wait_for(*, saga_id: int, timeout: float, poll: float = 0.2) -> Saga:
-    """Poll until the saga is final or stuck, or the timeout passes; returns it as it is."""
+def wait_for(*, saga_id: int, timeout: float, poll: float = 0.2,
+             on_event: Callable[[SagaLog], None] | None = None,
+             on_poll: Callable[[], None] | None = None) -> Saga:
+    """Poll until the saga is final or stuck, or the timeout (seconds, above 0, at most a
+    day) passes; returns it as it is. `on_event` is called with each log entry as it
+    appears, in order, the ones already there first; `on_poll` after every poll."""
+    timeout = validate.seconds(timeout, **TIMEOUT)
+    poll = validate.seconds(poll, what="the poll interval", high=60)
     deadline = time.monotonic() + timeout
+    seen = 0
     while True:
         saga = Saga.objects.get(pk=saga_id)
+        if on_event is not None:
+            for entry in saga.log.filter(seq__gt=seen).order_by("seq"):
+                seen = entry.seq
+                on_event(entry)
         if saga.state not in ACTIVE_STATES or time.monotonic() > deadline:
             return saga
-        time.sleep(poll)
+        if on_poll is not None:
+            on_poll()
+        time.sleep(min(poll, max(0.0, deadline - time.monotonic()) + 0.01))

@@ -1,6 +1,8 @@
 from django import forms
 
+from common.validate import ValidatedField
 from users.models import Mode
+from users.services import NAME_MAX, parse_name
 
 SIGNUP_FAULTS = [
     ("", "no fault"),
@@ -12,6 +14,9 @@ SIGNUP_FAULTS = [
 
 
 class SignupForm(forms.Form):
-    name = forms.CharField(max_length=150)
+    """What `manage.py create_user` takes, parsed by the same function: the same sentence for
+    the same mistake."""
+
+    name = ValidatedField(parse_name, widget=forms.TextInput(attrs={"maxlength": NAME_MAX}))
     mode = forms.ChoiceField(choices=Mode.choices)
     fault = forms.ChoiceField(choices=SIGNUP_FAULTS, required=False)

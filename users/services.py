@@ -13,6 +13,7 @@ from django.core.mail import EmailMessage
 from django.db import transaction
 from django.utils import timezone
 
+from common import validate
 from common.errors import OperationError
 from faults import services as faults
 from jobs.queues import RedisUnavailable, Store, enqueue
@@ -31,8 +32,11 @@ NAME_EMPTY = "the name is empty"
 NAME_TOO_LONG = f"the name is longer than {NAME_MAX} characters"
 NAME_INVALID = "the name may contain only letters, digits and @ . + - _"
 NAME_TAKEN = "a user named {name!r} already exists"
-UNKNOWN_MODE = "unknown mode {mode!r}; use one of: {modes}"
+UNKNOWN_MODE = "unknown mode {mode}; use one of: {modes}"
 SIGNUP_PARTS = ("part1", "part2")  # part 1: inside the signup transaction; part 2: after it
+ONE_FAULT = ("a signup takes one fault: the {first} in {first_part} ends its first attempt, so "
+             "the {second} in {second_part} could strike only a retry (never without the "
+             "cluster)")
 EMAIL_LOST = ("user {name} is committed, but Redis refused the welcome email job: the email is "
               "lost (dual-write: {error})")
 
@@ -44,7 +48,7 @@ class SignupError(OperationError):
     """A signup request that cannot be honoured; nothing was written."""
 
 
-class InvalidName(SignupError):
+class InvalidName(SignupError, validate.Invalid):
     pass
 
 
@@ -60,21 +64,32 @@ def check_mode(mode: str) -> Mode:
     try:
         return Mode(mode)
     except ValueError:
-        raise SignupError(UNKNOWN_MODE.format(mode=mode, modes=", ".join(Mode.values))) from None
+        raise SignupError(UNKNOWN_MODE.format(mode=validate.shown(mode),
+                                              modes=", ".join(Mode.values))) from None
 
 
-def validate_name(name: str) -> str:
-    """The name as it will be stored, or a SignupError saying what is wrong with it."""
-    # As Django stores it (NFKC): "ｍｉｋｅ" is "mike", and must be refused as taken.
-    name = User.normalize_username((name or "").strip())
-    if not name:
-        raise InvalidName(NAME_EMPTY)
+def parse_name(name: object) -> str:
+    """A user name as it will be stored (no database read: `create_user NAME`, `demo_superuser
+    --username` and the signup form parse with it), or InvalidName saying what is wrong."""
+    try:
+        name = validate.text(name, what="the name", max_length=NAME_MAX)
+    except validate.Invalid as e:
+        raise InvalidName(str(e)) from None
+    # As Django stores it (NFKC): "ｍｉｋｅ" is "mike", and must be refused as taken. NFKC can
+    # make a name longer ("ﷺ" is 18 characters): measure again.
+    name = User.normalize_username(name)
     if len(name) > NAME_MAX:
         raise InvalidName(NAME_TOO_LONG)
     try:
         UnicodeUsernameValidator()(name)
     except ValidationError:
         raise InvalidName(NAME_INVALID) from None
+    return name
+
+
+def validate_name(name: str) -> str:
+    """The name as it will be stored, or a SignupError saying what is wrong with it."""
+    name = parse_name(name)
     if User.objects.filter(username=name).exists():
         raise NameTaken(NAME_TAKEN.format(name=name))
     return name
@@ -164,12 +179,19 @@ def prepare_signup(
     """Validate a signup request and arm its own faults; returns (name, mode, signup id).
 
     `fail`/`crash` ("part1"/"part2") arm that fault for this signup only, once: the fault
-    travels with the job, so other signups are not hit and this one's retry runs clean.
+    travels with the job, so other signups are not hit and this one's retry runs clean. One
+    fault per signup: a failure ends the attempt it strikes (part 1's rolls it back), so a
+    second fault would strike only the retry, or never with `--sync`.
     """
     mode = check_mode(mode)
     name = validate_name(name)
     plan = faults.plan(point="signup.{target}", what="part", allowed=SIGNUP_PARTS,
                        fail=fail, crash=crash)
+    if fail and crash:  # on different parts (plan() refused the same one)
+        first, second = sorted([("failure", fail), ("crash", crash)],
+                               key=lambda f: SIGNUP_PARTS.index(f[1]))
+        raise SignupError(ONE_FAULT.format(first=first[0], first_part=first[1],
+                                           second=second[0], second_part=second[1]))
     signup_id = uuid.uuid4().hex
     for point, action in plan.items():
         faults.arm(point=point, action=action, times=1, scope=signup_id)
@@ -194,7 +216,9 @@ def welcome_kwargs(payload: dict) -> dict:
     """The outbox message's payload -> the email job's kwargs (PermanentError if it never can)."""
     user_id = payload.get("user_id") if isinstance(payload, dict) else None
     if not isinstance(user_id, int) or isinstance(user_id, bool) or user_id <= 0:
-        raise PermanentError(f"payload needs a positive integer user_id, got {payload!r}")
+        # shown(): a payload's repr can be huge, or fail (an int of more than 4300 digits)
+        raise PermanentError("payload needs a positive integer user_id, got "
+                             f"{validate.shown(payload, 200)}")
     return {"user_id": user_id}
 
 
@@ -226,6 +250,9 @@ class Reconciled:
                 f"que email jobs enqueued again: {self.reenqueued}")
 
 
+OLDER_THAN = {"what": "the age", "low": 0, "high": 365 * validate.DAY}
+
+
 def reconcile_welcome_emails(*, older_than: float) -> Reconciled:
     """What PostgreSQL says was promised but never done, `older_than` seconds on: the outbox
     messages whose job a store lost are published again, que users with no email and no job
@@ -235,6 +262,7 @@ def reconcile_welcome_emails(*, older_than: float) -> Reconciled:
     from outbox.services import reconcile
     from users.selectors import users_with_email_job
 
+    older_than = validate.seconds(older_than, **OLDER_THAN)
     result = Reconciled(republished=reconcile(topic=WELCOME_TOPIC, older_than=older_than))
     cutoff = timezone.now() - timedelta(seconds=older_than)
     queued = users_with_email_job(include_parked=True)

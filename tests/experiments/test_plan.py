@@ -45,10 +45,12 @@ def test_the_talk_preset_is_the_talks_demos():
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
-    ({"signups": -1}, "--signups must be a whole number from 0 to 100,000"),
-    ({"kills": 10**9}, "--kills must be a whole number from 0 to 1,000"),
-    ({"fault_rate": float("nan")}, "--fault-rate must be a number from 0 to 1"),
-    ({"fault_rate": 1.5}, "--fault-rate must be a number from 0 to 1"),
+    ({"signups": -1}, "signups must be a whole number from 0 to 100,000"),
+    ({"kills": 10**9}, "kills must be a whole number from 0 to 1,000"),
+    ({"fault_rate": float("nan")}, "the fault rate must be a number from 0 to 1"),
+    ({"fault_rate": 1.5}, "the fault rate must be a number from 0 to 1"),
+    ({"signups": "3"}, "signups must be a whole number, not '3'"),
+    ({"sagas": 2.0}, "sagas must be a whole number, not 2.0"),
     ({"signups": 0, "sagas": 0}, "nothing to run"),
 ])
 def test_bad_parameters_are_refused_in_one_line(overrides, message):
@@ -65,8 +67,17 @@ def test_an_unknown_preset_is_refused():
 def test_the_command_refuses_bad_input_before_starting_anything(db):
     from experiments.models import Experiment
 
-    with pytest.raises(CommandError, match="--pg-restarts must be a whole number from 0 to 20"):
+    with pytest.raises(CommandError, match="--pg-restarts: PostgreSQL restarts must be a whole "
+                                           "number from 0 to 20, not '99'"):
         call_command("experiment", "--signups", "5", "--pg-restarts", "99")
+    with pytest.raises(CommandError, match="PostgreSQL restarts must be a whole number"):
+        call_command("experiment", signups=5, pg_restarts=99)  # past argparse: Params refuses
+    with pytest.raises(CommandError, match="--seed: the seed must be a whole number from 0 to "
+                                           "4,294,967,295"):
+        call_command("experiment", "--seed", str(2**64))  # was a DataError traceback
+    with pytest.raises(CommandError, match="--fault-rate: the fault rate must be a number from 0 "
+                                           "to 1, not 'nan'"):
+        call_command("experiment", "--fault-rate", "nan")
     assert not Experiment.objects.exists()
 
 

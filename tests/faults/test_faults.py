@@ -1,4 +1,5 @@
 import os
+import re
 
 import pytest
 from django.core.management import call_command
@@ -94,10 +95,13 @@ def test_faults_do_nothing_when_disabled(db, settings):
     [
         ({"point": "no.such.point", "action": "raise"}, "unknown fault point 'no.such.point'"),
         ({"point": "email.send", "action": "explode"}, "unknown action 'explode'"),
-        ({"point": "email.send", "action": "raise", "times": 0}, "--times must be between"),
+        ({"point": "email.send", "action": "raise", "times": 0},
+         "times must be a whole number from 1 to 1,000,000, not 0"),
         ({"point": "email.send", "action": "raise", "times": 3_000_000_000},
-         "--times must be between"),
-        ({"point": "email.send", "action": "delay", "delay_ms": -1}, "--ms must be between"),
+         "times must be a whole number from 1 to 1,000,000"),
+        ({"point": "email.send", "action": "delay", "delay_ms": -1},
+         "the delay in ms must be a whole number from 0 to 600,000, not -1"),
+        ({"point": "email.send", "action": "raise", "times": True}, "not True"),
     ],
 )
 def test_bad_arming_requests_are_refused_and_write_nothing(db, kwargs, message):
@@ -122,6 +126,33 @@ def test_faults_command_arms_lists_and_disarms(db, capsys):
     assert "ARMED" not in capsys.readouterr().out.split("disarmed")[-1]
     with pytest.raises(CommandError, match="unknown fault point"):
         call_command("faults", "arm", "nope", "--action", "raise")
+
+
+def test_arming_a_delay_without_ms_says_the_duration_it_uses(db, capsys):
+    """Found in issue 12: `faults arm ... --action delay` without --ms said nothing of how
+    long the delay is."""
+    call_command("faults", "arm", "email.send", "--action", "delay")
+    assert ("armed email.send: delay 1000 ms (the default; --ms N to change it), always"
+            in capsys.readouterr().out)
+    assert Fault.objects.get(point="email.send", scope="").delay_ms == 1000
+    call_command("faults", "arm", "email.send", "--action", "delay", "--ms", "0", "--times", "2")
+    assert "armed email.send: delay 0 ms, 2 time(s)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--action", "raise", "--ms", "5"], "--ms is the length of a delay"),
+    (["--action", "delay", "--ms", "-1"],
+     "argument --ms: the delay in ms must be a whole number from 0 to 600,000, not '-1'"),
+    (["--action", "delay", "--ms", "1.5"], "argument --ms: the delay in ms must be a whole"),
+    (["--action", "raise", "--times", "0"], "argument --times: times must be a whole number"),
+    (["--action", "raise", "--times", "nan"], "argument --times: times must be a whole number"),
+    (["--action", "boom"], "argument --action: invalid choice: 'boom'"),
+])
+def test_the_faults_command_refuses_bad_numbers_in_one_line(db, args, message):
+    with pytest.raises(CommandError, match=re.escape(message)) as refused:
+        call_command("faults", "arm", "email.send", *args)
+    assert "\n" not in str(refused.value)
+    assert not Fault.objects.exclude(action="").exists()
 
 
 @pytest.mark.skipif(bool(os.environ.get("DATABASE_URL")),

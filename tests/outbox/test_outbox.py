@@ -1,5 +1,8 @@
+import re
+
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import transaction
 from django.utils import timezone
 
@@ -52,13 +55,37 @@ def test_a_rolled_back_transaction_takes_its_message_with_it(db):
     ("topic", "payload", "message"),
     [
         ("no.such.topic", {}, "unknown outbox topic 'no.such.topic'"),
-        (TOPIC, {"when": timezone.now()}, "is not JSON-serialisable"),
+        (TOPIC, {"when": timezone.now()}, "the payload of user.welcome_email is not JSON: "
+                                          "Object of type datetime is not JSON serializable"),
+        # found in issue 12: each of these was written (NaN/Infinity as invalid JSON), or was a
+        # DataError from PostgreSQL (NUL, a lone surrogate), or a payload of any size
+        (TOPIC, {"x": float("nan")}, "holds NaN or Infinity, which JSON has no way to write"),
+        (TOPIC, {"x": [1, float("inf")]}, "holds NaN or Infinity"),
+        (TOPIC, [1, 2], "the payload of user.welcome_email must be a JSON object, not list"),
+        (TOPIC, "user 1", "must be a JSON object, not str"),
+        (TOPIC, None, "must be a JSON object, not NoneType"),
+        (TOPIC, {"x": "a" * 70_000}, "is 70,009 bytes as JSON; at most 65,536"),
+        (TOPIC, {"x": "nul\x00"}, "contains a NUL character (PostgreSQL cannot store it)"),
+        (TOPIC, {"x\x00": 1}, "contains a NUL character"),
+        (TOPIC, {"x": "\ud800"}, "contains a lone surrogate"),
+        (TOPIC, {1: "one"}, "has a key that is not text: 1"),
+        (TOPIC, {"x": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]},
+         "nested more than 32 levels deep"),
     ],
 )
 def test_publish_refuses_bad_input_and_writes_nothing(db, topic, payload, message):
-    with pytest.raises(services.OutboxError, match=message), transaction.atomic():
+    with pytest.raises(services.OutboxError, match=re.escape(message)), transaction.atomic():
         services.publish(topic=topic, payload=payload)
     assert not OutboxMessage.objects.exists()
+
+
+def test_relay_batch_sizes_are_bounded(db):
+    with pytest.raises(services.OutboxError, match="the batch size must be a whole number from 1 "
+                                                   "to 10,000, not 0"):
+        services.relay_outbox(batch=0)
+    with pytest.raises(CommandError, match="argument --batch: the batch size must be a whole "
+                                           "number from 1 to 10,000, not '1e9'"):
+        call_command("relay_outbox", "--batch", "1e9")
 
 
 def test_relay_refuses_to_run_inside_a_transaction(db):

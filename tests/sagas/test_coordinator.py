@@ -1,13 +1,19 @@
 """The coordinator in-process against the real database (transactional_db: log events commit
 as they go, and the advisory lock lives on a second session)."""
 
+import io
 import json
+import os
+import re
+import time
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from common.validate import Invalid
 from faults import services as faults
+from faults.models import Fault
 from sagas import coordinator, recovery, services
 from sagas.models import Saga, State
 from sagas.selectors import saga_as_dict
@@ -153,6 +159,15 @@ def test_a_compensation_that_always_fails_leaves_the_saga_stuck_and_retryable(se
     assert saga.log.filter(event="COMP_FAIL", step="hotel").count() == 3
     assert HotelBooking.objects.get(saga_id=saga.pk).status == "booked"
     assert recovery.recover_sagas().count == 0, "a stuck saga waits for a person"
+    # found in issue 12: the last failure said "retry in 16s", though nothing retries it; and
+    # the saga waited that backoff before it was marked stuck
+    fails = list(saga.log.filter(event="COMP_FAIL").order_by("seq"))
+    assert all("retry in" in f.detail for f in fails[:-1])
+    assert "retry in" not in fails[-1].detail
+    assert fails[-1].detail.endswith("attempt 3, the last: no retry, the saga is stuck until a "
+                                     "person retries it (admin: Sagas > Retry selected stuck "
+                                     "sagas)")
+    assert saga.log.order_by("seq").last() == fails[-1], "stuck at once: no event after it"
 
     faults.disarm(point="saga.hotel.cancel", scope=saga.fault_scope)  # the person fixed it
     recovery.retry_stuck(saga=saga)
@@ -201,25 +216,127 @@ def test_the_flight_service_books_again_on_every_call_hotel_and_car_do_not():
 @pytest.mark.parametrize(("args", "message"), [
     (["", "--fail", "car"], "the customer name is empty"),
     (["x" * 101], "longer than 100 characters"),
-    (["bob", "--fail", "car", "--crash", "car"], "cannot both target car"),
+    (["tab\there"], "the customer name contains a control or invisible character (U+0009)"),
+    (["bob", "--fail", "car", "--crash", "car"], "a failure and a crash cannot both target car"),
+    # found in issue 12: NaN waited forever, a negative timeout said the saga failed while it
+    # ran, 0 blamed the cluster; a timeout is above 0 and finite, and refused before any saga
+    (["bob", "--wait", "--timeout", "nan"],
+     "argument --timeout: the timeout must be a number of seconds above 0 and at most 86,400, "
+     "not 'nan'"),
+    (["bob", "--wait", "--timeout", "-1"], "the timeout must be a number of seconds above 0"),
+    (["bob", "--wait", "--timeout", "0"], "the timeout must be a number of seconds above 0"),
+    (["bob", "--wait", "--timeout", "inf"], "not 'inf'"),
+    (["bob", "--wait", "--timeout", "1e999"], "not '1e999'"),
+    # a fault after the step that fails (or answers late) would never fire: refused
+    (["bob", "--fail", "hotel", "--crash", "car"],
+     "hotel failing stops the trip before car: the crash there would never fire"),
+    (["bob", "--slow", "car", "--fail", "flight"],
+     "car answering late stops the trip before flight: the failure there would never fire"),
 ])
 def test_book_trip_refuses_bad_input_and_starts_nothing(args, message):
-    with pytest.raises(CommandError, match=message):
+    with pytest.raises(CommandError, match=re.escape(message)) as refused:
         call_command("book_trip", *args)
+    assert "\n" not in str(refused.value)
+    assert "--" not in str(refused.value).split(": ", 2)[-1], "the service's words are neutral"
     assert not Saga.objects.exists()
+    assert not Fault.objects.exclude(action="").exists()
 
 
-def test_show_saga_json_has_the_stable_shape(capsys):
+def test_book_trip_timeout_passing_says_the_saga_goes_on_and_how_to_follow_it(capsys):
+    with pytest.raises(CommandError, match=r"saga \d+ is still running after 0.3 s and no "
+                                           r"coordinator has picked it up: is a cluster running"):
+        call_command("book_trip", "kim", "--wait", "--timeout", "0.3")
+    out = capsys.readouterr().out
+    assert re.search(r"waiting for saga \d+ \(up to 0.3 s; Ctrl-C stops the wait, not the "
+                     r"saga\): hotel, car, flight", out)
+    assert "SAGA_START" in out, "the log is printed as it is written"
+
+    saga = services.start_trip(customer="lou", crash="car")
+    coordinator.append_event(saga, "STEP_START", step="hotel")  # a coordinator is on it
+    import sagas.management.commands.book_trip as book_trip
+
+    real = book_trip.services.start_trip
+    book_trip.services.start_trip = lambda **kwargs: saga
+    try:
+        with pytest.raises(CommandError, match=rf"saga {saga.pk} is still running after 0.2 s "
+                                               r"\(it goes on without us\): follow it with: "
+                                               rf"manage.py show_saga {saga.pk}"):
+            call_command("book_trip", "lou", "--crash", "car", "--wait", "--timeout", "0.2")
+    finally:
+        book_trip.services.start_trip = real
+    out = capsys.readouterr().out
+    assert "the coordinator dies right after the car is booked; the cluster runs it again" in out
+    assert re.search(r"\d+\.\ds   2 STEP_START  hotel", out)
+
+
+def test_book_trip_wait_prints_each_event_as_it_happens():
+    import threading
+
+    from django.db import connection
+
+    def coordinate_soon() -> None:
+        time.sleep(0.5)
+        try:
+            coordinator.advance(saga_id=Saga.objects.get().pk)
+        finally:
+            connection.close()
+
+    out = io.StringIO()
+    thread = threading.Thread(target=coordinate_soon)
+    thread.start()
+    call_command("book_trip", "max", "--fail", "car", "--wait", "--timeout", "30", stdout=out)
+    thread.join()
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith("started")
+    assert lines[1].endswith("the car booking fails, so the trip is compensated in reverse "
+                             "order")
+    events = [line.split()[2] for line in lines[2:-1] if re.match(r"\s+\d+\.\ds", line)]
+    assert events == ["SAGA_START", "STEP_START", "STEP_END", "STEP_START", "STEP_FAIL",
+                      "SAGA_ABORT", "COMP_START", "COMP_END", "COMP_START", "COMP_END",
+                      "SAGA_END"]
+    assert re.fullmatch(r"saga \d+: compensated \(hotel cancelled, car cancelled, flight none\)",
+                        lines[-1])
+
+
+def test_wait_for_refuses_a_timeout_that_is_not_a_duration():
+    saga = services.start_trip(customer="ned")
+    for bad in (float("nan"), -1, 0, float("inf")):
+        with pytest.raises(Invalid, match="the timeout must be a number"):
+            services.wait_for(saga_id=saga.pk, timeout=bad)
+
+
+def test_show_saga_json_says_all_the_text_says(capsys):
     saga = run(services.start_trip(customer="hal", fail="flight"))
     call_command("show_saga", str(saga.pk), "--json")
     data = json.loads(capsys.readouterr().out)
     assert data == saga_as_dict(saga)
-    assert set(data) == {"id", "state", "log", "bookings"}
-    assert data["state"] == "compensated"
-    assert data["log"][0] == {"seq": 1, "event": "SAGA_START", "step": ""}
+    assert set(data) == {"id", "kind", "state", "customer", "payload", "created_at",
+                         "updated_at", "lease_until", "log", "bookings"}
+    assert (data["kind"], data["state"], data["customer"]) == ("trip", "compensated", "hal")
+    first = data["log"][0]
+    assert set(first) == {"seq", "event", "step", "detail", "pid", "at", "elapsed"}
+    assert (first["seq"], first["event"], first["step"], first["elapsed"]) == (
+        1, "SAGA_START", "", 0)
+    assert first["detail"].startswith("customer=hal; faults: saga.flight.book raise")
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}.*", first["at"])
+    fail = next(e for e in data["log"] if e["event"] == "STEP_FAIL")
+    assert "injected fault at saga.flight.book" in fail["detail"]
+    assert fail["pid"] == os.getpid()
+    elapsed = [e["elapsed"] for e in data["log"]]
+    assert elapsed == sorted(elapsed)
     assert data["bookings"] == {"hotel": "cancelled", "car": "cancelled", "flight": "cancelled"}
+
+    call_command("show_saga", str(saga.pk))
+    text = capsys.readouterr().out
+    assert f"trip saga {saga.pk}: compensated (customer hal), started " in text
+    assert re.search(r"^\s+7 \d\d:\d\d:\d\d\.\d{3} +\+\d+\.\d{3} +\d+ STEP_FAIL +flight +"
+                     r"InjectedFault", text, re.M), text
     with pytest.raises(CommandError, match="no saga with id 999999"):
         call_command("show_saga", "999999")
+    for bad in ("abc", "0", "-3", str(2**40)):  # a huge id was a DataError traceback
+        with pytest.raises(CommandError, match="argument id: the saga id must be a whole number "
+                                               "from 1 to 2,147,483,647"):
+            call_command("show_saga", bad)
 
 
 def test_the_timeline_draws_one_arrow_per_event_in_the_talks_lanes():

@@ -8,6 +8,7 @@ from django.core import mail
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from common import validate
 from faults import services as faults
 from faults import stores
 from faults.models import Fault
@@ -226,6 +227,122 @@ def test_reconcile_publishes_again_what_redis_lost_and_only_that(transactional_d
     assert "published again: 0; que email jobs enqueued again: 0" in capsys.readouterr().out
 
 
-def test_reconcile_refuses_a_bad_age(db):
-    with pytest.raises(CommandError, match="--older-than must be a number of seconds"):
-        call_command("reconcile", "--older-than", "nan")
+@pytest.mark.parametrize("age", ["nan", "-1", "inf", "1e300", "", "soon"])
+def test_reconcile_refuses_a_bad_age(db, age):
+    # 1e300 passed the old check and was an OverflowError traceback (timedelta)
+    with pytest.raises(CommandError, match=re.escape(
+            "argument --older-than: the age must be a number of seconds from 0 to 31,536,000, "
+            f"not {age!r}")):
+        call_command("reconcile", "--older-than", age)
+    with pytest.raises(validate.Invalid, match="the age must be a number of seconds"):
+        services.reconcile_welcome_emails(older_than=1e300)
+
+
+# --- bad input on the command line (issue 12) -------------------------------------------------
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--fail", "part1", "--crash", "part2"],
+     "a signup takes one fault: the failure in part1 ends its first attempt, so the crash in "
+     "part2 could strike only a retry (never without the cluster)"),
+    (["--crash", "part1", "--fail", "part2"],
+     "a signup takes one fault: the crash in part1 ends its first attempt, so the failure in "
+     "part2 could strike only a retry"),
+    (["--fail", "part1", "--crash", "part1"], "a failure and a crash cannot both target part1"),
+])
+def test_create_user_refuses_two_faults_in_one_signup(db, args, message):
+    """Found in issue 12: `--fail part1 --crash part2` was accepted, and the crash never fired
+    with --sync (on the cluster it struck only the retry)."""
+    for sync in ([], ["--sync"]):
+        with pytest.raises(CommandError, match=re.escape(message)):
+            call_command("create_user", "kevin", *args, *sync)
+    assert not User.objects.exists()
+    assert queued_tasks() == []
+    assert not Fault.objects.exists()
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("", "argument name: the name is empty"),
+    ("x" * 200, "argument name: the name is longer than 150 characters"),
+    ("bell\x07", "argument name: the name contains a control or invisible character (U+0007)"),
+    ("nul\x00", "the name contains a control or invisible character (U+0000)"),
+    ("\ufdfa" * 10, "the name is longer than 150 characters"),  # 10 chars, 180 after NFKC
+    ("a b", services.NAME_INVALID),
+])
+def test_create_user_refuses_bad_names_in_one_line(db, name, message):
+    with pytest.raises(CommandError, match=re.escape(message)) as refused:
+        call_command("create_user", name)
+    assert "\n" not in str(refused.value)
+    assert queued_tasks() == []
+
+
+# --- demo_superuser ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("username", "message"), [
+    ("", "argument --username: the name is empty"),
+    ("x" * 200, "argument --username: the name is longer than 150 characters"),  # DataError
+    ("a b", services.NAME_INVALID),
+])
+def test_demo_superuser_refuses_bad_usernames(db, username, message):
+    """Found in issue 12: "" created a superuser with an empty name, 200 characters was a
+    DataError traceback."""
+    with pytest.raises(CommandError, match=re.escape(message)):
+        call_command("demo_superuser", "--username", username)
+    with pytest.raises(CommandError, match=re.escape(message.split(": ")[-1])):
+        call_command("demo_superuser", username=username)  # past argparse
+    assert not User.objects.exists()
+
+
+def test_demo_superuser_creates_then_keeps_then_resets_on_request(db, capsys):
+    call_command("demo_superuser")
+    out = capsys.readouterr().out
+    assert "created superuser 'admin'" in out
+    password = re.search(r"password: (\S+)", out).group(1)
+    admin = User.objects.get(username="admin")
+    assert admin.is_superuser
+    assert admin.is_staff
+    assert admin.check_password(password)
+
+    call_command("demo_superuser")  # found in issue 12: this reset the password silently
+    assert ("superuser 'admin' already exists: its password is unchanged (--reset gives it a "
+            "new one)" in capsys.readouterr().out)
+    assert User.objects.get(username="admin").check_password(password)
+
+    call_command("demo_superuser", "--reset")
+    out = capsys.readouterr().out
+    assert "new password for superuser 'admin'" in out
+    new = re.search(r"password: (\S+)", out).group(1)
+    assert new != password
+    assert User.objects.get(username="admin").check_password(new)
+
+
+def test_demo_superuser_never_touches_a_user_who_is_not_a_superuser(db):
+    bob = User.objects.create_user(username="bob", password="bobs-own")
+    for args in ([], ["--reset"]):
+        with pytest.raises(CommandError, match="user 'bob' exists and is not a superuser: "
+                                               "refusing to make it one or to change its "
+                                               "password"):
+            call_command("demo_superuser", "--username", "bob", *args)
+    bob.refresh_from_db()
+    assert not bob.is_superuser
+    assert not bob.is_staff
+    assert bob.check_password("bobs-own")
+
+
+# --- show_state -------------------------------------------------------------------------------
+
+
+def test_show_state_columns_line_up_with_wide_and_long_names(db, capsys):
+    from users.management.commands.show_state import fit, width
+
+    assert width("山田太郎") == 8
+    assert width("e\u0301") == 1  # a combining accent takes no column
+    assert fit("山田太郎", 6) == "山田… "
+    assert fit("x" * 30, 20) == "x" * 19 + "…"
+    assert fit("mike", 6) == "mike  "
+    for name in ("山田太郎", "ｍｉｋｅ-wide", "a" * 150, "mike"):
+        User.objects.create_user(username=name, signup_mode="que")
+    call_command("show_state", "--no-color")
+    rows = capsys.readouterr().out.splitlines()[1:5]
+    assert [width(r.split(" que ")[0]) for r in rows] == [20] * 4, rows

@@ -2,11 +2,12 @@ import json
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from common.validate import OneLineErrors
 from dashboard.registry import Status, violations
 from dashboard.selectors import consistency_checks
 
 
-class Command(BaseCommand):
+class Command(OneLineErrors, BaseCommand):
     help = ("Check the invariants of docs/design.md against the database: exit 0 when they hold, "
             "1 when any is broken (dual-write's lost emails are expected, not violations).")
 

@@ -3,12 +3,22 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from common.errors import OperationError
+from common.validate import INT32_MAX, OneLineErrors, arg, integer
 from experiments import services
 from experiments.models import Experiment, Status
-from experiments.plan import MODES, PRESETS, PlanError
+from experiments.plan import MODES, PRESETS, RULES
+
+EXPERIMENT_ID = {"what": "the experiment id", "low": 1, "high": INT32_MAX}
 
 
-class Command(BaseCommand):
+def rule(name: str):
+    """The parameter's parser as an argparse type (experiments.plan.RULES)."""
+    parser, rules = RULES[name]
+    return arg(parser, **rules)
+
+
+class Command(OneLineErrors, BaseCommand):
     help = (
         "Run the talk's demos at scale under random faults, kills and restarts, on a scratch "
         "database with real processes (two PostgreSQL clusters, the Redis cluster, the relay, "
@@ -22,32 +32,34 @@ class Command(BaseCommand):
                             help="smoke (under a minute), talk (the three demos and the trip "
                                  "failures), chaos (10,000 signups per mode, 50 kills, 3 "
                                  "PostgreSQL restarts, 1,000 sagas); options below override it")
-        parser.add_argument("--signups", type=int, help="signups per mode")
-        parser.add_argument("--sagas", type=int, help="trip sagas")
-        parser.add_argument("--kills", type=int,
+        parser.add_argument("--signups", type=rule("signups"), help="signups per mode")
+        parser.add_argument("--sagas", type=rule("sagas"), help="trip sagas")
+        parser.add_argument("--kills", type=rule("kills"),
                             help="SIGKILLs of a random process: a worker, a dispatcher or a "
                                  "whole cluster (PostgreSQL or Redis), the relay, the recoverer")
-        parser.add_argument("--pg-restarts", type=int, dest="pg_restarts",
+        parser.add_argument("--pg-restarts", type=rule("pg_restarts"), dest="pg_restarts",
                             help="immediate-mode restarts of the project-local PostgreSQL")
-        parser.add_argument("--terminations", type=int,
+        parser.add_argument("--terminations", type=rule("terminations"),
                             help="pg_terminate_backend of every session on the scratch database")
-        parser.add_argument("--pauses", type=int,
+        parser.add_argument("--pauses", type=rule("pauses"),
                             help="SIGSTOP of a cluster's dispatcher, longer than the liveness "
                                  "window")
-        parser.add_argument("--redis-restarts", type=int, dest="redis_restarts",
+        parser.add_argument("--redis-restarts", type=rule("redis_restarts"),
+                            dest="redis_restarts",
                             help="stop and start the project-local Redis")
-        parser.add_argument("--fault-rate", type=float, dest="fault_rate",
+        parser.add_argument("--fault-rate", type=rule("fault_rate"), dest="fault_rate",
                             help="share (0-1) of signups and sagas carrying a random raise or "
                                  "crash of their own")
-        parser.add_argument("--seed", type=int,
+        parser.add_argument("--seed", type=rule("seed"),
                             help="the same seed gives the same load and fault schedule "
                                  "(default: random, printed)")
         parser.add_argument("--json", action="store_true", dest="as_json",
                             help="print the result as one JSON object")
-        parser.add_argument("--id", type=int,
+        parser.add_argument("--id", type=arg(integer, **EXPERIMENT_ID),
                             help="run an experiment already recorded (what the admin's start "
                                  "button does)")
-        parser.add_argument("--runner", type=int, help="(internal) the runner process itself")
+        parser.add_argument("--runner", type=arg(integer, **EXPERIMENT_ID),
+                            help="(internal) the runner process itself")
 
     def handle(self, *args, **o) -> None:
         if o["runner"] is not None:
@@ -64,7 +76,7 @@ class Command(BaseCommand):
                     kills=o["kills"], pg_restarts=o["pg_restarts"],
                     terminations=o["terminations"], pauses=o["pauses"],
                     redis_restarts=o["redis_restarts"], fault_rate=o["fault_rate"])
-        except (PlanError, services.ExperimentError) as e:
+        except OperationError as e:  # PlanError, ExperimentError
             raise CommandError(str(e)) from e
         out = sys.stderr if o["as_json"] else sys.stdout
         out.write(f"experiment {experiment.pk}: {services.command_line(experiment)}\n")

@@ -1,10 +1,14 @@
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from common.errors import OperationError
+from common.validate import OneLineErrors, arg, integer
 from faults import selectors, services, stores
 from faults.models import Action
 
+MS_NOT_DELAY = "--ms is the length of a delay: it goes with --action delay only"
 
-class Command(BaseCommand):
+
+class Command(OneLineErrors, BaseCommand):
     help = ("List, arm and disarm the fault points (what a worker does when it passes one); "
             "break Redis (`faults redis stop`).")
 
@@ -16,9 +20,12 @@ class Command(BaseCommand):
         arm.add_argument("name", help="fault point, e.g. signup.part2 (see 'faults list')")
         arm.add_argument("--action", required=True, choices=Action.values,
                          help="raise an exception, crash the process (os._exit), or sleep")
-        arm.add_argument("--times", type=int, default=None,
-                         help="fire this many times, then disarm (default: always)")
-        arm.add_argument("--ms", type=int, default=1000, help="delay in milliseconds (delay)")
+        arm.add_argument("--times", type=arg(integer, **services.TIMES), default=None,
+                         help="fire this many times, then disarm (default: always; at most "
+                              f"{services.MAX_TIMES:,})")
+        arm.add_argument("--ms", type=arg(integer, **services.DELAY_MS), default=None,
+                         help="with --action delay: how long, in milliseconds (default "
+                              f"{services.DEFAULT_DELAY_MS}, at most {services.MAX_DELAY_MS:,})")
         disarm = sub.add_parser("disarm", help="disarm one point")
         disarm.add_argument("name")
         sub.add_parser("disarm-all", help="disarm every point, including per-job faults")
@@ -33,11 +40,7 @@ class Command(BaseCommand):
             if verb == "list":
                 self.list()
             elif verb == "arm":
-                services.arm(point=options["name"], action=options["action"],
-                             times=options["times"], delay_ms=options["ms"])
-                times = "always" if options["times"] is None else f"{options['times']} time(s)"
-                self.stdout.write(self.style.SUCCESS(
-                    f"armed {options['name']}: {options['action']}, {times}"))
+                self.arm(options["name"], options["action"], options["times"], options["ms"])
             elif verb == "disarm":
                 was = services.disarm(point=options["name"])
                 self.stdout.write(self.style.SUCCESS(
@@ -48,8 +51,20 @@ class Command(BaseCommand):
             elif verb == "disarm-all":
                 n = services.disarm_all()
                 self.stdout.write(self.style.SUCCESS(f"disarmed {n} fault(s)"))
-        except services.FaultError as e:
+        except OperationError as e:
             raise CommandError(str(e)) from e
+
+    def arm(self, point: str, action: str, times: int | None, ms: int | None) -> None:
+        if ms is not None and action != Action.DELAY:
+            raise CommandError(MS_NOT_DELAY)
+        delay_ms = services.DEFAULT_DELAY_MS if ms is None else ms
+        services.arm(point=point, action=action, times=times, delay_ms=delay_ms)
+        what = action
+        if action == Action.DELAY:
+            what += f" {delay_ms} ms" + (" (the default; --ms N to change it)" if ms is None
+                                         else "")
+        times_text = "always" if times is None else f"{times} time(s)"
+        self.stdout.write(self.style.SUCCESS(f"armed {point}: {what}, {times_text}"))
 
     def list(self) -> None:
         from faults.points import POINTS

@@ -5,11 +5,13 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections
 
 from common.db import open_autocommit
+from common.errors import OperationError
 from common.stopping import StopFlag
+from common.validate import OneLineErrors, arg, integer
 from outbox import services
 
 
-class Command(BaseCommand):
+class Command(OneLineErrors, BaseCommand):
     help = ("Relay due outbox messages: each becomes its topic's job, on the PostgreSQL queue or "
             "on Redis, and is marked published once that store has it.")
 
@@ -20,18 +22,22 @@ class Command(BaseCommand):
         mode.add_argument("--follow", action="store_true",
                           help="keep relaying, woken by LISTEN/NOTIFY with a poll as fallback; "
                                "stops cleanly on SIGTERM or SIGINT")
-        parser.add_argument("--batch", type=int, default=None,
-                            help="messages claimed per transaction (default OUTBOX_BATCH_SIZE)")
+        parser.add_argument("--batch", type=arg(integer, **services.BATCH), default=None,
+                            help="messages claimed per transaction (default OUTBOX_BATCH_SIZE, "
+                                 f"{settings.OUTBOX_BATCH_SIZE}; at most "
+                                 f"{services.BATCH['high']:,})")
 
     def handle(self, *args, once: bool, follow: bool, batch: int | None, **options) -> None:
-        if batch is not None and batch < 1:
-            raise CommandError("--batch must be 1 or more")
+        try:  # again: call_command(batch=...) skips argparse's type
+            batch = None if batch is None else integer(batch, **services.BATCH)
+        except OperationError as e:
+            raise CommandError(str(e)) from e
         if follow:
             self.follow(batch)
             return
         try:
             result = services.relay_outbox(batch=batch)
-        except services.OutboxError as e:
+        except OperationError as e:
             raise CommandError(str(e)) from e
         self.stdout.write(self.style.SUCCESS(str(result)))
 

@@ -10,11 +10,16 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import close_old_connections, connections
 
 from common import sideconn
+from common.errors import OperationError
 from common.stopping import StopFlag
+from common.validate import DAY, OneLineErrors, arg, integer, seconds
 from sagas import recovery
 
+INTERVAL = {"what": "the interval", "high": 3600}
+SAGA_TIMEOUT = {"what": "the saga timeout", "high": DAY}
 
-class Command(BaseCommand):
+
+class Command(OneLineErrors, BaseCommand):
     help = ("Resume every unfinished saga whose lease ran out: in-doubt idempotent steps run "
             "again (forward), others are compensated (backward).")
 
@@ -25,11 +30,14 @@ class Command(BaseCommand):
                           help="keep recovering, a pass every --interval seconds, each in a "
                                "child process (a coordinator that dies takes only that pass "
                                "with it); stops cleanly on SIGTERM/SIGINT")
-        parser.add_argument("--interval", type=float, default=1.0,
-                            help="seconds between passes with --follow (default 1)")
-        parser.add_argument("--batch", type=int, default=10,
-                            help="sagas claimed per transaction (default 10)")
-        parser.add_argument("--saga-timeout", type=float, default=None, metavar="SECONDS",
+        parser.add_argument("--interval", type=arg(seconds, **INTERVAL), default=1.0,
+                            help="seconds between passes with --follow, above 0 (default 1, "
+                                 "at most an hour)")
+        parser.add_argument("--batch", type=arg(integer, **recovery.BATCH), default=10,
+                            help="sagas claimed per transaction (default 10, at most "
+                                 f"{recovery.BATCH['high']:,})")
+        parser.add_argument("--saga-timeout", type=arg(seconds, **SAGA_TIMEOUT), default=None,
+                            metavar="SECONDS",
                             help="with --follow: a pass that finishes no saga for this long "
                                  "(a hung service call) is killed, and its sagas are resumed "
                                  "when their lease runs out (default: the cluster's task "
@@ -37,14 +45,14 @@ class Command(BaseCommand):
 
     def handle(self, *args, once: bool, follow: bool, interval: float, batch: int,
                saga_timeout: float | None, **options) -> None:
-        if batch < 1:
-            raise CommandError("--batch must be 1 or more")
-        if not 0 < interval < float("inf"):
-            raise CommandError("--interval must be a number of seconds above 0")
         if saga_timeout is None:
             saga_timeout = float(settings.Q_TIMEOUT)
-        if not 0 < saga_timeout < float("inf"):
-            raise CommandError("--saga-timeout must be a number of seconds above 0")
+        try:  # again: call_command(batch=...) skips argparse's type
+            batch = integer(batch, **recovery.BATCH)
+            interval = seconds(interval, **INTERVAL)
+            saga_timeout = seconds(saga_timeout, **SAGA_TIMEOUT)
+        except OperationError as e:
+            raise CommandError(str(e)) from e
         if not follow:
             self.report(recovery.recover_sagas(batch=batch), always=True)
             return

@@ -1,20 +1,23 @@
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from common.errors import OperationError
+from common.validate import OneLineErrors, arg
 from faults.services import InjectedFault
 from users import services
 from users.models import EmailSend, Mode, User
 from users.tasks import create_user_job
 
 
-class Command(BaseCommand):
+class Command(OneLineErrors, BaseCommand):
     help = (
         "Sign up a user and send the welcome email, wired as dual-write, outbox or que "
         "(the talk's demo). By default the create-user job goes to the cluster."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("name", help="the new user's name (letters, digits, @.+-_)")
+        parser.add_argument("name", type=arg(services.parse_name),
+                            help="the new user's name (letters, digits, @.+-_; at most "
+                                 f"{services.NAME_MAX} characters)")
         parser.add_argument("--mode", default=Mode.DUAL_WRITE.value, choices=Mode.values,
                             help="how the welcome email is wired (default dual-write)")
         parser.add_argument("--fail", choices=["part1", "part2"],
@@ -22,7 +25,7 @@ class Command(BaseCommand):
                                  "commit), once, for this signup only")
         parser.add_argument("--crash", choices=["part1", "part2"],
                             help="kill the process (os._exit) in part 1 or part 2, once, for "
-                                 "this signup only")
+                                 "this signup only (one fault per signup: --fail or --crash)")
         parser.add_argument("--sync", action="store_true",
                             help="run the job body in this process and report what happened")
 

@@ -1,23 +1,51 @@
 import secrets
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
 
+from common.errors import OperationError
+from common.validate import OneLineErrors, arg
 from users.models import User
+from users.services import parse_name
+
+NOT_A_SUPERUSER = ("user {name!r} exists and is not a superuser: refusing to make it one or to "
+                   "change its password (choose another --username)")
+UNCHANGED = ("superuser {name!r} already exists: its password is unchanged (--reset gives it a "
+             "new one)")
 
 
-class Command(BaseCommand):
-    help = "Create (or reset) the demo superuser with a fresh generated password, printed once."
+class Command(OneLineErrors, BaseCommand):
+    help = ("Create the demo superuser with a fresh generated password, printed once. An "
+            "existing superuser keeps its password unless --reset is given; an existing user "
+            "who is not a superuser is never touched.")
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--username", default="admin")
+        parser.add_argument("--username", default="admin", type=arg(parse_name),
+                            help="default admin")
+        parser.add_argument("--reset", action="store_true",
+                            help="give an existing superuser a new password")
 
-    def handle(self, *args, username: str, **options) -> None:
+    def handle(self, *args, username: str, reset: bool, **options) -> None:
+        try:  # again: call_command(username=...) skips argparse's type
+            username = parse_name(username)
+        except OperationError as e:
+            raise CommandError(str(e)) from e
         password = secrets.token_urlsafe(12)
-        user, created = User.objects.get_or_create(username=username)
-        user.is_staff = user.is_superuser = True
-        user.set_password(password)
-        user.save()
-        verb = "created" if created else "password reset for"
-        self.stdout.write(self.style.SUCCESS(f"{verb} superuser {username!r}"))
+        with transaction.atomic():
+            user = User.objects.select_for_update().filter(username=username).first()
+            if user is not None and not user.is_superuser:
+                raise CommandError(NOT_A_SUPERUSER.format(name=username))
+            if user is not None and not reset:
+                self.stdout.write(self.style.WARNING(UNCHANGED.format(name=username)))
+                return
+            if user is None:
+                User.objects.create_superuser(username=username, password=password)
+                verb = "created superuser"
+            else:
+                user.is_staff = True
+                user.set_password(password)
+                user.save(update_fields=["is_staff", "password"])
+                verb = "new password for superuser"
+        self.stdout.write(self.style.SUCCESS(f"{verb} {username!r}"))
         self.stdout.write(f"  username: {username}\n  password: {password}   (shown once; "
-                          "`make demo` again makes a new one)")
+                          "`manage.py demo_superuser --reset` makes a new one)")

@@ -1,11 +1,37 @@
 import json
+import unicodedata
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from common.validate import OneLineErrors
 from users.selectors import system_state
 
+NAME_COLUMNS = 20
 
-class Command(BaseCommand):
+
+def width(text: str) -> int:
+    """Columns a terminal gives `text`: wide and fullwidth characters (CJK) take two,
+    combining marks none."""
+    return sum(0 if unicodedata.combining(c) else
+               2 if unicodedata.east_asian_width(c) in ("W", "F") else 1 for c in text)
+
+
+def fit(text: str, columns: int) -> str:
+    """`text` cut to `columns` (ending in an ellipsis when cut) and padded to exactly that
+    many columns, so the columns after it line up."""
+    if width(text) > columns:
+        kept, used = [], 0
+        for c in text:
+            w = width(c)
+            if used + w > columns - 1:
+                break
+            kept.append(c)
+            used += w
+        text = "".join(kept) + "…"
+    return text + " " * (columns - width(text))
+
+
+class Command(OneLineErrors, BaseCommand):
     help = ("Show users and their welcome emails, the outbox, the PostgreSQL queue and Redis "
             "(the talk's db-show).")
 
@@ -18,9 +44,9 @@ class Command(BaseCommand):
         if as_json:
             self.stdout.write(json.dumps(state, indent=2))
             return
-        self.stdout.write(f"{'user':<20} {'mode':<11} emails")
+        self.stdout.write(f"{fit('user', NAME_COLUMNS)} {'mode':<11} emails")
         for u in state["users"]:
-            line = f"{u['name']:<20} {u['mode']:<11} {u['emails']}"
+            line = f"{fit(u['name'], NAME_COLUMNS)} {u['mode']:<11} {u['emails']}"
             if u["emails"] == 0:
                 line = self.style.ERROR(line + "   <- no welcome email")
             elif u["emails"] > 1:
