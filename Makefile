@@ -83,7 +83,7 @@ run: ready redis-start ## web (127.0.0.1:8000 or RUN_ADDR; gunicorn with DEBUG=0
 	@echo "admin: http://$$RUN_ADDR/admin/  logs: var/log/  status: make status  stop with: make stop"
 
 demo: ready redis-start ## setup + run + a superuser whose password is printed once
-	@$(MANAGE) demo_superuser
+	@$(MANAGE) demo_superuser --reset
 	@$(SUPERVISE) start
 	@printf "\n$(BOLD)Open http://%s/admin/$(RESET)  (stop everything with: make stop)\n" "$$RUN_ADDR"
 

@@ -1,7 +1,7 @@
 """Settings from the environment, each parsed and checked by one of these helpers.
 
 A bad value stops startup with one line that names the variable, the value and what is
-allowed, e.g. `Q_TIMEOUT='abc': expected a whole number from 1 to 86400`: an `EnvError`, which
+allowed, e.g. `Q_TIMEOUT must be a whole number from 1 to 86,400, not 'abc'`: an `EnvError`, which
 is Django's `ImproperlyConfigured` (manage.py prints it as that one line, without a
 traceback). An unset or empty variable takes the default, which is not checked: the code's own
 defaults are right by construction.
@@ -23,7 +23,6 @@ first byte, and never half written.
 
 from __future__ import annotations
 
-import math
 import os
 import secrets
 import sys
@@ -37,6 +36,9 @@ except ImportError:  # the system Python of devtools/supervise.py
 
     class ImproperlyConfigured(Exception):  # type: ignore[no-redef]
         pass
+
+
+from common import validate  # noqa: E402 (standard library only, like this module)
 
 
 class EnvError(ImproperlyConfigured):
@@ -57,7 +59,7 @@ def _raw(name: str, environ: Mapping[str, str] | None) -> str | None:
 
 
 def _bad(name: str, value: str, allowed: str) -> EnvError:
-    return EnvError(f"{name}={value!r}: expected {allowed}")
+    return EnvError(f"{name} must be {allowed}, not {value!r}")
 
 
 def boolean(name: str, default: bool, *, environ: Mapping[str, str] | None = None) -> bool:
@@ -71,18 +73,21 @@ def boolean(name: str, default: bool, *, environ: Mapping[str, str] | None = Non
     raise _bad(name, value, "1/0, true/false, yes/no or on/off")
 
 
+def _parsed(name: str, parse: Callable[..., T], value: str, **rules: object) -> T:
+    """`value` through one of common.validate's parsers (the rules every command argument and
+    form field follow too), its refusal as an EnvError naming the variable."""
+    try:
+        return parse(value, what=name, **rules)
+    except validate.Invalid as e:
+        raise EnvError(str(e)) from None
+
+
 def integer(name: str, default: int, *, low: int, high: int,
             environ: Mapping[str, str] | None = None) -> int:
     value = _raw(name, environ)
     if value is None:
         return default
-    try:
-        parsed = int(value, 10)
-    except ValueError:
-        parsed = None
-    if parsed is None or not low <= parsed <= high:
-        raise _bad(name, value, f"a whole number from {low} to {high}")
-    return parsed
+    return _parsed(name, validate.integer, value, low=low, high=high)
 
 
 def number(name: str, default: float, *, low: float, high: float,
@@ -90,26 +95,17 @@ def number(name: str, default: float, *, low: float, high: float,
     value = _raw(name, environ)
     if value is None:
         return float(default)
-    try:
-        parsed = float(value)
-    except ValueError:
-        parsed = math.nan
-    if not math.isfinite(parsed) or not low <= parsed <= high:
-        raise _bad(name, value, f"a number from {low:g} to {high:g}")
-    return parsed
+    return _parsed(name, validate.number, value, low=low, high=high)
 
 
 def choice(name: str, default: str, allowed: Iterable[str], *, upper: bool = False,
            environ: Mapping[str, str] | None = None) -> str:
     """One of `allowed`; `upper=True` accepts any case and returns it upper-cased."""
-    allowed = list(allowed)
     value = _raw(name, environ)
     if value is None:
         return default
-    picked = value.upper() if upper else value
-    if picked not in allowed:
-        raise _bad(name, value, "one of " + ", ".join(allowed))
-    return picked
+    return _parsed(name, validate.choice, value.upper() if upper else value,
+                   choices=list(allowed))
 
 
 def strings(name: str, default: list[str], *,

@@ -8,21 +8,18 @@ its field, a service passes it up as its refusal. Nothing here touches the datab
     parser.add_argument("--timeout", type=arg(seconds, what="the timeout", high=DAY))
     timeout = SecondsField ... / seconds(value, what="the timeout", high=DAY)
 
-Only the standard library, `common.errors` and `django.forms` are imported, so settings can use
-the parsers before Django is set up.
+Only the standard library and `common.errors` are imported, so settings (common.env) and the
+system Python of devtools/ can use the parsers before Django is set up. The glue to argparse
+and Django forms is common.inputs.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
-
-from django import forms
-from django.core.management.base import CommandParser
 
 from common.errors import OperationError
 
@@ -209,71 +206,3 @@ def payload(value: object, *, what: str = "the payload", max_bytes: int = PAYLOA
     if size > max_bytes:
         raise Invalid(TOO_BIG.format(what=what, size=size, max=max_bytes))
     return value
-
-
-# --- glue: argparse and forms -----------------------------------------------------------------
-
-
-def arg(parse: Callable[..., Any], /, **rules: Any) -> Callable[[str], Any]:
-    """`parse` as an argparse `type=`: its refusal (an OperationError) is argparse's own error
-    (usage and one line, exit status 2; CommandError from call_command), nothing else runs."""
-
-    def convert(raw: str) -> Any:
-        try:
-            return parse(raw, **rules)
-        except OperationError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-
-    convert.__name__ = str(rules.get("what", parse.__name__))
-    return convert
-
-
-class ValidatedField(forms.Field):
-    """A form field that parses with one of the parsers above, so the form's error is the
-    same sentence the command prints. Empty and not required: None."""
-
-    def __init__(self, parse: Callable[..., Any], /, *, rules: dict[str, Any] | None = None,
-                 **kwargs: Any) -> None:
-        self.parse, self.rules = parse, rules or {}
-        super().__init__(**kwargs)
-
-    def to_python(self, value: Any) -> Any:
-        if value in self.empty_values and not self.required:
-            return None
-        try:
-            return self.parse(value, **self.rules)
-        except OperationError as e:
-            raise forms.ValidationError(str(e), code="invalid") from None
-
-    def validate(self, value: Any) -> None:
-        """to_python already refused what is wrong, an empty required value included."""
-
-
-class OneLineParser(CommandParser):
-    """argparse's errors repeat what was typed as is (`unrecognized arguments: a<newline>b`):
-    escape control characters so the error stays one line."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        super().error(one_line(message))
-
-
-def one_line(message: str) -> str:
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
-
-
-class OneLineErrors:
-    """A management command mixin: its parser (and its subcommands' parsers) keep every error
-    on one line. `class Command(OneLineErrors, BaseCommand)`."""
-
-    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any):
-        parser = super().create_parser(prog_name, subcommand, **kwargs)  # type: ignore[misc]
-        _one_line_parser(parser)
-        return parser
-
-
-def _one_line_parser(parser: argparse.ArgumentParser) -> None:
-    parser.__class__ = OneLineParser
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                _one_line_parser(sub)

@@ -1,9 +1,10 @@
 from django import forms
 
-from common.validate import ValidatedField, integer
+from common.inputs import ValidatedField
+from common.validate import integer
 from faults.models import Action
 from faults.points import POINTS
-from faults.services import DELAY_MS, MAX_DELAY_MS, MAX_TIMES, TIMES
+from faults.services import DEFAULT_DELAY_MS, DELAY_MS, MAX_DELAY_MS, MAX_TIMES, TIMES
 from faults.stores import Action as RedisAction
 
 
@@ -15,7 +16,8 @@ class FaultForm(forms.Form):
     action = forms.ChoiceField(choices=[*Action.choices, ("disarm", "disarm")])
     times = ValidatedField(integer, rules=TIMES, required=False, help_text="empty: every time",
                            widget=forms.NumberInput(attrs={"min": 1, "max": MAX_TIMES}))
-    ms = ValidatedField(integer, rules=DELAY_MS, initial=2000, required=False, label="delay ms",
+    ms = ValidatedField(integer, rules=DELAY_MS, initial=DEFAULT_DELAY_MS, required=False,
+                        label="delay ms",
                         widget=forms.NumberInput(attrs={"min": 0, "max": MAX_DELAY_MS}))
 
 

@@ -39,7 +39,7 @@ def arm_fault(data: dict) -> tuple[int, str]:
         return messages.SUCCESS, f"Disarmed {point}." if was else f"{point} was not armed."
     times = data["times"]
     faults.arm(point=point, action=action, times=times,
-               delay_ms=2000 if data["ms"] is None else data["ms"])
+               delay_ms=faults.DEFAULT_DELAY_MS if data["ms"] is None else data["ms"])
     return messages.WARNING, (f"Armed {point}: {action}, "
                               f"{'every time' if times is None else f'{times} time(s)'}.")
 

@@ -1,6 +1,6 @@
 from django import forms
 
-from common.validate import ValidatedField
+from common.inputs import ValidatedField
 from experiments.plan import PRESETS, RULES
 
 

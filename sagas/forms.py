@@ -1,6 +1,7 @@
 from django import forms
 
-from common.validate import ValidatedField, text
+from common.inputs import ValidatedField
+from common.validate import text
 from sagas.definitions import TRIP
 from sagas.services import CUSTOMER, CUSTOMER_MAX
 

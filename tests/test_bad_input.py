@@ -26,7 +26,7 @@ from django.db import transaction
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from common import sideconn, validate
+from common import inputs, sideconn, validate
 from experiments.forms import StartForm
 from experiments.plan import RULES
 from faults import services as faults
@@ -210,7 +210,7 @@ def test_the_welcome_topic_takes_any_payload_or_says_it_never_can(value):
 def cli_error(parse, value, **rules) -> str | None:
     """What a command's argument of this type says about `value` (None: accepted)."""
     try:
-        validate.arg(parse, **rules)(value)
+        inputs.arg(parse, **rules)(value)
     except argparse.ArgumentTypeError as e:
         return str(e)
     return None

@@ -1,6 +1,6 @@
 from django import forms
 
-from common.validate import ValidatedField
+from common.inputs import ValidatedField
 from users.models import Mode
 from users.services import NAME_MAX, parse_name
 

@@ -5,6 +5,7 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from dashboard.selectors import consistency_checks
+from faults import services as faults
 from faults.models import Fault
 from jobs.selectors import queued_tasks
 from sagas.models import Saga, State
@@ -95,7 +96,8 @@ def test_arm_and_disarm_from_the_dashboard(admin_client):
     admin_client.post(url, {"point": "email.send", "action": "delay", "ms": "0"})
     assert Fault.objects.get(point="email.send", scope="").delay_ms == 0, "0 ms is 0 ms"
     admin_client.post(url, {"point": "email.send", "action": "delay"})
-    assert Fault.objects.get(point="email.send", scope="").delay_ms == 2000, "the default"
+    assert Fault.objects.get(point="email.send", scope="").delay_ms == (
+        faults.DEFAULT_DELAY_MS), "the default, as on the command line"
 
 
 def test_lost_emails_count_only_when_nothing_will_send_them(db):

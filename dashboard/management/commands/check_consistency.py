@@ -2,7 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from common.validate import OneLineErrors
+from common.inputs import OneLineErrors
 from dashboard.registry import Status, violations
 from dashboard.selectors import consistency_checks
 

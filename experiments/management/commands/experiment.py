@@ -4,7 +4,8 @@ import sys
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from common.errors import OperationError
-from common.validate import INT32_MAX, OneLineErrors, arg, integer
+from common.inputs import OneLineErrors, arg
+from common.validate import INT32_MAX, integer
 from experiments import services
 from experiments.models import Experiment, Status
 from experiments.plan import MODES, PRESETS, RULES

@@ -1,7 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from common.errors import OperationError
-from common.validate import OneLineErrors, arg, integer
+from common.inputs import OneLineErrors, arg
+from common.validate import integer
 from faults import selectors, services, stores
 from faults.models import Action
 

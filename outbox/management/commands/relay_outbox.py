@@ -6,8 +6,9 @@ from django.db import close_old_connections
 
 from common.db import open_autocommit
 from common.errors import OperationError
+from common.inputs import OneLineErrors, arg
 from common.stopping import StopFlag
-from common.validate import OneLineErrors, arg, integer
+from common.validate import integer
 from outbox import services
 
 

@@ -4,7 +4,8 @@ import sys
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from common.validate import OneLineErrors, arg, text
+from common.inputs import OneLineErrors, arg
+from common.validate import text
 
 
 class Command(OneLineErrors, BaseCommand):

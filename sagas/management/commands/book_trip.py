@@ -3,7 +3,8 @@ import time
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from common.errors import OperationError
-from common.validate import OneLineErrors, arg, seconds, text
+from common.inputs import OneLineErrors, arg
+from common.validate import seconds, text
 from sagas import services
 from sagas.definitions import TRIP
 from sagas.models import SagaLog, State

@@ -11,8 +11,9 @@ from django.db import close_old_connections, connections
 
 from common import sideconn
 from common.errors import OperationError
+from common.inputs import OneLineErrors, arg
 from common.stopping import StopFlag
-from common.validate import DAY, OneLineErrors, arg, integer, seconds
+from common.validate import DAY, integer, seconds
 from sagas import recovery
 
 INTERVAL = {"what": "the interval", "high": 3600}

@@ -2,7 +2,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from common.validate import OneLineErrors, arg, integer
+from common.inputs import OneLineErrors, arg
+from common.validate import integer
 from sagas.models import Event, Saga, State
 from sagas.selectors import saga_as_dict
 

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from common.errors import OperationError
-from common.validate import OneLineErrors, arg
+from common.inputs import OneLineErrors, arg
 from faults.services import InjectedFault
 from users import services
 from users.models import EmailSend, Mode, User

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
 from common.errors import OperationError
-from common.validate import OneLineErrors, arg
+from common.inputs import OneLineErrors, arg
 from users.models import User
 from users.services import parse_name
 

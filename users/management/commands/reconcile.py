@@ -2,7 +2,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from common.errors import OperationError
-from common.validate import OneLineErrors, arg, seconds
+from common.inputs import OneLineErrors, arg
+from common.validate import seconds
 from users import services
 
 

@@ -3,7 +3,7 @@ import unicodedata
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from common.validate import OneLineErrors
+from common.inputs import OneLineErrors
 from users.selectors import system_state
 
 NAME_COLUMNS = 20
