@@ -64,6 +64,9 @@ def test_run_job_refuses_to_run_inside_a_transaction(db):
 
 
 @pytest.mark.cluster
+# The parking is the ledger's, whatever the broker; that the stock ORM broker redelivers a job
+# whose worker died is shown on it by test_a_worker_killed_mid_email_job_is_redelivered...
+@pytest.mark.any_broker
 def test_a_job_that_kills_its_worker_every_time_is_parked_not_retried_forever(
     transactional_db, start_process
 ):
@@ -91,6 +94,7 @@ def test_a_job_that_kills_its_worker_every_time_is_parked_not_retried_forever(
 
 
 @pytest.mark.cluster
+@pytest.mark.any_broker  # the ledger parks it, whatever the broker
 def test_a_job_that_raises_every_time_is_parked_and_shows_as_a_lost_email(
     transactional_db, start_process
 ):

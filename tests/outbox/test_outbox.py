@@ -1,3 +1,4 @@
+import json
 import re
 
 import pytest
@@ -218,18 +219,19 @@ def test_relay_once_command_prints_the_counts(transactional_db, capsys):
 
 def test_two_relays_at_once_publish_each_message_exactly_once(transactional_db, start_process):
     publish_committed(300)
-    # The first relay claims a batch and holds it (and its row locks) for 10 s; the second
+    # The first relay claims a batch and holds it (and its row locks) for 4 s; the second
     # starts while it does and must work around it with SKIP LOCKED: both really run at once.
-    faults.arm(point="relay.publish", action="delay", times=1, delay_ms=10_000)
-    relays = [start_process("relay_outbox", "--once", "--batch", "7", name="relay0")]
+    faults.arm(point="relay.publish", action="delay", times=1, delay_ms=4_000)
+    relays = [start_process("relay_outbox", "--once", "--json", "--batch", "7", name="relay0")]
     wait_until(lambda: Fault.objects.filter(point="relay.publish", fired=1).exists(),
                timeout=30, message="the first relay to claim its batch")
-    relays.append(start_process("relay_outbox", "--once", "--batch", "7", name="relay1"))
+    relays.append(start_process("relay_outbox", "--once", "--json", "--batch", "7",
+                                name="relay1"))
     for relay in relays:
         assert relay.proc.wait(timeout=60) == 0, relay.log()
     assert OutboxMessage.objects.filter(published_at__isnull=False).count() == 300
     assert redis_user_ids() == list(range(1, 301)), "each message enqueued its job once"
-    counts = [int(r.log().split("published ")[1].split(",")[0]) for r in relays]
+    counts = [json.loads(r.log().strip().splitlines()[-1])["published"] for r in relays]
     assert sum(counts) == 300
     assert counts[0] >= 7, "the first relay published the batch it held"
     assert counts[1] > 0, "the second relay worked around the held batch"

@@ -1,3 +1,5 @@
+import dataclasses
+import json
 import time
 
 from django.conf import settings
@@ -27,8 +29,11 @@ class Command(OneLineErrors, BaseCommand):
                             help="messages claimed per transaction (default OUTBOX_BATCH_SIZE, "
                                  f"{settings.OUTBOX_BATCH_SIZE}; at most "
                                  f"{services.BATCH['high']:,})")
+        parser.add_argument("--json", action="store_true", dest="as_json",
+                            help="with --once: print the counts as one JSON object")
 
-    def handle(self, *args, once: bool, follow: bool, batch: int | None, **options) -> None:
+    def handle(self, *args, once: bool, follow: bool, batch: int | None, as_json: bool = False,
+               **options) -> None:
         try:  # again: call_command(batch=...) skips argparse's type
             batch = None if batch is None else integer(batch, **services.BATCH)
         except OperationError as e:
@@ -40,7 +45,10 @@ class Command(OneLineErrors, BaseCommand):
             result = services.relay_outbox(batch=batch)
         except OperationError as e:
             raise CommandError(str(e)) from e
-        self.stdout.write(self.style.SUCCESS(str(result)))
+        if as_json:
+            self.stdout.write(json.dumps(dataclasses.asdict(result)))
+        else:
+            self.stdout.write(self.style.SUCCESS(str(result)))
 
     def follow(self, batch: int | None) -> None:
         stopping = StopFlag()
