@@ -133,8 +133,10 @@ class Command(OneLineErrors, BaseCommand):
           f"compensated, {s['stuck']} stuck, {s['half_done']} half done, "
           f"{s['flights_booked_twice']} flights booked twice")
         f = r["faults"]
-        w(f"faults: {f['kills']} kills {f['kills_by_target']}, {f['pg_restarts']} PostgreSQL "
-          f"restarts, {f['terminations']} terminations, {f['pauses']} pauses, "
+        by_target = ", ".join(f"{t} {n}" for t, n in f["kills_by_target"].items())
+        w(f"faults: {f['kills']} kills" + (f" ({by_target})" if by_target else "") + ", "
+          f"{f['pg_restarts']} PostgreSQL restarts, {f['terminations']} terminations, "
+          f"{f['pauses']} pauses, "
           f"{f['redis_restarts']} Redis restarts, {f['signup_faults']} signup and "
           f"{f['saga_faults']} saga faults; supervisor restarts {f['restarts']}; "
           f"reconciliations {f['reconciled']}")
