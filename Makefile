@@ -179,7 +179,7 @@ faults: ready ## list the fault points
 bench: ready ## throughput, latency, crashes: ours and the peers side by side (docs/benchmarks.md)
 	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt 2>&1 \
 	  | { grep -v 'is ignored: it is neither a file' || true; }
-	@$(STORES) bash -c '$(PY) -m bench.run && $(PY) -m bench.peers.run'
+	@$(STORES) bash -c '$(PY) -m bench.run && { [ -n "$$BENCH_ONLY" ] || $(PY) -m bench.peers.run; }'
 
 lock: ## rebuild requirements.txt from requirements.in in a scratch venv
 	@rm -rf /tmp/reliable-lock && $(PYTHON_SYS) -m venv /tmp/reliable-lock

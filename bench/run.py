@@ -3,7 +3,8 @@
 Runs against a scratch database `reliable_bench` on the same PostgreSQL (dropped and created
 anew), with real `qcluster` / `relay_outbox` processes, and prints a Markdown table.
 Sizes: BENCH_N (default 1000) signups / messages / tasks, BENCH_SAGAS (default 200).
-BENCH_ONLY=sagas,latency (names of the bench_* functions) runs only those.
+BENCH_ONLY=sagas,latency (names of the bench_* functions) runs only those, and `make bench`
+then skips the peers.
 """
 
 from __future__ import annotations
