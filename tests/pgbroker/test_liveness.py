@@ -155,8 +155,9 @@ def test_a_claim_that_committed_as_the_connection_broke_is_handed_back_on_reconn
     back, then its session ended."""
     wait_until(lambda: Cluster.objects.exists(), timeout=30, message="the cluster's row")
     owner = Cluster.objects.get().owner
-    enqueue(events, "orphan")
-    Job.objects.update(owner=owner, claimed_at=timezone.now(), attempts=1)
+    with transaction.atomic():  # committed already owned: the cluster's own claim never sees it
+        enqueue(events, "orphan")
+        Job.objects.update(owner=owner, claimed_at=timezone.now(), attempts=1)
     with connection.cursor() as cur:
         cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE application_name LIKE 'pgbroker %%'")
