@@ -163,12 +163,15 @@ reconcile: ready ## enqueue again the welcome emails a store lost (outbox and qu
 
 experiment: export ARG_PRESET := $(value preset)
 experiment: export ARG_SEED := $(value seed)
-experiment: ready redis-start ## one experiment: preset=talk|smoke|chaos [seed=N]; admin -> Experiments shows it
-	@$(MANAGE) experiment --preset "$${ARG_PRESET:-talk}" $${ARG_SEED:+--seed "$$ARG_SEED"}
+# The long runs start PostgreSQL and Redis if they are not running, and stop them afterwards.
+experiment: $(STAMP) ## one experiment: preset=talk|smoke|chaos [seed=N]; admin -> Experiments shows it
+	@$(STORES) bash -c '$(MANAGE) migrate --no-input -v 0 && \
+	  $(MANAGE) experiment --preset "$${ARG_PRESET:-talk}" $${ARG_SEED:+--seed "$$ARG_SEED"}'
 
 chaos: export ARG_SEED := $(value seed)
-chaos: ready redis-start ## the big experiment: 10,000 signups per mode, 50 kills, 3 PostgreSQL restarts, 1,000 sagas
-	@$(MANAGE) experiment --preset chaos $${ARG_SEED:+--seed "$$ARG_SEED"}
+chaos: $(STAMP) ## the big experiment: 10,000 signups per mode, 50 kills, 3 PostgreSQL restarts, 1,000 sagas
+	@$(STORES) bash -c '$(MANAGE) migrate --no-input -v 0 && \
+	  $(MANAGE) experiment --preset chaos $${ARG_SEED:+--seed "$$ARG_SEED"}'
 
 relay: ready ## relay the outbox once
 	@$(MANAGE) relay_outbox --once
@@ -176,7 +179,7 @@ relay: ready ## relay the outbox once
 faults: ready ## list the fault points
 	@$(MANAGE) faults list
 
-bench: ready ## throughput, latency, crashes: ours and the peers side by side (docs/benchmarks.md)
+bench: $(STAMP) ## throughput, latency, crashes: ours and the peers side by side (docs/benchmarks.md)
 	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt 2>&1 \
 	  | { grep -v 'is ignored: it is neither a file' || true; }
 	@$(STORES) bash -c '$(PY) -m bench.run && { [ -n "$$BENCH_ONLY" ] || $(PY) -m bench.peers.run; }'
