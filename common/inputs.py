@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from django import forms
-from django.core.management.base import CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from common.errors import OperationError
 
@@ -25,6 +25,7 @@ def arg(parse: Callable[..., Any], /, **rules: Any) -> Callable[[str], Any]:
             raise argparse.ArgumentTypeError(str(e)) from None
 
     convert.__name__ = str(rules.get("what", parse.__name__))
+    convert.check = lambda value: parse(value, **rules)  # OneLineErrors.execute
     return convert
 
 
@@ -63,17 +64,34 @@ def one_line(message: str) -> str:
 
 class OneLineErrors:
     """A management command mixin: its parser (and its subcommands' parsers) keep every error
-    on one line. `class Command(OneLineErrors, BaseCommand)`."""
+    on one line, and every option typed with `arg(...)` is checked by its parser however the
+    command is called: `call_command(name, timeout=...)` hands keyword values to the command
+    without argparse's `type`, so `execute` runs them through the same parser (which leaves
+    a value argparse already parsed as it is). `class Command(OneLineErrors, BaseCommand)`."""
 
     def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any):
         parser = super().create_parser(prog_name, subcommand, **kwargs)  # type: ignore[misc]
-        _one_line_parser(parser)
+        self._checks = _one_line_parser(parser)
         return parser
 
+    def execute(self, *args: Any, **options: Any):
+        for dest, check in getattr(self, "_checks", {}).items():
+            if options.get(dest) is not None:
+                try:
+                    options[dest] = check(options[dest])
+                except OperationError as e:
+                    raise CommandError(str(e)) from None
+        return super().execute(*args, **options)  # type: ignore[misc]
 
-def _one_line_parser(parser: argparse.ArgumentParser) -> None:
+
+def _one_line_parser(parser: argparse.ArgumentParser) -> dict[str, Callable[[Any], Any]]:
+    """Make `parser` and its subparsers one-line; returns {dest: check} of the `arg` options."""
     parser.__class__ = OneLineParser
+    checks = {}
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():
-                _one_line_parser(sub)
+                checks.update(_one_line_parser(sub))
+        elif hasattr(action.type, "check"):
+            checks[action.dest] = action.type.check
+    return checks

@@ -446,3 +446,22 @@ def test_from_a_shell_a_refusal_is_usage_and_one_line_with_exit_status_2(db, cap
     assert err[-1].startswith("manage.py ")
     assert not Saga.objects.exists()
     assert not User.objects.exists()
+
+
+@pytest.mark.parametrize(("name", "args", "options", "message"), [
+    ("book_trip", ["x"], {"timeout": math.nan}, "the timeout must be a number of seconds"),
+    ("relay_outbox", [], {"batch": -1}, "the batch size must be a whole number"),
+    ("demo_superuser", [], {"username": ""}, "the name is empty"),
+    ("recover_sagas", [], {"interval": 0}, "the interval must be a number of seconds"),
+    ("faults", ["arm", "email.send", "--action", "raise"], {"times": 0},
+     "must be a whole number"),
+])
+def test_keyword_options_from_call_command_are_checked_like_typed_ones(
+    db, name, args, options, message
+):
+    """call_command hands keyword values to a command without argparse's `type`: the same
+    parsers check them (common.inputs.OneLineErrors), and nothing is written."""
+    before = counts()
+    with pytest.raises(CommandError, match=message):
+        call_command(name, *args, **options)
+    assert counts() == before

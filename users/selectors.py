@@ -10,7 +10,7 @@ from django.db.models import Count, Q
 from django.utils import timezone
 
 from jobs.selectors import queue_counts, queued_calls, redis_status
-from outbox.models import OutboxMessage
+from outbox.models import STATE_CONDITIONS, MessageState, OutboxMessage
 from outbox.selectors import outbox_counts
 from users.models import Mode, User
 from users.services import EMAIL_STORE, SEND_EMAIL_TASK, WELCOME_TOPIC
@@ -57,7 +57,7 @@ def users_with_pending_email() -> set[int]:
     ids = users_with_email_job()
     recent = timezone.now() - timedelta(seconds=PUBLISHED_GRACE_SECONDS)
     messages = welcome_messages().filter(
-        Q(pk__in=OutboxMessage.objects.pending().values("pk")) | Q(published_at__gte=recent))
+        STATE_CONDITIONS[MessageState.PENDING] | Q(published_at__gte=recent))
     for payload in messages.values_list("payload", flat=True):
         if isinstance(payload, dict):
             ids.add(payload.get("user_id"))

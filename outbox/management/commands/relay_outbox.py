@@ -34,10 +34,6 @@ class Command(OneLineErrors, BaseCommand):
 
     def handle(self, *args, once: bool, follow: bool, batch: int | None, as_json: bool = False,
                **options) -> None:
-        try:  # again: call_command(batch=...) skips argparse's type
-            batch = None if batch is None else integer(batch, **services.BATCH)
-        except OperationError as e:
-            raise CommandError(str(e)) from e
         if follow:
             self.follow(batch)
             return

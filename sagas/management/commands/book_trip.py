@@ -41,7 +41,6 @@ class Command(OneLineErrors, BaseCommand):
     def handle(self, *args, customer: str, fail, crash, slow, wait: bool, timeout: float,
                **options) -> None:
         try:
-            timeout = seconds(timeout, **services.TIMEOUT)  # call_command(timeout=...) too
             saga = services.start_trip(customer=customer, fail=fail, crash=crash, slow=slow)
         except OperationError as e:
             raise CommandError(str(e)) from e

@@ -6,11 +6,10 @@ import time
 import traceback
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 from django.db import close_old_connections, connections
 
 from common import sideconn
-from common.errors import OperationError
 from common.inputs import OneLineErrors, arg
 from common.stopping import StopFlag
 from common.validate import DAY, integer, seconds
@@ -47,13 +46,7 @@ class Command(OneLineErrors, BaseCommand):
     def handle(self, *args, once: bool, follow: bool, interval: float, batch: int,
                saga_timeout: float | None, **options) -> None:
         if saga_timeout is None:
-            saga_timeout = float(settings.Q_TIMEOUT)
-        try:  # again: call_command(batch=...) skips argparse's type
-            batch = integer(batch, **recovery.BATCH)
-            interval = seconds(interval, **INTERVAL)
-            saga_timeout = seconds(saga_timeout, **SAGA_TIMEOUT)
-        except OperationError as e:
-            raise CommandError(str(e)) from e
+            saga_timeout = float(settings.Q_TIMEOUT)  # 1 s to a day (settings check it)
         if not follow:
             self.report(recovery.recover_sagas(batch=batch), always=True)
             return

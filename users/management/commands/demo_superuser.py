@@ -3,7 +3,6 @@ import secrets
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from common.errors import OperationError
 from common.inputs import OneLineErrors, arg
 from users.models import User
 from users.services import parse_name
@@ -26,10 +25,6 @@ class Command(OneLineErrors, BaseCommand):
                             help="give an existing superuser a new password")
 
     def handle(self, *args, username: str, reset: bool, **options) -> None:
-        try:  # again: call_command(username=...) skips argparse's type
-            username = parse_name(username)
-        except OperationError as e:
-            raise CommandError(str(e)) from e
         password = secrets.token_urlsafe(12)
         with transaction.atomic():
             user = User.objects.select_for_update().filter(username=username).first()
