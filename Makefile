@@ -8,6 +8,7 @@ PY          := $(VENV)/bin/python
 MANAGE      := $(PY) manage.py
 LOCAL_PG    := $(PYTHON_SYS) devtools/local_postgres.py
 LOCAL_REDIS := $(PYTHON_SYS) devtools/local_redis.py
+LAB         := $(PYTHON_SYS) devtools/lab.py
 STORES      := $(LOCAL_PG) run -- $(LOCAL_REDIS) run --
 SUPERVISE   := $(PYTHON_SYS) devtools/supervise.py
 RUN_ADDR    ?= 127.0.0.1:8000
@@ -27,7 +28,7 @@ RESET := \033[0m
 .PHONY: usage setup ready venv db-start db-stop db-reset db-status redis-start redis-stop \
         redis-status reconcile experiment chaos migrate run demo stop status \
         test test-fast lint format clean lock create-user show-state relay faults bench book-trip show-saga recover screenshots \
-        browser-deps need-args
+        browser-deps need-args lab-up lab-down lab-status
 
 usage: ## this menu
 	@printf "$(BOLD)Reliable background work on Django + PostgreSQL$(RESET)\n\n"
@@ -97,14 +98,20 @@ status: ## what is running: each program's state and pid, Redis, PostgreSQL
 	@$(LOCAL_REDIS) status || true
 	@$(LOCAL_PG) status || true
 
+# The lab's tests (simulated hosts, as root) wait on timeouts more than they compute: they run
+# beside the second pass, their output shown after it.
 test: $(STAMP) browser-deps ## lint + the whole suite against real PostgreSQL and Redis (sets up from nothing)
 	@$(VENV)/bin/ruff check .
-	@$(STORES) bash -c '$(VENV)/bin/pytest $(PYTEST_ARGS) && \
-	  echo "== the cluster tests again, on the stock django-q2 ORM broker (Q_BROKER=orm) ==" && \
-	  Q_BROKER=orm $(VENV)/bin/pytest -q -m "cluster and not any_broker" $(PYTEST_ARGS)'
+	@mkdir -p var/log
+	@$(STORES) bash -c '$(VENV)/bin/pytest -m "not lab" $(PYTEST_ARGS) || exit 1; \
+	  echo "== the cluster tests again, on the stock django-q2 ORM broker (Q_BROKER=orm), and the lab of simulated hosts beside them =="; \
+	  $(VENV)/bin/pytest -q -m lab $(PYTEST_ARGS) > var/log/test-lab.log 2>&1 & lab=$$!; \
+	  Q_BROKER=orm $(VENV)/bin/pytest -q -m "cluster and not any_broker" $(PYTEST_ARGS); orm=$$?; \
+	  wait $$lab; labbed=$$?; echo "== the lab (tests/lab, devtools/lab.py) =="; \
+	  cat var/log/test-lab.log; [ $$orm -eq 0 ] && [ $$labbed -eq 0 ]'
 
-test-fast: $(STAMP) ## the suite without the browser tests, on the default broker only
-	@$(STORES) $(VENV)/bin/pytest -m "not browser" $(PYTEST_ARGS)
+test-fast: $(STAMP) ## the suite without the browser and lab tests, on the default broker only
+	@$(STORES) $(VENV)/bin/pytest -m "not browser and not lab" $(PYTEST_ARGS)
 
 browser-deps: ## Debian's chromium for the browser tests (installed with apt when root)
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -172,6 +179,16 @@ chaos: export ARG_SEED := $(value seed)
 chaos: $(STAMP) ## the big experiment: 10,000 signups per mode, 50 kills, 3 PostgreSQL restarts, 1,000 sagas
 	@$(STORES) bash -c '$(MANAGE) migrate --no-input -v 0 && \
 	  $(MANAGE) experiment --preset chaos $${ARG_SEED:+--seed "$$ARG_SEED"}'
+
+lab-up: export ARG_HOSTS := $(value hosts)
+lab-up: $(STAMP) ## simulated hosts (root): PostgreSQL, Redis, relay and hosts=N worker hosts over TCP (docs/lab.md)
+	@$(LAB) up --hosts "$${ARG_HOSTS:-2}"
+
+lab-down: ## remove every namespace, link and process of the lab (also after a crash)
+	@$(LAB) down
+
+lab-status: ## the lab's hosts, their programs, and which are cut off
+	@$(LAB) status || true
 
 relay: ready ## relay the outbox once
 	@$(MANAGE) relay_outbox --once

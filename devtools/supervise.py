@@ -203,15 +203,19 @@ def supervisord_pid(var: Path = VAR) -> int | None:
         return None
 
 
-def ctl(var: Path, python: str, *args: str) -> int:
+def ctl(var: Path, python: str, *args: str, quiet: bool = False) -> int:
     supervisorctl = str(Path(python).parent / "supervisorctl")
-    return subprocess.call([supervisorctl, "-c", str(paths(var)["conf"]), *args])
+    return subprocess.call([supervisorctl, "-c", str(paths(var)["conf"]), *args],
+                           stdout=subprocess.DEVNULL if quiet else None)
 
 
 def start(names: list[str] | None = None, *, var: Path = VAR, python: str = PYTHON,
-          env: dict[str, str] | None = None, run_addr: str | None = None) -> int:
+          env: dict[str, str] | None = None, run_addr: str | None = None,
+          prefix: list[str] | None = None, check: bool = True) -> int:
     """Start supervisord with `names` (default: all), unless it runs already; report a
-    program that exits at once. `env` (default: ours) is the programs' environment."""
+    program that exits at once (unless `check` is off: `check_started` later). `env`
+    (default: ours) is the programs' environment; `prefix` runs supervisord, and so its
+    programs, through a command (the lab's `ip netns exec HOST`)."""
     names = names or list(PROGRAMS)
     env = dict(os.environ if env is None else env)
     try:
@@ -238,10 +242,11 @@ def start(names: list[str] | None = None, *, var: Path = VAR, python: str = PYTH
         d.mkdir(parents=True, exist_ok=True)
     p["conf"].write_text(conf)
     # It returns once it listens on its socket and has forked into the background.
-    if subprocess.call([str(supervisord), "-c", str(p["conf"])], env=env, cwd=BASE_DIR):
+    if subprocess.call([*(prefix or []), str(supervisord), "-c", str(p["conf"])], env=env,
+                       cwd=BASE_DIR):
         print(f"supervisord did not start; see {shown(p['log'])}", file=sys.stderr)
         return 1
-    return _check_started(names, var)
+    return check_started(names, var) if check else 0
 
 
 def collectstatic(python: str, env: dict[str, str]) -> int:
@@ -258,7 +263,7 @@ def _static_root(env: dict[str, str]) -> Path:
     return Path(settings_env.text("STATIC_ROOT", str(VAR / "static"), environ=env))
 
 
-def _check_started(names: list[str], var: Path) -> int:
+def check_started(names: list[str], var: Path, *, quiet: bool = False) -> int:
     """Watch the programs for START_CHECK_SECONDS: each must be RUNNING under one pid."""
     pids: dict[str, set[int]] = {name: set() for name in names}
     deadline = time.monotonic() + START_CHECK_SECONDS
@@ -274,7 +279,8 @@ def _check_started(names: list[str], var: Path) -> int:
     for name in names:
         info, log = infos[name], var / "log" / f"{name}.log"
         if info["statename"] == "RUNNING" and len(pids[name]) == 1:
-            print(f"{name:<14} started (pid {info['pid']}, log {shown(log)})")
+            if not quiet:
+                print(f"{name:<14} started (pid {info['pid']}, log {shown(log)})")
             continue
         failed += 1
         print(f"{name} exited at once (started {len(pids[name])} times in "
@@ -294,16 +300,17 @@ def _last_line(path: Path) -> str:
     return lines[-1] if lines else ""
 
 
-def stop(*, var: Path = VAR, python: str = PYTHON) -> int:
+def stop(*, var: Path = VAR, python: str = PYTHON, quiet: bool = False) -> int:
     """Stop every program by its rules, then supervisord; then SIGKILL whatever is left in a
     program's process group."""
     pid = supervisord_pid(var)
     if pid is None:
-        print("supervisord    not running")
+        if not quiet:
+            print("supervisord    not running")
         return 0
     groups = {name: info["pid"] for name, info in programs(var).items() if info["pid"]}
-    ctl(var, python, "stop", "all")
-    ctl(var, python, "shutdown")
+    ctl(var, python, "stop", "all", quiet=quiet)
+    ctl(var, python, "shutdown", quiet=quiet)
     deadline = time.monotonic() + SHUTDOWN_TIMEOUT
     while alive(pid):
         if time.monotonic() > deadline:

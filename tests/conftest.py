@@ -35,7 +35,7 @@ def _no_faults_left_armed(request) -> Iterator[None]:
     """Faults are stored through a separate autocommit connection, outside the test's
     transaction, so a test's rollback does not remove them: delete them after every test."""
     yield
-    if "django_db_setup" in request.fixturenames:
+    if {"db", "transactional_db"} & set(request.fixturenames):  # a test that had a database
         with sideconn.side_cursor() as cur:
             cur.execute("DELETE FROM faults_fault")
 

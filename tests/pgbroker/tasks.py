@@ -1,6 +1,7 @@
-"""Tasks for the liveness tests. Each run of a job appends "start"/"end" lines to a file, and
-holds an exclusive lock on a per-job file while it runs: a second run of the same job starting
-while the first is still alive finds the lock taken and says so (the lock dies with its
+"""Tasks for the liveness tests. Each run of a job appends "start"/"end" lines to a file, with
+its host (HOST_NAME: the lab's hosts share this machine's filesystem) and pid, and holds an
+exclusive lock on a per-job file while it runs: a second run of the same job starting while
+the first is still alive, on any host, finds the lock taken and says so (the lock dies with its
 process, like a worker's SIGKILL)."""
 
 import fcntl
@@ -17,15 +18,16 @@ def _append(path: str, line: str) -> None:
 
 
 def run(path: str, key: str, seconds: float = 0.0) -> str:
+    me = f"{os.environ.get('HOST_NAME') or '-'} {os.getpid()}"
     lock = open(f"{path}.{key}.lock", "a")  # noqa: SIM115 (held for the whole run)
     try:
         fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        _append(path, f"overlap {key} {os.getpid()} {time.time()}")
+        _append(path, f"overlap {key} {me} {time.time()}")
         raise RuntimeError(f"job {key} is already running elsewhere") from None
-    _append(path, f"start {key} {os.getpid()} {time.time()}")
+    _append(path, f"start {key} {me} {time.time()}")
     time.sleep(seconds)
-    _append(path, f"end {key} {os.getpid()} {time.time()}")
+    _append(path, f"end {key} {me} {time.time()}")
     lock.close()
     return key
 

@@ -46,7 +46,7 @@ class Events:
             return []
         rows = []
         for line in self.path.read_text().splitlines():
-            event, key, pid, at = line.split()
+            event, key, _host, pid, at = line.split()
             rows.append((event, key, int(pid), float(at)))
         return rows
 
@@ -58,11 +58,6 @@ class Events:
 
     def overlaps(self) -> list[str]:
         return [k for e, k, _, _ in self.read() if e == "overlap"]
-
-
-@pytest.fixture
-def events(tmp_path) -> Events:
-    return Events(tmp_path / "events")
 
 
 def enqueue(events: Events, key: str, seconds: float = 0.0) -> None:

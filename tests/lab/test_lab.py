@@ -1,0 +1,159 @@
+"""The lab's smoke run (`make test`): simulated hosts over real TCP (devtools/lab.py), one
+partition of a worker host and one pause of a whole cluster. The long runs (60 s partitions,
+120 s pauses, many hosts) are `make experiment preset=jepsen`'s.
+
+Every job here writes start/end lines naming its host and holds a per-job file lock while it
+runs (tests/pgbroker/tasks.py): a run of a job while another run of it lives, on any host, is
+seen.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from devtools import lab
+from devtools.processes import alive
+from tests.helpers import wait_until
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("ip"),
+                       reason="the lab needs root and iproute2 (network namespaces)"),
+]
+RUN = "tests.pgbroker.tasks.run"
+REDELIVERY_BOUND = 10.0  # seconds: docs/guarantees.md
+BACK_BOUND = 10.0  # a healed host serves again within this
+
+
+class History:
+    """The lines the jobs wrote: (event, key, host, pid, time)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> list[tuple[str, str, str, int, float]]:
+        if not self.path.exists():
+            return []
+        rows = []
+        for line in self.path.read_text().splitlines():
+            event, key, host, pid, at = line.split()
+            rows.append((event, key, host, int(pid), float(at)))
+        return rows
+
+    def runs(self, event: str, key: str | None = None) -> list[tuple[str, str, int, float]]:
+        return [(k, h, p, t) for e, k, h, p, t in self.read()
+                if e == event and (key is None or k == key)]
+
+    def running_on(self, host: str) -> set[str]:
+        """Jobs whose run on `host` started, has not ended, and whose process lives (a
+        killed run writes no end)."""
+        started = {(k, p) for k, h, p, _ in self.runs("start") if h == host}
+        ended = {(k, p) for k, h, p, _ in self.runs("end") if h == host}
+        return {k for k, p in started - ended if alive(p)}
+
+    def overlaps(self) -> list[str]:
+        return [k for k, *_ in self.runs("overlap")]
+
+
+def sql(query: str) -> list[list[str]]:
+    out = lab.psql(query, database=lab.DB_NAME)
+    return [line.split("|") for line in out.strip().splitlines()]
+
+
+def owner_of(host: str) -> int:
+    ((owner,),) = wait_until(lambda: sql(f"SELECT owner FROM pgbroker_cluster "
+                                         f"WHERE host = '{host}'"),
+                             timeout=30, message=f"{host}'s PostgreSQL cluster")
+    return int(owner)
+
+
+def enqueue(history: History, keys: list[str], seconds: float) -> None:
+    code = ("from django.db import transaction\nfrom django_q.tasks import async_task\n"
+            "with transaction.atomic():\n"
+            f"    for key in {keys!r}:\n"
+            f"        async_task({RUN!r}, {str(history.path)!r}, key, {seconds!r})\n")
+    r = lab.manage("shell", "-c", code, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def the_lab():
+    lab.up(workers=2)
+    yield lab.load()
+    lab.down(quiet=True)
+    assert lab.namespaces() == [], "the lab left a namespace behind"
+
+
+@pytest.fixture
+def history(tmp_path) -> History:
+    path = tmp_path / "history"
+    path.touch(mode=0o666)
+    return History(path)
+
+
+def busy_host(history: History) -> str:
+    """A worker host running a job (whichever claimed first)."""
+    return wait_until(lambda: next((h for h in ("w1", "w2") if history.running_on(h)), None),
+                      timeout=30, message="a host to run a job")
+
+
+def log_tail(host: str) -> str:
+    return (lab.host(host).var / "log" / "qcluster.log").read_text()[-3000:]
+
+
+def test_a_worker_host_cut_off_from_postgresql_has_its_jobs_run_elsewhere_never_twice_at_once(
+    the_lab, history
+):
+    keys = [f"j{i}" for i in range(12)]
+    enqueue(history, keys, seconds=3.0)
+    victim = busy_host(history)
+    owner = owner_of(victim)
+    assert sql(f"SELECT id FROM pgbroker_job WHERE owner = {owner}"), f"{victim} holds jobs"
+    lab.partition(victim, peer="db", way="both")
+    cut = time.time()
+    try:
+        taken = wait_until(
+            lambda: not sql(f"SELECT 1 FROM pgbroker_job WHERE owner = {owner}") and time.time(),
+            timeout=30, interval=0.05, message=f"{victim}'s jobs to be taken back")
+        assert taken - cut <= REDELIVERY_BOUND, f"taken back {taken - cut:.1f} s after the cut"
+        # the victim's own fence stopped its workers before that: nothing of it still runs
+        assert history.running_on(victim) == set(), log_tail(victim)
+        assert history.overlaps() == []
+        time.sleep(max(0.0, cut + 12 - time.time()))  # the partition lasts a while
+    finally:
+        lab.heal(victim)
+    healed = time.time()
+    back = wait_until(
+        lambda: sql(f"SELECT 1 FROM pgbroker_cluster WHERE host = '{victim}' "
+                    f"AND seen_at > to_timestamp({healed})") and time.time(),
+        timeout=30, interval=0.1, message=lambda: f"{victim} to serve again:\n"
+                                                  + log_tail(victim))
+    assert back - healed <= BACK_BOUND, f"{victim} back {back - healed:.1f} s after the heal"
+    wait_until(lambda: all(history.runs("end", k) for k in keys), timeout=60,
+               message=lambda: f"every job to finish: {history.read()}")
+    assert history.overlaps() == []
+    assert "before another cluster may take it over" in log_tail(victim)
+
+
+def test_a_whole_cluster_paused_runs_nothing_twice_at_once_and_then_finishes(
+    the_lab, history
+):
+    keys = [f"p{i}" for i in range(8)]
+    enqueue(history, keys, seconds=1.0)
+    victim = busy_host(history)
+    group = lab.programs(victim)["qcluster"]["pid"]
+    os.killpg(group, signal.SIGSTOP)
+    try:
+        time.sleep(6)
+        assert history.overlaps() == []
+    finally:
+        os.killpg(group, signal.SIGCONT)
+    wait_until(lambda: all(history.runs("end", k) for k in keys), timeout=60,
+               message=lambda: f"every job to finish: {history.read()}")
+    assert history.overlaps() == []
