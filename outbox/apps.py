@@ -7,6 +7,7 @@ class OutboxConfig(AppConfig):
 
     def ready(self) -> None:
         from faults.points import register
+        from pgbroker import scheduler as schedules
 
         register("relay.publish",
                  "in the outbox relay, after claiming a batch, before any message is handled")
@@ -17,3 +18,6 @@ class OutboxConfig(AppConfig):
                  "in the outbox relay, after Redis accepted the batch's jobs, before "
                  "PostgreSQL commits their messages as published (a crash here publishes "
                  "them again)")
+        # The backstop for when no `relay_outbox --follow` runs: the cluster relays once a
+        # minute (created again by the cluster if someone deletes it).
+        schedules.register("relay outbox", "outbox.tasks.relay_outbox", minutes=1)

@@ -44,7 +44,6 @@ import queue as stdqueue
 import random
 import select
 import signal
-import socket
 import threading
 import time
 import traceback
@@ -54,32 +53,43 @@ from multiprocessing.connection import Connection, wait
 
 import psycopg
 from django import db
+from django.conf import settings
 from django_q.brokers import Broker, get_broker
 from django_q.conf import Conf, logger
 from django_q.humanhash import humanize
 from django_q.monitor import save_task
-from django_q.scheduler import scheduler
 from django_q.signals import post_execute
 from django_q.signing import BadSignature, SignedPackage
 from django_q.utils import get_func_repr
 from django_q.worker import worker as django_q_worker
 from picklefield.fields import dbsafe_encode
 
+from pgbroker import history
 from pgbroker.broker import PostgresBroker, alias
-from pgbroker.store import Claimed, Outcome, OwnerKeyTaken, Store, Writer, result_line
+from pgbroker.scheduler import Scheduler
+from pgbroker.store import (
+    Claimed,
+    Outcome,
+    OwnerKeyTaken,
+    Store,
+    WorkerKey,
+    Writer,
+    host_name,
+    result_line,
+    timing,
+)
+from pgbroker.timing import GRACE, TICK, WATCH
 
-TICK = 0.25  # seconds between housekeeping passes (timers, sweep, heartbeat)
-GRACE = 1.0  # a dead owner's jobs are taken back after its key was seen free this long
-FENCE = GRACE / 2  # cut off from the database this long: stop busy workers
 PUBLISH_EVERY = 1.0
 STAT_TTL = 3  # seconds a published stat lives unless renewed
-HOST = socket.gethostname()
-SCHEDULER_EVERY = 30.0
+HANG = 10.0  # a dispatcher whose loop has not turned for this long is hung: the main process
+# kills it (and so its workers), and another cluster takes its jobs back (PGBROKER_HANG_SECONDS)
 BAD_PACKAGE = ("the task package could not be read ({error}): it was signed with another "
                "SECRET_KEY or Q_CLUSTER name, or it is not a django-q2 package")
 GAVE_UP = "gave up after {attempts} attempts; the last: {last}"
 WORKER_DIED = "worker {pid} died ({how}) while running it"
 HANDED_BACK = "handed back unstarted: the cluster stopped"
+KEY_LOST = "handed back unstarted: its worker no longer held the cluster's key"
 RUN_AGAIN_MAX = 60.0
 PIPELINE = 2  # jobs in one worker's pipe: the running one and the next
 PIPELINE_FAST = 8  # ... while the worker's last jobs each took under FAST_JOB seconds
@@ -132,11 +142,16 @@ def error_summary(result: object) -> str:
 
 
 class Inbox:
-    """A worker's task queue: its own end of its own pipe (django-q2's worker reads .get())."""
+    """A worker's task queue: its own end of its own pipe (django-q2's worker reads .get()).
+    With the PostgreSQL broker it starts a job only while it holds its cluster's key."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, key: WorkerKey | None = None,
+                 owner: int | None = None) -> None:
         self.conn = conn
+        self.key = key
+        self.owner = owner
         self.functions: dict[str, object] = {}
+        self.recording = bool(history.directory())
 
     def get(self):
         while True:
@@ -146,7 +161,11 @@ class Inbox:
                 return "STOP"  # the dispatcher is gone
             if message == "STOP":
                 return message
-            job_id, package = message
+            job_id, package, attempt, waited, claimed_t = message
+            if self.key is not None and not self.key.holds_for(job_id):
+                with contextlib.suppress(OSError):
+                    self.conn.send(("lost", job_id))
+                return "STOP"  # a new worker takes the next job with a key of its own
             try:
                 task = SignedPackage.loads(package)
             except (TypeError, BadSignature) as e:
@@ -154,11 +173,22 @@ class Inbox:
                 continue
             task["cluster"] = Conf.CLUSTER_NAME
             task["ack_id"] = job_id
+            if self.recording:
+                self._record_start(task, attempt, waited, claimed_t)
             func = task["func"]
             if isinstance(func, str):  # django-q2's worker would import it for every task
                 task["func_name"] = func
                 task["func"] = self.functions.get(func) or self._locate(func)
             return task
+
+    def _record_start(self, task: dict, attempt: int, waited: float | None,
+                      claimed_t: float | None) -> None:
+        job = f"pg:{task['ack_id']}" if self.key is not None else f"q:{task['id']}"
+        if waited is not None and claimed_t:  # due-to-claim (database) + claim-to-start here
+            waited += time.monotonic() - claimed_t
+        history.start(job, attempt=attempt, owner=f"{self.owner:x}" if self.owner else None,
+                      waited=waited, func=str(task["func"]) if isinstance(task["func"], str)
+                      else task.get("func_name"), cluster=Conf.CLUSTER_NAME)
 
     def _locate(self, name: str):
         func = pydoc.locate(name)
@@ -178,6 +208,9 @@ class Outbox:
     def put(self, task: dict) -> None:
         job_id = task.get("ack_id")
         success = bool(task["success"])
+        if history.directory():
+            history.record("end", f"pg:{job_id}" if self.native else f"q:{task['id']}",
+                           ok=success)
         error = "" if success else error_summary(task["result"])
         slow = (not self.native or Conf.SAVE_LIMIT > 0 or task.get("chain")
                 or task.get("hook") or task.get("cached") or post_execute.has_listeners())
@@ -205,7 +238,7 @@ def _short(value) -> str | None:
 
 
 def worker_main(conn: Connection, timer, timeout, parent: int, close_fds: list[int],
-                native: bool) -> None:
+                native: bool, owner: int | None = None) -> None:
     die_with_parent(parent)
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -213,7 +246,8 @@ def worker_main(conn: Connection, timer, timeout, parent: int, close_fds: list[i
     for fd in close_fds:  # the dispatcher's database socket and the other workers' pipes
         with contextlib.suppress(OSError):
             os.close(fd)
-    django_q_worker(Inbox(conn), Outbox(conn, native=native), timer, timeout)
+    key = WorkerKey(alias=alias(), owner=owner) if native else None
+    django_q_worker(Inbox(conn, key, owner), Outbox(conn, native=native), timer, timeout)
 
 
 @dataclass
@@ -229,6 +263,8 @@ class Slot:
     jobs: deque = field(default_factory=deque)
     since: float = 0.0  # wall clock: when the running job started, for the dashboard
     stopped: bool = False  # STOP sent
+    lost: bool = False  # the worker lost the cluster's key: none of its jobs started
+    fenced: bool = False  # killed by the fence (the database stopped answering)
     recent: deque = field(default_factory=lambda: deque(maxlen=2))  # last job durations
 
     @property
@@ -369,9 +405,15 @@ class Flusher:
 
 
 class Dispatcher:
-    def __init__(self, *, cluster_id: str, parent: int, broker: Broker | None = None) -> None:
+    def __init__(self, *, cluster_id: str, parent: int, broker: Broker | None = None,
+                 heartbeat=None) -> None:
         self.cluster_id = cluster_id
         self.parent = parent
+        self.heartbeat = heartbeat  # a shared double: monotonic time of the last loop turn
+        # The watchdog thread kills workers; the loop replaces them: one at a time.
+        self.slots_lock = threading.Lock()
+        self.fence_seconds = timing().fence
+        self.fence: threading.Thread | None = None
         self.broker = broker or get_broker()
         self.native = isinstance(self.broker, PostgresBroker)
         self.pid = os.getpid()
@@ -397,7 +439,6 @@ class Dispatcher:
         self.dead_seen: dict[int, float] = {}
         self.down_since: float | None = None
         self.next_tick = self.next_publish = 0.0
-        self.next_schedule = time.monotonic() + 1.0
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
         os.set_blocking(self.wake_r, False)
@@ -419,6 +460,11 @@ class Dispatcher:
         db.connections.close_all()
         for number in range(Conf.WORKERS):
             self.slots.append(self._spawn(number))
+        if self.native:
+            self.fence = threading.Thread(target=self._watch, name="fence", daemon=True)
+            self.fence.start()
+        if Conf.SCHEDULER:
+            Scheduler(broker=self.broker, stopping=lambda: self.stopping).start()
         logger.info("Q Cluster %s [%s] running.", self.name, self.queue)
         try:
             self._loop()
@@ -438,6 +484,8 @@ class Dispatcher:
 
     def _loop(self) -> None:
         while True:
+            if self.heartbeat is not None:
+                self.heartbeat.value = time.monotonic()
             self._wait()
             self._read_workers()
             if self.stopping:
@@ -499,7 +547,7 @@ class Dispatcher:
         close += [self.wake_r, self.wake_w]
         process = mp_context().Process(
             target=worker_main, name=f"Worker-{number}",
-            args=(theirs, timer, self.timeout, os.getpid(), close, self.native))
+            args=(theirs, timer, self.timeout, os.getpid(), close, self.native, self.owner))
         process.daemon = Conf.DAEMONIZE_WORKERS
         process.start()
         theirs.close()
@@ -516,13 +564,21 @@ class Dispatcher:
             except (EOFError, OSError):
                 gone = True
             if gone or not slot.process.is_alive():
-                self.slots[i] = self._replace(slot)
+                with self.slots_lock:
+                    self.slots[i] = self._replace(slot)
 
     def _replace(self, slot: Slot) -> Slot:
         slot.process.join(timeout=5)
         how = exit_description(slot.process.exitcode)
-        if slot.jobs:
+        if slot.lost:
+            logger.warning("worker %s no longer held the cluster's key: handing back %s "
+                           "unstarted job(s)", slot.process.pid, len(slot.jobs))
+            while slot.jobs:
+                self._handed_back(slot.jobs.popleft(), give_back=1, why=KEY_LOST)
+        elif slot.jobs:
             why = WORKER_DIED.format(pid=slot.process.pid, how=how)
+            history.record("died", f"pg:{slot.jobs[0].id}" if self.native else "",
+                           worker=slot.process.pid, how=how)
             self._died(slot.jobs.popleft(), why)
             while slot.jobs:  # queued behind it, never started
                 self._handed_back(slot.jobs.popleft(), give_back=1)
@@ -542,6 +598,9 @@ class Dispatcher:
 
     def _handle(self, slot: Slot, message: tuple) -> None:
         kind, job_id = message[0], message[1]
+        if kind == "lost":  # it exits without starting anything: _replace hands its jobs back
+            slot.lost = True
+            return
         job = None
         if slot.jobs and slot.jobs[0].id == job_id:
             job = slot.jobs.popleft()
@@ -590,9 +649,9 @@ class Dispatcher:
         else:
             self.outcome.retry.append((job.id, 0.0, 0, why))
 
-    def _handed_back(self, job: Claimed, *, give_back: int) -> None:
+    def _handed_back(self, job: Claimed, *, give_back: int, why: str = HANDED_BACK) -> None:
         if self.native:
-            self.outcome.retry.append((job.id, 0.0, give_back, HANDED_BACK))
+            self.outcome.retry.append((job.id, 0.0, give_back, why))
 
     def _park_or_drop(self, job_id: int, error: str) -> None:
         if self.native:
@@ -609,7 +668,7 @@ class Dispatcher:
         return sum(s.room for s in self.slots)
 
     def _can_dispatch(self) -> bool:
-        if not self._room():
+        if not self._room() or (self.native and not self.store.up):
             return False
         if self.buffer:
             return any(s.room and (not s.jobs or len(self.buffer[0].payload) <= PIPELINE_MAX_BYTES)
@@ -642,6 +701,8 @@ class Dispatcher:
                     self._lost(e)
 
     def _dispatch_buffer(self) -> None:
+        if self.native and not self.store.up:
+            return  # whether these jobs are still ours is known again after reconnecting
         # Idle workers first; a busy worker gets a job queued behind its running one only if
         # the job is small: a large one could fill its pipe while the worker, still busy,
         # is itself blocked sending a large result back (both ends would wait forever).
@@ -714,7 +775,8 @@ class Dispatcher:
 
     def _dispatch(self, slot: Slot, job: Claimed) -> None:
         try:
-            slot.conn.send((job.id, job.payload))
+            slot.conn.send((job.id, job.payload, job.attempts,
+                            job.waited if self.native else None, job.claimed_t))
         except OSError:
             self._handed_back(job, give_back=1)
             return
@@ -749,6 +811,7 @@ class Dispatcher:
             return
         elapsed = TICK if not self.next_tick else now - self.next_tick + TICK
         self.next_tick = now + TICK
+        self._check_threads()
         self._timers(elapsed)
         if self.native:
             if not self.store.up:
@@ -764,22 +827,25 @@ class Dispatcher:
         elif now >= self.next_publish:
             self.next_publish = now + PUBLISH_EVERY
             self._publish_stat()
-        if Conf.SCHEDULER and now >= self.next_schedule and not self.stopping:
-            self.next_schedule = now + SCHEDULER_EVERY
-            try:
-                scheduler(broker=self.broker)
-            except Exception:
-                logger.exception("the scheduler failed")
-            db.connections.close_all()
+
+    def _check_threads(self) -> None:
+        """Without its flusher nothing it runs is ever acknowledged, without its fence a cut
+        may let its jobs run twice: a dispatcher missing either stops (its main process starts
+        a new one, and its jobs are taken back)."""
+        if not self.native:
+            return
+        for thread in (self.flusher.thread, self.fence):
+            if not thread.is_alive() and not self.stopping:
+                raise RuntimeError(f"the dispatcher's {thread.name} thread died")
 
     def _publish_stat(self) -> None:
         """Another broker (Redis): say who we are through its stat keys, as django-q2's
         sentinel does, expiring unless renewed (`<Q_STAT>:<cluster name>:<host>:<pid>`)."""
-        stat = {"host": HOST, "pid": os.getpid(), "cluster": Conf.CLUSTER_NAME,
+        stat = {"host": host_name(), "pid": os.getpid(), "cluster": Conf.CLUSTER_NAME,
                 "workers": self.snapshot()[:-1], "buffered": self.source.buffer.qsize(),
                 "at": time.time()}
         try:
-            self.broker.set_stat(f"{Conf.Q_STAT}:{Conf.CLUSTER_NAME}:{HOST}:{os.getpid()}",
+            self.broker.set_stat(f"{Conf.Q_STAT}:{Conf.CLUSTER_NAME}:{host_name()}:{os.getpid()}",
                                  json.dumps(stat), STAT_TTL)
         except Exception as e:  # the broker is down: the stat expires, which says so
             logger.debug("could not publish the cluster's stat: %s", e)
@@ -815,11 +881,33 @@ class Dispatcher:
                     del self.dead_seen[owner]
                     if n:
                         logger.warning("took back %s job(s) of dead cluster %x", n, owner)
+                        history.record("took_back", "", owner=f"{owner:x}", jobs=n)
                         self._wake()
             finally:
                 self.store.release_key(owner)
 
     # --- losing the database --------------------------------------------------------------
+
+    def _watch(self) -> None:
+        """The fence, in a thread of its own so that a call blocked on a dead peer cannot
+        blind it: no statement has come back from the database for `fence` seconds, so this
+        cluster may be cut off, and its busy workers are stopped before the server can end
+        its sessions and another cluster take their jobs (pgbroker.timing has the order)."""
+        while not self.stopping:
+            time.sleep(WATCH)
+            silent = time.monotonic() - self.store.last_ok
+            if silent < self.fence_seconds:
+                continue
+            with self.slots_lock:
+                for slot in self.slots:
+                    if slot.running is None or slot.fenced or slot.process.exitcode is not None:
+                        continue
+                    logger.critical("no answer from the database for %.1f s: stopping worker "
+                                    "%s (job %s) before another cluster may take it over",
+                                    silent, slot.process.pid, slot.running.id)
+                    slot.fenced = True
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(slot.process.pid, signal.SIGKILL)
 
     def _lost(self, error: Exception) -> None:
         if self.down_since is None:
@@ -829,13 +917,6 @@ class Dispatcher:
 
     def _reconnect(self) -> None:
         down = time.monotonic() - (self.down_since or time.monotonic())
-        if down >= FENCE:
-            for slot in self.slots:
-                if slot.running is not None and slot.process.is_alive():
-                    logger.critical("no database for %.1fs: stopping worker %s running job %s",
-                                    down, slot.process.pid, slot.running.id)
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(slot.process.pid, signal.SIGKILL)
         try:
             self.store.connect(pid=self.pid)
         except (psycopg.Error, OwnerKeyTaken) as e:
@@ -870,9 +951,9 @@ class Dispatcher:
                            len(orphans), orphans[:10])
 
 
-def dispatcher_main(cluster_id: str, parent: int) -> None:
+def dispatcher_main(cluster_id: str, parent: int, heartbeat) -> None:
     try:
-        Dispatcher(cluster_id=cluster_id, parent=parent).run()
+        Dispatcher(cluster_id=cluster_id, parent=parent, heartbeat=heartbeat).run()
     except Exception:
         logger.critical("the dispatcher failed:\n%s", traceback.format_exc())
         raise
@@ -889,6 +970,9 @@ class Cluster:
     stopping: bool = False
     process: multiprocessing.process.BaseProcess | None = None
     started: list[float] = field(default_factory=list)
+    heartbeat: object = None  # the dispatcher's last loop turn (a shared double, monotonic)
+    hang: float = field(default_factory=lambda: float(getattr(settings, "PGBROKER_HANG_SECONDS",
+                                                               HANG)))
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._stop)
@@ -908,6 +992,19 @@ class Cluster:
                 self._start()
             with contextlib.suppress(InterruptedError):
                 select.select([self.process.sentinel], [], [], 0.5)
+            self._check_hung()
+
+    def _check_hung(self) -> None:
+        """A dispatcher that is stopped (SIGSTOP, a debugger) or stuck holds its claimed jobs
+        and its workers hold its key: nobody else may run them. Past HANG, kill it: its
+        workers die with it, its key is freed, and its jobs are taken back."""
+        silent = time.monotonic() - self.heartbeat.value
+        if self.stopping or silent < self.hang or not self.process.is_alive():
+            return
+        logger.critical("the dispatcher (pid %s) has not turned its loop for %.0f s: "
+                        "killing it", self.process.pid, silent)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.process.pid, signal.SIGKILL)
 
     def _pace(self) -> None:
         now = time.monotonic()
@@ -918,8 +1015,9 @@ class Cluster:
     def _start(self) -> None:
         db.connections.close_all()
         cluster_id = os.urandom(16).hex()
+        self.heartbeat = mp_context().Value("d", time.monotonic(), lock=False)
         self.process = mp_context().Process(target=dispatcher_main, name="Dispatcher",
-                                            args=(cluster_id, os.getpid()))
+                                            args=(cluster_id, os.getpid(), self.heartbeat))
         self.process.start()
         self.started.append(time.monotonic())
 

@@ -9,6 +9,7 @@ key within milliseconds and any other cluster's sweep sees its jobs as orphaned.
 from __future__ import annotations
 
 import json
+import select
 import socket
 import time
 from collections.abc import Iterable, Sequence
@@ -16,8 +17,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg
+from django.conf import settings
 from django.db import connections
 from django_q.models import Task
+
+from pgbroker.timing import Timing, with_options
 
 ENQUEUE_LOCK_CLASS = 29026  # the enqueue function's shared lock: pg_advisory_xact_lock_shared
 CHANNEL = "pgbroker"
@@ -33,7 +37,8 @@ UPDATE pgbroker_job AS j
    SET owner = %(owner)s, attempts = j.attempts + 1, claimed_at = clock_timestamp()
   FROM next
  WHERE j.id = next.id
-RETURNING j.id, j.payload, j.attempts, j.last_error
+RETURNING j.id, j.payload, j.attempts, j.last_error,
+          extract(epoch FROM clock_timestamp() - j.run_at)::float8
 """
 
 NEXT_RUN_AT = """
@@ -50,10 +55,13 @@ SELECT CASE WHEN pg_try_advisory_lock(%(cls)s, hashtext(%(queue)s))
 
 ACK = "DELETE FROM pgbroker_job WHERE id = ANY(%s) AND owner = %s"
 
+# A failed job waits its backoff; one handed back unstarted, or whose worker died, keeps its
+# place in the queue (it runs before what came in meanwhile).
 RETRY = """
 UPDATE pgbroker_job AS j
    SET owner = NULL, claimed_at = NULL,
-       run_at = clock_timestamp() + make_interval(secs => v.delay),
+       run_at = CASE WHEN v.delay > 0 THEN clock_timestamp() + make_interval(secs => v.delay)
+                     ELSE least(j.run_at, clock_timestamp()) END,
        attempts = j.attempts - v.give_back, last_error = v.error
   FROM unnest(%s::bigint[], %s::float8[], %s::int[], %s::text[]) AS v(id, delay, give_back, error)
  WHERE j.id = v.id AND j.owner = %s
@@ -72,8 +80,7 @@ STILL_OURS = "SELECT id FROM pgbroker_job WHERE id = ANY(%s) AND owner = %s"
 # broke, its rows never received. Nobody ran them: free them and give the attempt back.
 HAND_BACK_UNKNOWN = """
 UPDATE pgbroker_job
-   SET owner = NULL, claimed_at = NULL, run_at = clock_timestamp(),
-       attempts = greatest(attempts - 1, 0), last_error = %s
+   SET owner = NULL, claimed_at = NULL, attempts = greatest(attempts - 1, 0), last_error = %s
  WHERE owner = %s AND NOT (id = ANY(%s))
 RETURNING id
 """
@@ -89,24 +96,46 @@ SELECT o.owner FROM (
  WHERE pg_try_advisory_lock(o.owner)
 """
 
+# Taken back, a job keeps its place in the queue: it was due (or running) before the jobs
+# enqueued since, and runs before them.
 TAKE_BACK = """
 UPDATE pgbroker_job
-   SET owner = NULL, claimed_at = NULL, run_at = clock_timestamp(), last_error = %s
+   SET owner = NULL, claimed_at = NULL, last_error = %s
  WHERE owner = %s
 """
 
 
+def timing() -> Timing:
+    """The timeouts of both sides of a connection (settings.PGBROKER_TIMING, pgbroker.timing)."""
+    return getattr(settings, "PGBROKER_TIMING", None) or Timing()
+
+
+def host_name() -> str:
+    """This machine's name in the clusters' table and the logs: settings.HOST_NAME (the lab's
+    hosts share one kernel, so one hostname), else the hostname."""
+    return getattr(settings, "HOST_NAME", "") or socket.gethostname()
+
+
 def connection_params(alias: str) -> dict:
     """psycopg keyword arguments for `alias` as Django would connect (OPTIONS included),
-    with a connect timeout and TCP keepalives so a vanished host is noticed."""
+    with a connect timeout, and timeouts on both sides so a vanished peer is noticed in
+    seconds (pgbroker.timing), unless Django's OPTIONS set them already."""
     params = connections[alias].get_connection_params()
     for key in ("cursor_factory", "context", "prepare_threshold"):
         params.pop(key, None)
-    params.setdefault("connect_timeout", 5)
-    params.setdefault("keepalives", 1)
-    params.setdefault("keepalives_idle", 10)
-    params.setdefault("keepalives_interval", 5)
-    params.setdefault("keepalives_count", 3)
+    if "tcp_user_timeout" not in params:
+        params = with_options(params, timing())
+    return params
+
+
+def dispatcher_params(alias: str) -> dict:
+    """The dispatcher's session: its own statements are short; one that waits (a lock, a
+    server in trouble) is cancelled, so the dispatcher stays responsive."""
+    params = connection_params(alias)
+    t = timing()
+    extra = (f"-c statement_timeout={t.statement_timeout_ms} "
+             f"-c lock_timeout={t.statement_timeout_ms // 2}")
+    params["options"] = f"{params.get('options', '')} {extra}".strip()
     return params
 
 
@@ -120,6 +149,8 @@ class Claimed:
     payload: str
     attempts: int
     last_error: str
+    waited: float = 0.0  # seconds it had been due when claimed (the database's clock)
+    claimed_t: float = 0.0  # when this process claimed it (monotonic)
 
 
 @dataclass
@@ -191,9 +222,11 @@ class Store:
         self.alias = alias
         self.queue = queue
         self.owner = owner
-        self.params = connection_params(alias)
+        self.params = dispatcher_params(alias)
         self.conn: psycopg.Connection | None = None
         self.woken = False
+        # when a statement last came back from the server (monotonic): the fence's clock
+        self.last_ok = time.monotonic()
 
     # --- the session ------------------------------------------------------------------------
 
@@ -204,23 +237,35 @@ class Store:
     def fileno(self) -> int:
         return self.conn.fileno()
 
+    def _execute(self, sql: str, params=None) -> psycopg.Cursor:
+        cur = self.conn.execute(sql, params)
+        self.last_ok = time.monotonic()
+        return cur
+
     def connect(self, *, pid: int) -> None:
+        """Open the session and hold the owner key, shared: the cluster's workers hold it too
+        (pgbroker.cluster.WorkerKey), and another cluster can take it, exclusively, only once
+        every session of this cluster has ended. A session of ours that the server still
+        keeps after a partition healed does not stand in the way of the new one."""
         conn = psycopg.connect(**self.params, autocommit=True,
                                application_name=f"pgbroker {self.queue}")
         try:
-            if not conn.execute("SELECT pg_try_advisory_lock(%s)", [self.owner]).fetchone()[0]:
-                raise OwnerKeyTaken(f"owner key {self.owner:x} is held by another session")
+            if not conn.execute("SELECT pg_try_advisory_lock_shared(%s)",
+                                [self.owner]).fetchone()[0]:
+                raise OwnerKeyTaken(f"owner key {self.owner:x} is being taken back by "
+                                    "another cluster")
             conn.add_notify_handler(self._notified)
             conn.execute(f"LISTEN {CHANNEL}")
             conn.execute(
                 "INSERT INTO pgbroker_cluster (owner, queue, host, pid, idle, workers) "
                 "VALUES (%s, %s, %s, %s, false, '[]') "
                 "ON CONFLICT (owner) DO UPDATE SET idle = false, seen_at = now()",
-                [self.owner, self.queue, socket.gethostname(), pid])
+                [self.owner, self.queue, host_name(), pid])
         except BaseException:
             conn.close()
             raise
         self.conn = conn
+        self.last_ok = time.monotonic()
         self.woken = True  # look for work at once
 
     def close(self) -> None:
@@ -231,7 +276,7 @@ class Store:
     def leave(self) -> None:
         """A clean stop: forget this cluster (its jobs were handed back or acknowledged)."""
         if self.up:
-            self.conn.execute("DELETE FROM pgbroker_cluster WHERE owner = %s", [self.owner])
+            self._execute("DELETE FROM pgbroker_cluster WHERE owner = %s", [self.owner])
 
     def _notified(self, notify: psycopg.Notify) -> None:
         if notify.payload == self.queue:
@@ -251,24 +296,25 @@ class Store:
 
     def claim(self, n: int) -> list[Claimed]:
         self.woken = False
-        rows = self.conn.execute(CLAIM, {"queue": self.queue, "n": n, "owner": self.owner})
-        return sorted((Claimed(*row) for row in rows), key=lambda c: c.id)
+        rows = self._execute(CLAIM, {"queue": self.queue, "n": n, "owner": self.owner})
+        now = time.monotonic()
+        return sorted((Claimed(*row, claimed_t=now) for row in rows), key=lambda c: c.id)
 
     def set_idle(self, idle: bool) -> None:
-        self.conn.execute("UPDATE pgbroker_cluster SET idle = %s WHERE owner = %s",
+        self._execute("UPDATE pgbroker_cluster SET idle = %s WHERE owner = %s",
                           [idle, self.owner])
 
     def no_enqueue_in_flight(self) -> bool:
-        row = self.conn.execute(NO_ENQUEUE_IN_FLIGHT,
+        row = self._execute(NO_ENQUEUE_IN_FLIGHT,
                                 {"cls": ENQUEUE_LOCK_CLASS, "queue": self.queue}).fetchone()
         return bool(row[0])
 
     def seconds_to_next_run(self) -> float | None:
-        (seconds,) = self.conn.execute(NEXT_RUN_AT, [self.queue]).fetchone()
+        (seconds,) = self._execute(NEXT_RUN_AT, [self.queue]).fetchone()
         return None if seconds is None else max(0.0, float(seconds))
 
     def still_ours(self, ids: Iterable[int]) -> set[int]:
-        rows = self.conn.execute(STILL_OURS, [list(ids), self.owner])
+        rows = self._execute(STILL_OURS, [list(ids), self.owner])
         return {row[0] for row in rows}
 
     def hand_back_unknown(self, known: Iterable[int]) -> list[int]:
@@ -276,31 +322,83 @@ class Store:
         have finished and not yet written); returns their ids."""
         note = (f"handed back at {time.strftime('%H:%M:%S')}: claimed while the connection "
                 "broke, never received")
-        rows = self.conn.execute(HAND_BACK_UNKNOWN, [note, self.owner, list(known)])
+        rows = self._execute(HAND_BACK_UNKNOWN, [note, self.owner, list(known)])
         return [row[0] for row in rows]
 
     # --- liveness ---------------------------------------------------------------------------
 
     def publish(self, *, idle: bool, workers: Sequence[dict]) -> None:
-        self.conn.execute(
+        self._execute(
             "UPDATE pgbroker_cluster SET seen_at = now(), idle = %s, workers = %s "
             "WHERE owner = %s", [idle, json.dumps(list(workers)), self.owner])
 
     def dead_owners(self) -> list[int]:
         """Owners whose key was free; the caller now holds each key until `release_key`."""
-        return [row[0] for row in self.conn.execute(DEAD_OWNERS, {"me": self.owner})]
+        return [row[0] for row in self._execute(DEAD_OWNERS, {"me": self.owner})]
 
     def take_back(self, dead: int) -> int:
         """Free every job of a dead owner (whose key the caller holds) and forget it."""
         with self.conn.transaction():
-            n = self.conn.execute(
+            n = self._execute(
                 TAKE_BACK, [f"taken back at {time.strftime('%H:%M:%S')}: cluster {dead:x} "
                             f"died (its database session ended)", dead]).rowcount
-            self.conn.execute("DELETE FROM pgbroker_cluster WHERE owner = %s", [dead])
+            self._execute("DELETE FROM pgbroker_cluster WHERE owner = %s", [dead])
         return n
 
     def release_key(self, key: int) -> None:
-        self.conn.execute("SELECT pg_advisory_unlock(%s)", [key])
+        self._execute("SELECT pg_advisory_unlock(%s)", [key])
+
+
+class WorkerKey:
+    """A worker's own session, holding its cluster's owner key shared for as long as the
+    worker lives. Another cluster takes the key (exclusively) only once every session of this
+    cluster has ended, dispatcher's and workers' alike: a dispatcher that is paused, or whose
+    session was ended, cannot have its jobs taken from workers that are still running them.
+
+    The worker opens the session before its first job, and checks then that the job is still
+    its cluster's (it may have been taken back before the key was held). Before each later
+    job it checks, without a round trip, that the session still lives: a server that ended it
+    has said so on its socket. A worker whose key is gone runs nothing more and exits."""
+
+    def __init__(self, *, alias: str, owner: int) -> None:
+        self.owner = owner
+        self.params = connection_params(alias)
+        self.conn: psycopg.Connection | None = None
+
+    def holds_for(self, job_id: int) -> bool:
+        if self.conn is None:
+            try:
+                conn = psycopg.connect(**self.params, autocommit=True,
+                                       application_name="pgbroker worker")
+            except psycopg.Error:
+                return False
+            try:
+                held = conn.execute(
+                    "SELECT pg_try_advisory_lock_shared(%(o)s) AND EXISTS ("
+                    "SELECT 1 FROM pgbroker_job WHERE id = %(id)s AND owner = %(o)s)",
+                    {"o": self.owner, "id": job_id}).fetchone()[0]
+            except psycopg.Error:
+                held = False
+            if not held:
+                conn.close()
+                return False
+            self.conn = conn
+            return True
+        return self.alive()
+
+    def alive(self) -> bool:
+        """Nothing runs on this session: if its socket is readable, the server has spoken,
+        and on an idle session that is the end of it (or a notice, which changes nothing)."""
+        if self.conn.closed:
+            return False
+        readable, _, _ = select.select([self.conn.fileno()], [], [], 0)
+        if not readable:
+            return True
+        try:
+            self.conn.pgconn.consume_input()
+        except psycopg.Error:
+            return False
+        return self.conn.pgconn.status == psycopg.pq.ConnStatus.OK
 
 
 class Writer:

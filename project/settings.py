@@ -22,6 +22,7 @@ import dj_database_url
 from common import env
 from devtools.local_postgres import default_database_url
 from devtools.local_redis import default_redis_url
+from pgbroker.timing import Timing, TimingError, with_options
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -135,12 +136,25 @@ DATABASES = {
                          conn_max_age=env.integer("CONN_MAX_AGE", 60, low=0, high=86_400),
                          conn_health_checks=True),
 }
-# A vanished database host is noticed in seconds, not hours (its advisory locks, which tell
-# who is alive, go with its sessions): connect timeout and TCP keepalives, unless the URL's
-# OPTIONS say otherwise.
-for _key, _value in {"connect_timeout": 5, "keepalives": 1, "keepalives_idle": 10,
-                     "keepalives_interval": 5, "keepalives_count": 3}.items():
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(_key, _value)
+# A vanished peer is noticed in seconds, not hours, on both sides of every connection, in an
+# order that stops a cut-off cluster's workers before its jobs can be taken back (the formula
+# is in pgbroker/timing.py and docs/guarantees.md), unless the URL's OPTIONS say otherwise.
+try:
+    PGBROKER_TIMING = Timing(
+        fence=env.number("PGBROKER_FENCE_SECONDS", 2.5, low=0.1, high=3600),
+        client_timeout_ms=env.integer("PGBROKER_CLIENT_TIMEOUT_MS", 2000, low=100,
+                                      high=3_600_000),
+        server_timeout_ms=env.integer("PGBROKER_SERVER_TIMEOUT_MS", 6000, low=100,
+                                      high=3_600_000),
+        idle_in_transaction_ms=env.integer("PG_IDLE_IN_TRANSACTION_MS", 60_000, low=1000,
+                                           high=86_400_000))
+except TimingError as _e:
+    raise env.EnvError(str(_e)) from None
+DATABASES["default"]["OPTIONS"] = with_options(DATABASES["default"].get("OPTIONS", {}),
+                                               PGBROKER_TIMING)
+# A dispatcher whose loop stood still this long (stopped, stuck) is killed by its cluster's main
+# process, so its workers let go of the cluster's key and another cluster takes its jobs.
+PGBROKER_HANG_SECONDS = env.number("PGBROKER_HANG_SECONDS", 10, low=1, high=3600)
 # An experiment's runner works on a scratch database (its `default`) and records the run in the
 # project's own database through this second alias (experiments.runner).
 if env.text("RESULTS_DATABASE_URL", ""):
@@ -248,6 +262,12 @@ Q_CLUSTER["ALT_CLUSTERS"] = {
 }
 
 # --- this project's knobs (read inside functions, never at import) ---------------------------
+# This machine's name in the clusters' table, logs and the job history (the lab's simulated
+# hosts share one kernel, and so one hostname).
+HOST_NAME = env.text("HOST_NAME", "")
+# Where every job attempt is written down for checking afterwards (pgbroker/history.py); off
+# when empty. Experiments set it.
+JOB_HISTORY_DIR = env.text("JOB_HISTORY_DIR", "")
 FAULTS_ENABLED = env.boolean("FAULTS_ENABLED", DEBUG)
 OUTBOX_BATCH_SIZE = env.integer("OUTBOX_BATCH_SIZE", 100, low=1, high=10_000)
 OUTBOX_MAX_ATTEMPTS = env.integer("OUTBOX_MAX_ATTEMPTS", 5, low=1, high=1000)

@@ -7,6 +7,7 @@ class SagasConfig(AppConfig):
 
     def ready(self) -> None:
         from faults.points import register
+        from pgbroker import scheduler as schedules
         from sagas import dashboard
         from sagas.definitions import DEFINITIONS
 
@@ -22,3 +23,5 @@ class SagasConfig(AppConfig):
         register("saga.after.SAGA_ABORT",
                  "in the saga coordinator, after SAGA_ABORT committed, before any compensation")
         dashboard.register()
+        # The backstop for sagas whose coordinator died when no `recover_sagas --follow` runs.
+        schedules.register("recover sagas", "sagas.tasks.recover_sagas", minutes=1)

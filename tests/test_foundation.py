@@ -106,5 +106,11 @@ def test_side_connections_keep_the_urls_options_and_a_connect_timeout(db):
     assert connection.settings_dict["OPTIONS"]["connect_timeout"] == 5
     with side_cursor() as cur:
         params = cur.connection.info.get_parameters()
+        # the server's side of the same session, set by the client (on a unix socket the
+        # server reads its TCP settings as 0; the lab's tests see them over TCP)
+        cur.execute("SELECT current_setting('idle_in_transaction_session_timeout')")
+        server = cur.fetchone()
     assert params["connect_timeout"] == "5"
-    assert params["keepalives_idle"] == "10"
+    assert params["keepalives_idle"] == "1"
+    assert params["tcp_user_timeout"] == "2000"
+    assert server == ("1min",)

@@ -8,6 +8,7 @@ class UsersConfig(AppConfig):
     def ready(self) -> None:
         from faults.points import register
         from outbox import topics
+        from pgbroker import scheduler as schedules
         from users import dashboard, services
 
         register("signup.part1",
@@ -26,3 +27,5 @@ class UsersConfig(AppConfig):
             store=services.EMAIL_STORE[services.Mode.OUTBOX], kwargs=services.welcome_kwargs,
             done=services.welcome_done, description="a new user's welcome email"))
         dashboard.register()
+        schedules.register("reconcile welcome emails", "users.tasks.reconcile_welcome_emails",
+                           minutes=1)

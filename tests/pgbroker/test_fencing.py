@@ -1,0 +1,116 @@
+"""Fencing that does not rely on timing: a paused dispatcher whose session is ended must not
+have its jobs run elsewhere while its workers still run them (real clusters, real SIGSTOP,
+a real pg_terminate_backend). Jobs write start/end lines and hold a per-job file lock while
+they run (tests/pgbroker/tasks.py): a second run of a job while the first lives is seen."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+from django.db import connection, transaction
+
+from jobs.selectors import queue_drained
+from pgbroker.models import Cluster, Job
+from tests.helpers import wait_until
+from tests.pgbroker.test_liveness import dispatcher_of, enqueue, pgbroker_only
+
+pytestmark = [pytest.mark.cluster, pgbroker_only]
+
+
+def end_dispatcher_session(owner: int) -> int:
+    """pg_terminate_backend of the session that holds `owner`'s key as the dispatcher (the
+    workers' sessions hold it too, and are left alone)."""
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l "
+            "JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.objsubid = 1 "
+            "AND ((l.classid::bigint << 32) | l.objid::bigint) = %s "
+            "AND a.application_name LIKE 'pgbroker %%' "
+            "AND a.application_name <> 'pgbroker worker'", [owner])
+        return cur.fetchone()[0]
+
+
+def test_a_paused_dispatcher_whose_session_ended_keeps_its_jobs_from_running_twice(
+    transactional_db, start_process, events
+):
+    """The issue measured 3 overlaps and 2 jobs run twice in full: the other cluster took the
+    jobs back after the grace while the paused cluster's workers still ran them. The workers
+    hold the key too, so nobody may take those jobs while they live."""
+    first = start_process("qcluster", name="first", ready="running.")
+    keys = [f"p{i}" for i in range(6)]
+    with transaction.atomic():  # one claim: 2 running, 2 in the pipes, 2 buffered
+        for key in keys:
+            enqueue(events, key, seconds=2.0)
+    wait_until(lambda: len(events.starts("p0") + events.starts("p1")) >= 1, timeout=30,
+               message="the first jobs to start")
+    owner = Cluster.objects.get().owner
+    start_process("qcluster", name="second", ready="running.")
+    dispatcher = dispatcher_of(first)
+    os.kill(dispatcher, signal.SIGSTOP)
+    try:
+        assert end_dispatcher_session(owner) == 1
+        time.sleep(4)  # grace (1 s) and sweeps well past: were the key free, it was taken
+        assert Job.objects.filter(owner=owner).count() >= 2, "nothing was taken back"
+        assert events.overlaps() == []
+    finally:
+        os.kill(dispatcher, signal.SIGCONT)
+    wait_until(queue_drained, timeout=60, message="every job to be done:\n" + first.log()[-2000:])
+    assert events.overlaps() == []
+    for key in keys:
+        assert len(events.ends(key)) == 1, f"{key} ran {len(events.ends(key))} times"
+
+
+def test_a_hung_dispatcher_is_killed_and_its_jobs_run_elsewhere(
+    transactional_db, start_process, events
+):
+    """The other side of the workers' key: a dispatcher that never turns its loop again would
+    keep its jobs forever. Its main process kills it (and so its workers) after
+    PGBROKER_HANG_SECONDS."""
+    hang = 3.0  # (the default is 10 s)
+    first = start_process("qcluster", name="first", ready="running.", Q_WORKERS="1",
+                          PGBROKER_HANG_SECONDS=str(hang))
+    keys = ["h0", "h1", "h2", "h3"]
+    with transaction.atomic():  # one claim: h0 running, h1 in the pipe, h2 and h3 buffered
+        enqueue(events, "h0", seconds=2.0)
+        for key in keys[1:]:
+            enqueue(events, key, seconds=0.2)
+    wait_until(lambda: events.starts("h0"), timeout=30, message="the first job to start")
+    owner = Cluster.objects.get().owner
+    assert Job.objects.filter(owner=owner).count() == 4
+    start_process("qcluster", name="second", ready="running.")
+    os.kill(dispatcher_of(first), signal.SIGSTOP)
+    paused = time.monotonic()
+    wait_until(lambda: all(events.ends(k) for k in keys), timeout=hang + 20,
+               message=lambda: "the jobs to run elsewhere:\n" + first.log()[-2000:])
+    assert time.monotonic() - paused >= hang - 1, "the buffered jobs waited for the kill"
+    first.wait_for_log("has not turned its loop")
+    assert not Job.objects.filter(owner=owner).exists()
+    assert events.overlaps() == []
+    # h0 and h1 finished on the paused cluster, whose acknowledgements died with it: they
+    # ran again (at least once, one after the other); the buffered ones never ran there
+    assert [len(events.ends(k)) for k in keys[2:]] == [1, 1]
+
+
+def test_a_worker_whose_key_session_was_ended_starts_nothing_more(qcluster, events):
+    """A worker holds its cluster's key on a session of its own; with that session gone it
+    could not keep another cluster from taking the jobs it would run: it hands them back and
+    exits, and a new worker (a key of its own) runs them, each once."""
+    enqueue(events, "first")
+    wait_until(lambda: events.ends("first"), timeout=30, message="the first job")
+    with connection.cursor() as cur:
+        cur.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name = 'pgbroker worker'")
+        assert cur.fetchone()[0] >= 1
+    time.sleep(0.2)  # the server's word reaches the worker's socket
+    keys = [f"w{i}" for i in range(6)]
+    with transaction.atomic():
+        for key in keys:
+            enqueue(events, key)
+    wait_until(queue_drained, timeout=30, message=lambda: "the jobs:\n" + qcluster.log()[-2000:])
+    assert [len(events.ends(k)) for k in keys] == [1] * len(keys)
+    assert "no longer held the cluster's key" in qcluster.log()
+    assert events.overlaps() == []
