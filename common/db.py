@@ -29,3 +29,14 @@ def database_url(alias: str = "default") -> str:
 def open_autocommit(application_name: str) -> psycopg.Connection:
     return psycopg.connect(**connection_params(), autocommit=True,
                            application_name=application_name)
+
+
+def db_now(using: str = "default"):
+    """The database's clock (`now()`: the transaction's start inside one). Every time that one
+    process writes and another compares is read from it, so hosts whose clocks disagree still
+    agree on what is due, expired or old."""
+    from django.db import connections
+
+    with connections[using].cursor() as cur:
+        cur.execute("SELECT now()")
+        return cur.fetchone()[0]

@@ -4,6 +4,7 @@ import uuid
 
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 # last_error of a pending message whose store (Redis) was down: not the message's fault.
@@ -54,8 +55,9 @@ class OutboxMessage(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     topic = models.CharField(max_length=100)
     payload = models.JSONField()
-    created_at = models.DateTimeField(default=timezone.now)
-    available_at = models.DateTimeField(default=timezone.now)
+    # by the database's clock: compared on other hosts (common.db.db_now)
+    created_at = models.DateTimeField(db_default=Now())
+    available_at = models.DateTimeField(db_default=Now())
     published_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True, default="")

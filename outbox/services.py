@@ -11,9 +11,10 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, QuerySet
-from django.utils import timezone
+from django.db.models.functions import Now
 
 from common import validate
+from common.db import db_now
 from common.errors import OperationError
 from common.sideconn import side_cursor
 from faults import services as faults
@@ -114,7 +115,7 @@ def relay_batch(*, batch: int) -> RelayResult:
     result = RelayResult()
     batching = configured()
     with transaction.atomic(), batched_enqueue() as enqueued:
-        now = timezone.now()
+        now = db_now()
         messages = list(
             OutboxMessage.objects.pending()
             .filter(available_at__lte=now)
@@ -236,14 +237,14 @@ def next_due_in() -> float | None:
              .values_list("available_at", flat=True).first())
     if first is None:
         return None
-    return max(0.0, (first - timezone.now()).total_seconds())
+    return max(0.0, (first - db_now()).total_seconds())
 
 
 def retry_dead(*, messages: QuerySet[OutboxMessage]) -> int:
     """Make dead messages pending again, with a fresh set of attempts."""
     with transaction.atomic():
         n = messages.dead().update(
-            dead_at=None, attempts=0, available_at=timezone.now()
+            dead_at=None, attempts=0, available_at=Now()
         )
         if n:
             with connection.cursor() as cur:
@@ -265,7 +266,7 @@ def reconcile(*, topic: str, older_than: float) -> int:
     spec = topics.get(topic)
     if spec is None or spec.done is None:
         return 0
-    now = timezone.now()
+    now = db_now()
     messages = list(OutboxMessage.objects.filter(
         topic=topic, published_at__lt=now - timedelta(seconds=older_than),
         published_at__gte=now - RECONCILE_WINDOW).only("id", "payload", "published_at"))

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from django.db import models
-from django.utils import timezone
+from django.db.models.functions import Now
 
 
 class State(models.TextChoices):
@@ -34,7 +34,7 @@ class SagaQuerySet(models.QuerySet):
 
     def due(self, *, at=None) -> SagaQuerySet:
         """Active sagas whose lease ran out (by `at`, default now): due for recovery."""
-        return self.active().filter(lease_until__lt=at or timezone.now())
+        return self.active().filter(lease_until__lt=at or Now())
 
 
 class Saga(models.Model):

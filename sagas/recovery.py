@@ -10,10 +10,10 @@ from datetime import timedelta
 
 from django.db import transaction
 from django.db.models import Max
-from django.utils import timezone
 from django_q.tasks import async_task
 
 from common import validate
+from common.db import db_now
 from sagas.coordinator import RUN_SAGA_TASK, SagaError, advance, lease_seconds
 from sagas.models import Saga, State
 
@@ -43,7 +43,7 @@ def recover_sagas(*, batch: int = 10,
     batch = validate.integer(batch, **BATCH)
     result = RecoveryResult()
     while True:
-        now = timezone.now()
+        now = db_now()
         with transaction.atomic():
             ids = list(
                 Saga.objects.select_for_update(skip_locked=True).due(at=now)
@@ -80,5 +80,5 @@ def retry_stuck(*, saga: Saga) -> None:
         last = locked.log.aggregate(m=Max("seq"))["m"] or 0
         Saga.objects.filter(pk=saga.pk).update(
             state=State.COMPENSATING, retry_from_seq=last,
-            lease_until=timezone.now() + timedelta(seconds=lease_seconds()))
+            lease_until=db_now() + timedelta(seconds=lease_seconds()))
         async_task(RUN_SAGA_TASK, saga_id=saga.pk, task_name=f"saga {saga.pk} retry")

@@ -11,10 +11,10 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 from django_q.tasks import async_task
 
 from common import validate
+from common.db import db_now
 from faults import services as faults
 from sagas.coordinator import RUN_SAGA_TASK, SagaError, append_event, lease_seconds
 from sagas.definitions import DEFINITIONS, TRIP
@@ -44,7 +44,7 @@ def start_saga(*, kind: str, payload: dict, fault_plan: dict[str, str] | None = 
         faults.arm(point=point, action=action, times=1, scope=scope, delay_ms=slow_ms)
     with transaction.atomic():
         saga = Saga.objects.create(kind=kind, payload=payload, fault_scope=scope,
-                                   lease_until=timezone.now() + timedelta(seconds=lease_seconds()))
+                                   lease_until=db_now() + timedelta(seconds=lease_seconds()))
         append_event(saga, Event.SAGA_START, detail=_describe(payload, fault_plan))
         async_task(RUN_SAGA_TASK, saga_id=saga.pk, task_name=f"saga {saga.pk}")
     return saga

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.db.models import Count, Q
-from django.utils import timezone
 
+from common.db import db_now
 from jobs.selectors import queue_counts, queued_calls, redis_status
 from outbox.models import STATE_CONDITIONS, MessageState, OutboxMessage
 from outbox.selectors import outbox_counts
@@ -55,7 +55,7 @@ def users_with_pending_email() -> set[int]:
     running, or between attempts) or a pending (or just published) outbox message. A job the
     queue gave up on (parked) is not on its way: a person has to retry it."""
     ids = users_with_email_job()
-    recent = timezone.now() - timedelta(seconds=PUBLISHED_GRACE_SECONDS)
+    recent = db_now() - timedelta(seconds=PUBLISHED_GRACE_SECONDS)
     messages = welcome_messages().filter(
         STATE_CONDITIONS[MessageState.PENDING] | Q(published_at__gte=recent))
     for payload in messages.values_list("payload", flat=True):
@@ -66,7 +66,7 @@ def users_with_pending_email() -> set[int]:
 
 def users_published_long_ago() -> set[int]:
     """Users whose welcome message was published more than the grace ago."""
-    cutoff = timezone.now() - timedelta(seconds=PUBLISHED_GRACE_SECONDS)
+    cutoff = db_now() - timedelta(seconds=PUBLISHED_GRACE_SECONDS)
     return {p.get("user_id") for p in welcome_messages().filter(published_at__lt=cutoff)
             .values_list("payload", flat=True) if isinstance(p, dict)}
 

@@ -11,9 +11,9 @@ from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMessage
 from django.db import transaction
-from django.utils import timezone
 
 from common import validate
+from common.db import db_now
 from common.errors import OperationError
 from faults import services as faults
 from jobs.queues import RedisUnavailable, Store, enqueue
@@ -233,7 +233,7 @@ def welcome_done(payloads: list[dict], *, older_than: float) -> list[bool]:
     known = [i for i in ids if isinstance(i, int)]
     waiting = set(User.objects.filter(pk__in=known, email_sends__isnull=True)
                   .values_list("pk", flat=True))
-    recent = timezone.now() - timedelta(seconds=older_than)
+    recent = db_now() - timedelta(seconds=older_than)
     running = set(JobRun.objects.pending().filter(
         key__in=[email_job_key(i) for i in waiting], last_started_at__gte=recent)
         .values_list("key", flat=True))
@@ -264,7 +264,7 @@ def reconcile_welcome_emails(*, older_than: float) -> Reconciled:
 
     older_than = validate.seconds(older_than, **OLDER_THAN)
     result = Reconciled(republished=reconcile(topic=WELCOME_TOPIC, older_than=older_than))
-    cutoff = timezone.now() - timedelta(seconds=older_than)
+    cutoff = db_now() - timedelta(seconds=older_than)
     queued = users_with_email_job(include_parked=True)
     parked = set(JobRun.objects.parked().values_list("key", flat=True))
     orphans = (User.objects.filter(signup_mode=Mode.QUE, date_joined__lt=cutoff,
