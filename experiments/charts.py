@@ -13,7 +13,8 @@ LEFT, RIGHT, TOP, BOTTOM = 90, 20, 20, 36
 
 KIND_COLOURS = {"kill": "#ba2121", "pg_restart": "#6f42c1", "terminate": "#d35400",
                 "pause": "#b8860b", "redis_restart": "#c0392b", "restart": "#999999",
-                "reconcile": "#2e7d32"}
+                "reconcile": "#2e7d32", "partition": "#1565c0", "heal": "#64b5f6",
+                "group_pause": "#8d6e00", "resume": "#e0c060", "clock_skew": "#00838f"}
 
 
 @dataclass

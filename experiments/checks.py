@@ -38,9 +38,25 @@ def longest_stall(samples: list[dict]) -> float:
     return round(longest, 1)
 
 
+def job_history(history_dir: Path | None, timeline: list[dict], t0: float) -> dict:
+    """What the attempts' history says (experiments.history): jobs that ran twice at once,
+    how fast a cut-off host's jobs ran elsewhere, the longest wait."""
+    from experiments import history
+    from pgbroker.history import read
+
+    if history_dir is None or not Path(history_dir).exists():
+        return history.summary([], [], [])
+    kills = [(t0 + e["t"], e["pid"]) for e in timeline if e["kind"] == "kill" and e["pid"]]
+    cuts = [(t0 + e["t"], e["target"]) for e in timeline
+            if e["kind"] == "partition" and not e["note"].startswith("skipped")]
+    events = read(history_dir)
+    return history.summary(history.attempts(events, kills), cuts, events)
+
+
 def check_history(*, plan: Plan, mail_dir: Path, samples: list[dict], timeline: list[dict],
                   faults: Counter, restarts: dict[str, int], quiesced_after: float,
-                  stall_limit: float) -> dict:
+                  stall_limit: float, history_dir: Path | None = None,
+                  t0: float = 0.0) -> dict:
     from jobs.models import JobRun
     from outbox.models import OutboxMessage
     from sagas.models import Saga, State
@@ -91,6 +107,11 @@ def check_history(*, plan: Plan, mail_dir: Path, samples: list[dict], timeline: 
         "faults": {
             "kills": kinds["kill"], "pg_restarts": kinds["pg_restart"],
             "terminations": kinds["terminate"], "pauses": kinds["pause"],
+            "partitions": sum(1 for e in timeline if e["kind"] == "partition"
+                              and not e["note"].startswith("skipped")),
+            "group_pauses": sum(1 for e in timeline if e["kind"] == "group_pause"
+                                and e["pid"]),
+            "clock_skew_s": plan.params.clock_skew_s, "skewed_host": plan.skewed_host,
             "redis_restarts": kinds["redis_restart"],
             "kills_by_target": dict(Counter(e["target"] for e in timeline
                                             if e["kind"] == "kill")),
@@ -107,6 +128,7 @@ def check_history(*, plan: Plan, mail_dir: Path, samples: list[dict], timeline: 
         "jobs_parked": JobRun.objects.parked().count(),
         "quiesced_after_s": None if math.isinf(quiesced_after) else quiesced_after,
         "longest_stall_s": stall,
+        "history": job_history(history_dir, timeline, t0),
     }
     reasons = []
     for mode in ("outbox", "que"):
@@ -116,6 +138,9 @@ def check_history(*, plan: Plan, mail_dir: Path, samples: list[dict], timeline: 
         if modes[mode]["users"] != modes[mode]["signups"]:
             reasons.append(f"{mode}: {modes[mode]['users']} of {modes[mode]['signups']} "
                            "signups committed")
+    if result["history"]["ran_concurrently"]:
+        reasons.append(f"{result['history']['ran_concurrently']} job(s) ran in two places at "
+                       "once")
     if sagas["half_done"]:
         reasons.append(f"{sagas['half_done']} saga(s) half done")
     if sagas["flights_booked_twice"]:

@@ -9,7 +9,7 @@ def parameter(name: str, **kwargs) -> ValidatedField:
     form says what the command says."""
     parser, rules = RULES[name]
     attrs = {"min": rules["low"], "max": rules["high"]}
-    if name == "fault_rate":
+    if parser is not RULES["seed"][0]:  # a number, not a whole one
         attrs["step"] = "any"
     return ValidatedField(parser, rules=rules, required=False,
                           widget=forms.NumberInput(attrs=attrs), **kwargs)
@@ -28,3 +28,11 @@ class StartForm(forms.Form):
     redis_restarts = parameter("redis_restarts", label="Redis restarts")
     fault_rate = parameter("fault_rate",
                            help_text="0 to 1: share of signups and sagas with a fault")
+    hosts = parameter("hosts", label="worker hosts",
+                      help_text="simulated hosts over TCP (the lab, needs root); 0: this machine")
+    partitions = parameter("partitions", help_text="a worker host cut off (hosts only)")
+    partition_s = parameter("partition_s", label="partition seconds")
+    group_pauses = parameter("group_pauses", help_text="SIGSTOP of a host's whole cluster")
+    group_pause_s = parameter("group_pause_s", label="group pause seconds")
+    clock_skew_s = parameter("clock_skew_s", label="clock skew seconds",
+                             help_text="one worker host's wall clock shifted")

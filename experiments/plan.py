@@ -18,6 +18,11 @@ KILL_TARGETS = ("worker", "dispatcher", "cluster", "redis-worker", "redis-cluste
                 "recoverer")
 PAUSE_SECONDS = 3.0  # a SIGSTOP longer than the liveness window (1 s of grace + a tick)
 MAX_SIGNUPS, MAX_SAGAS, MAX_EVENTS = 100_000, 10_000, 1_000
+MAX_HOSTS = 8  # worker hosts of the lab (devtools/lab.py)
+# How a partition cuts a host off (peer, way), and how often each is drawn: mostly from
+# PostgreSQL both ways, the case that decides who runs a job.
+PARTITION_KINDS = ((("db", "both"), 5), (("all", "both"), 2), (("db", "out"), 1),
+                   (("db", "in"), 1), (("redis", "both"), 1))
 MAX_SEED = 2**32 - 1
 # Each parameter a person gives, parsed the same way by the command, the admin's form and
 # Params: {name: (parser, its rules)}.
@@ -29,6 +34,15 @@ RULES: dict[str, tuple] = {
     "terminations": (validate.integer, {"what": "terminations", "low": 0, "high": MAX_EVENTS}),
     "pauses": (validate.integer, {"what": "pauses", "low": 0, "high": MAX_EVENTS}),
     "redis_restarts": (validate.integer, {"what": "Redis restarts", "low": 0, "high": 20}),
+    "hosts": (validate.integer, {"what": "worker hosts", "low": 0, "high": MAX_HOSTS}),
+    "partitions": (validate.integer, {"what": "partitions", "low": 0, "high": MAX_EVENTS}),
+    "partition_s": (validate.number, {"what": "the partition's seconds", "low": 0.1,
+                                      "high": 3600}),
+    "group_pauses": (validate.integer, {"what": "group pauses", "low": 0, "high": MAX_EVENTS}),
+    "group_pause_s": (validate.number, {"what": "the group pause's seconds", "low": 0.1,
+                                        "high": 3600}),
+    "clock_skew_s": (validate.number, {"what": "the clock skew", "low": -86_400,
+                                       "high": 86_400}),
     "fault_rate": (validate.number, {"what": "the fault rate", "low": 0, "high": 1}),
     "seed": (validate.integer, {"what": "the seed", "low": 0, "high": MAX_SEED}),
 }
@@ -57,6 +71,13 @@ class Params:
     pauses: int = 0            # SIGSTOP of a PostgreSQL cluster's dispatcher, PAUSE_SECONDS
     redis_restarts: int = 0
     fault_rate: float = 0.0    # share of signups and sagas that carry a random fault of their own
+    # simulated hosts (devtools/lab.py): 0 runs everything on this machine's own namespace
+    hosts: int = 0
+    partitions: int = 0        # a worker host cut off (mostly from PostgreSQL) for partition_s
+    partition_s: float = 15.0
+    group_pauses: int = 0      # SIGSTOP of a worker host's whole cluster for group_pause_s
+    group_pause_s: float = 15.0
+    clock_skew_s: float = 0.0  # one worker host's wall clock shifted by this much (faketime)
     seed: int = 1
     script: str = ""           # "talk": the talk's named demos instead of random load
 
@@ -72,6 +93,10 @@ class Params:
             raise PlanError(f"unknown script {validate.shown(self.script)}")
         if self.signups + self.sagas == 0 and not self.script:
             raise PlanError("nothing to run: give signups or sagas")
+        if not self.hosts and (self.partitions or self.group_pauses or self.clock_skew_s):
+            raise PlanError("partitions, group pauses and clock skew happen between hosts: "
+                            "give --hosts N (simulated worker hosts, 1 to "
+                            f"{MAX_HOSTS}; needs root)")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -92,6 +117,11 @@ PRESETS: dict[str, dict] = {
     # `make chaos`
     "chaos": {"signups": 10_000, "sagas": 1_000, "kills": 50, "pg_restarts": 3,
               "terminations": 5, "pauses": 5, "redis_restarts": 2, "fault_rate": 0.05},
+    # `make experiment preset=jepsen`: many hosts over TCP (the lab), the network's faults too
+    "jepsen": {"hosts": 3, "signups": 2_000, "sagas": 300, "kills": 20, "pg_restarts": 1,
+               "terminations": 2, "pauses": 3, "redis_restarts": 1, "partitions": 4,
+               "partition_s": 15, "group_pauses": 2, "group_pause_s": 15,
+               "clock_skew_s": 30, "fault_rate": 0.05},
 }
 
 
@@ -141,8 +171,9 @@ def saga_boundary_faults(rng: random.Random) -> tuple[tuple[str, str], ...]:
 @dataclass(frozen=True)
 class Event:
     at: float    # seconds after the load starts
-    kind: str    # kill, pg_restart, terminate, pause, redis_restart
-    target: str = ""
+    # kill, pg_restart, terminate, pause, redis_restart; with hosts: partition, group_pause
+    kind: str
+    target: str = ""  # a kill's target; a partition's "HOST PEER WAY"; a group pause's host
 
 
 @dataclass
@@ -152,6 +183,7 @@ class Plan:
     trips: list[Trip] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     load_seconds: float = 0.0  # how long the load is spread over
+    skewed_host: str = ""  # the worker host whose clock is shifted by clock_skew_s
 
 
 # Rough capacity of the 2-core machine under faults, to spread load and faults over a
@@ -187,11 +219,32 @@ def make_plan(params: Params) -> Plan:
         rng.shuffle(plan.signups)
     plan.load_seconds = max(3.0, len(plan.signups) / SIGNUPS_PER_SECOND
                             + len(plan.trips) / SAGAS_PER_SECOND)
+    for name, seconds in (("partition", params.partition_s),
+                          ("group pause", params.group_pause_s)):
+        count = params.partitions if name == "partition" else params.group_pauses
+        if count and seconds > plan.load_seconds:
+            raise PlanError(f"a {name} of {seconds:g} s is longer than the run's load "
+                            f"({plan.load_seconds:.0f} s): give fewer seconds, or more "
+                            "signups or sagas")
     kinds = (["kill"] * params.kills + ["pg_restart"] * params.pg_restarts
              + ["terminate"] * params.terminations + ["pause"] * params.pauses
-             + ["redis_restart"] * params.redis_restarts)
+             + ["redis_restart"] * params.redis_restarts + ["partition"] * params.partitions
+             + ["group_pause"] * params.group_pauses)
+    hosts = [f"w{i}" for i in range(1, params.hosts + 1)]
+    kinds_of_cut, weights = zip(*PARTITION_KINDS, strict=True)
     for kind in kinds:
         at = round(rng.uniform(0.1, 0.9) * plan.load_seconds, 3)
-        plan.events.append(Event(at, kind, rng.choice(KILL_TARGETS) if kind == "kill" else ""))
+        if kind == "kill":
+            target = rng.choice(KILL_TARGETS)
+        elif kind == "partition":
+            peer, way = rng.choices(kinds_of_cut, weights)[0]
+            target = f"{rng.choice(hosts)} {peer} {way}"
+        elif kind == "group_pause":
+            target = rng.choice(hosts)
+        else:
+            target = ""
+        plan.events.append(Event(at, kind, target))
     plan.events.sort(key=lambda e: (e.at, e.kind, e.target))
+    if params.clock_skew_s:
+        plan.skewed_host = rng.choice(hosts)
     return plan

@@ -19,8 +19,11 @@ class Supervised:
     `supervise()` when it is gone."""
 
     def __init__(self, name: str, args: list[str], *, env: dict[str, str], log_dir: Path,
-                 grace: float = 15.0) -> None:
+                 grace: float = 15.0, prefix: list[str] | None = None,
+                 host: str = "") -> None:
         self.name, self.args, self.env, self.grace = name, args, env, grace
+        self.prefix = prefix or []  # the lab's `ip netns exec HOST` (and faketime)
+        self.host = host
         self.log_path = log_dir / f"{name}.log"
         self.proc: subprocess.Popen | None = None
         self.restarts = 0
@@ -28,7 +31,8 @@ class Supervised:
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "manage.py", *self.args], cwd=BASE_DIR, env=self.env,
+                [*self.prefix, sys.executable, "manage.py", *self.args], cwd=BASE_DIR,
+                env=self.env,
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)
 

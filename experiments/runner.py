@@ -23,7 +23,7 @@ from django.core.management import call_command
 from django.db import DatabaseError, InterfaceError, OperationalError, connections
 from django.utils import timezone
 
-from devtools import local_postgres, local_redis
+from devtools import lab, local_postgres, local_redis
 from experiments.models import Experiment, Status
 from experiments.plan import PAUSE_SECONDS, Event, Params, Plan, make_plan
 from experiments.processes import Supervised
@@ -113,20 +113,43 @@ class Runner:
                "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
                "EMAIL_FILE_PATH": str(self.mail_dir)}
         env.pop("RESULTS_DATABASE_URL", None)
-        self.pg_clusters = [Supervised(f"qcluster-{c}", ["qcluster"], env=env,
-                                       log_dir=self.log_dir) for c in "ab"]
-        self.redis_cluster = Supervised("qcluster-redis", ["qcluster"],
-                                        env={**env, "Q_CLUSTER_NAME": settings.REDIS_CLUSTER},
-                                        log_dir=self.log_dir)
-        self.relay = Supervised("relay", ["relay_outbox", "--follow"], env=env,
-                                log_dir=self.log_dir)
-        self.recoverer = Supervised("recoverer", ["recover_sagas", "--follow"], env=env,
+        self.history_dir = self.log_dir / "history"
+        shutil.rmtree(self.history_dir, ignore_errors=True)
+        env["JOB_HISTORY_DIR"] = str(self.history_dir)
+        self.lab = bool(self.params.hosts)
+        redis = {"Q_CLUSTER_NAME": settings.REDIS_CLUSTER}
+        if self.lab:  # every worker host: both clusters; the relay host: relay and recoverer
+            workers = [f"w{i}" for i in range(1, self.params.hosts + 1)]
+            self.pg_clusters = [self._on(h, f"qcluster-{h}", ["qcluster"], env)
+                                for h in workers]
+            self.redis_clusters = [self._on(h, f"qcluster-redis-{h}", ["qcluster"],
+                                            {**env, **redis}) for h in workers]
+            self.relay = self._on("relay", "relay", ["relay_outbox", "--follow"], env)
+            self.recoverer = self._on("relay", "recoverer", ["recover_sagas", "--follow"], env)
+        else:
+            self.pg_clusters = [Supervised(f"qcluster-{c}", ["qcluster"], env=env,
+                                           log_dir=self.log_dir) for c in "ab"]
+            self.redis_clusters = [Supervised("qcluster-redis", ["qcluster"],
+                                              env={**env, **redis}, log_dir=self.log_dir)]
+            self.relay = Supervised("relay", ["relay_outbox", "--follow"], env=env,
                                     log_dir=self.log_dir)
-        self.processes = [*self.pg_clusters, self.redis_cluster, self.relay, self.recoverer]
+            self.recoverer = Supervised("recoverer", ["recover_sagas", "--follow"], env=env,
+                                        log_dir=self.log_dir)
+        self.processes = [*self.pg_clusters, *self.redis_clusters, self.relay, self.recoverer]
         self.paused: list[tuple[float, int]] = []  # (resume at, pid)
+        self.group_paused: list[tuple[float, int]] = []  # (resume at, process group)
+        self.cut: dict[str, float] = {}  # host: heal at
         self.t0 = 0.0
         self.faults = Counter()
         self.retried_db = 0
+
+    def _on(self, host: str, name: str, args: list[str], env: dict[str, str]) -> Supervised:
+        """A process on one of the lab's hosts, with that host's name (and its clock)."""
+        env = {**env, "HOST_NAME": host}
+        if host == self.plan.skewed_host:
+            env.update(faketime_env(self.params.clock_skew_s))
+        return Supervised(name, args, env=env, log_dir=self.log_dir,
+                          prefix=lab.ns_prefix(host), host=host)
 
     # --- the run ----------------------------------------------------------------------------
 
@@ -139,8 +162,12 @@ class Runner:
         redis_queue().connection.flushdb()
         for proc in self.processes:
             proc.start()
+        if self.plan.skewed_host:
+            self.recorder.event(0.0, "clock_skew", self.plan.skewed_host,
+                                note=f"its wall clock {self.params.clock_skew_s:+g} s "
+                                     "(faketime) for the whole run")
         started = time.monotonic()
-        while not all(p.log_has("running.") for p in (*self.pg_clusters, self.redis_cluster)):
+        while not all(p.log_has("running.") for p in (*self.pg_clusters, *self.redis_clusters)):
             if time.monotonic() - started > 60:
                 raise RuntimeError("the clusters did not start within 60 s; see "
                                    f"{self.log_dir}")
@@ -154,6 +181,11 @@ class Runner:
             for _, pid in self.paused:  # a paused dispatcher cannot stop
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGCONT)
+            for _, group in self.group_paused:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(group, signal.SIGCONT)
+            for host in self.cut:
+                lab.heal(host)
             for proc in self.processes:
                 proc.stop()
         return result
@@ -176,7 +208,7 @@ class Runner:
         events = list(plan.events)
         done = 0
         next_sample = 0.0
-        while work or events or self.paused:
+        while work or events or self.paused or self.group_paused or self.cut:
             now = self._elapsed()
             while work and work[0][0] <= now:
                 _, kind, item = work.pop(0)
@@ -243,6 +275,11 @@ class Runner:
             self.faults[f"kill {event.target}"] += 1
             self.recorder.event(t, "kill", event.target, pid,
                                 f"SIGKILL {proc.name} {what}" if pid else "nothing to hit")
+        elif event.kind == "pg_restart" and self.lab:
+            self.faults["pg_restart"] += 1
+            lab.restart_postgres(mode="immediate")
+            _reset_connections()
+            self.recorder.event(t, "pg_restart", "db", note="immediate mode on the db host")
         elif event.kind == "pg_restart":
             if os.environ.get("EXPERIMENT_LOCAL_PG") != "1":
                 self.recorder.event(t, "pg_restart", note="skipped: DATABASE_URL is not ours")
@@ -265,12 +302,39 @@ class Runner:
         elif event.kind == "pause":
             proc = self.rng.choice(self.pg_clusters)
             pid = proc.dispatcher()
+            ended = 0
             if pid:
                 os.kill(pid, signal.SIGSTOP)
                 self.paused.append((self._elapsed() + PAUSE_SECONDS, pid))
+                ended = retrying(lambda: end_dispatcher_session(pid), what="ending a session")
             self.faults["pause"] += 1
             self.recorder.event(t, "pause", proc.name, pid,
-                                f"SIGSTOP its dispatcher for {PAUSE_SECONDS:g} s")
+                                f"SIGSTOP its dispatcher for {PAUSE_SECONDS:g} s, "
+                                f"{ended} session of it ended")
+        elif event.kind == "partition":
+            host, peer, way = event.target.split()
+            if host in self.cut:
+                self.recorder.event(t, "partition", host, note="skipped: already cut off")
+                return
+            lab.partition(host, peer=peer, way=way)
+            self.cut[host] = self._elapsed() + self.params.partition_s
+            self.faults["partition"] += 1
+            self.recorder.event(t, "partition", host, note=f"from {peer}, {way} way(s), "
+                                                          f"{self.params.partition_s:g} s")
+        elif event.kind == "group_pause":
+            proc = next(p for p in self.pg_clusters if p.host == event.target)
+            if not proc.running() or any(g == proc.pid for _, g in self.group_paused):
+                self.recorder.event(t, "group_pause", event.target, note="nothing to pause")
+                return
+            os.killpg(proc.pid, signal.SIGSTOP)
+            self.group_paused.append((self._elapsed() + self.params.group_pause_s, proc.pid))
+            self.faults["group_pause"] += 1
+            self.recorder.event(t, "group_pause", event.target, proc.pid,
+                                f"SIGSTOP of its whole cluster for {self.params.group_pause_s:g} s")
+        elif event.kind == "redis_restart" and self.lab:
+            lab.restart_redis()
+            self.faults["redis_restart"] += 1
+            self.recorder.event(t, "redis_restart", "redis", note="stopped and started")
         elif event.kind == "redis_restart":
             if local_redis.external():
                 self.recorder.event(t, "redis_restart", note="skipped: REDIS_URL is not ours")
@@ -284,7 +348,7 @@ class Runner:
         if target in ("worker", "dispatcher", "cluster"):
             return self.rng.choice(self.pg_clusters), target
         if target.startswith("redis-"):
-            return self.redis_cluster, target.removeprefix("redis-")
+            return self.rng.choice(self.redis_clusters), target.removeprefix("redis-")
         return {"relay": self.relay, "recoverer": self.recoverer}.get(target), "process"
 
     def _resume_paused(self, now: float) -> None:
@@ -293,6 +357,19 @@ class Runner:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(item[1], signal.SIGCONT)
                 self.paused.remove(item)
+        for item in list(self.group_paused):
+            if item[0] <= now:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(item[1], signal.SIGCONT)
+                self.group_paused.remove(item)
+                self.recorder.event(now, "resume", next(
+                    (p.host for p in self.pg_clusters if p.pid == item[1]), ""), item[1],
+                    "SIGCONT of the cluster")
+        for host, heal_at in list(self.cut.items()):
+            if heal_at <= now:
+                lab.heal(host)
+                del self.cut[host]
+                self.recorder.event(now, "heal", host, note="the partition ends")
 
     def _supervise(self) -> None:
         for proc in self.processes:
@@ -358,4 +435,34 @@ class Runner:
             plan=self.plan, mail_dir=self.mail_dir, samples=self.recorder.samples,
             timeline=self.recorder.timeline, faults=self.faults,
             restarts={p.name: p.restarts for p in self.processes},
-            quiesced_after=quiesced_after, stall_limit=STALL_LIMIT), what="checking")
+            quiesced_after=quiesced_after, stall_limit=STALL_LIMIT,
+            history_dir=self.history_dir, t0=self.t0), what="checking")
+
+
+def faketime_env(seconds: float) -> dict[str, str]:
+    """libfaketime (Debian's faketime) shifts the clocks of a process and its children (all
+    of them: with FAKETIME_DONT_FAKE_MONOTONIC, Python's sleep fails with EINVAL); the job
+    history reads the kernel's monotonic clock past it (pgbroker.history.monotonic)."""
+    import glob
+
+    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
+    if not found:
+        raise RuntimeError("clock skew needs libfaketime: apt-get install faketime")
+    return {"LD_PRELOAD": found[0], "FAKETIME": f"{seconds:+g}s"}
+
+
+END_DISPATCHER_SESSION = """
+SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l
+  JOIN pg_stat_activity a ON a.pid = l.pid
+  JOIN pgbroker_cluster c ON ((l.classid::bigint << 32) | l.objid::bigint) = c.owner
+ WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND c.pid = %s
+   AND a.application_name LIKE 'pgbroker %%' AND a.application_name <> 'pgbroker worker'
+"""
+
+
+def end_dispatcher_session(pid: int) -> int:
+    """End the database session of the dispatcher `pid` (its workers' sessions stay): what a
+    server or a proxy does to a peer it believes gone, while the process lives on, paused."""
+    with connections["default"].cursor() as cur:
+        cur.execute(END_DISPATCHER_SESSION, [pid])
+        return cur.fetchone()[0]

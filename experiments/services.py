@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from common.db import database_url
 from common.errors import OperationError
-from devtools import local_redis
+from devtools import lab, local_redis
 from devtools.processes import alive
 from experiments.models import Experiment, Status
 from experiments.plan import Params, make_plan, params_for
@@ -41,6 +41,9 @@ def start_experiment(*, preset: str | None = None, seed: int | None = None,
     seed = int.from_bytes(os.urandom(4), "big") if seed is None else seed
     params = params_for(preset=preset, seed=seed, **overrides)
     make_plan(params)  # a plan that cannot be made is refused now, not in the background
+    if params.hosts and os.geteuid() != 0:
+        raise ExperimentError(f"{params.hosts} simulated host(s) need root (network "
+                              "namespaces, devtools/lab.py): run it as root, or without --hosts")
     with transaction.atomic():
         for other in Experiment.objects.select_for_update().filter(
                 status__in=[Status.QUEUED, Status.RUNNING]):
@@ -65,18 +68,41 @@ def command_line(experiment: Experiment) -> str:
     return "manage.py experiment " + " ".join(args)
 
 
+def _fail(experiment: Experiment, error: str) -> ExperimentError:
+    Experiment.objects.filter(pk=experiment.pk).update(status=Status.FAILED, error=error,
+                                                       finished_at=timezone.now())
+    return ExperimentError(error)
+
+
 def execute(experiment: Experiment, *, out=None) -> Experiment:
-    """Run it to the end in a runner process; returns the row as the runner left it."""
-    name = f"reliable_experiment_{experiment.pk}"
+    """Run it to the end in a runner process; returns the row as the runner left it. With
+    simulated hosts, on the lab (devtools/lab.py), brought up for the run and removed after."""
+    hosts = Params.from_dict(experiment.params).hosts
+    if not hosts:
+        return _execute(experiment, out=out)
     try:
-        scratch = scratch_database(name)
-    except Exception as e:
-        Experiment.objects.filter(pk=experiment.pk).update(
-            status=Status.FAILED, error=f"could not create its scratch database: {e}",
-            finished_at=timezone.now())
-        raise ExperimentError(f"could not create the scratch database {name}: {e}") from e
+        state = lab.up(workers=hosts, processes=False)
+    except lab.LabError as e:
+        raise _fail(experiment, f"the lab did not come up: {e}") from e
+    try:
+        return _execute(experiment, out=out, lab_state=state)
+    finally:
+        lab.down(quiet=True)
+
+
+def _execute(experiment: Experiment, *, out=None, lab_state: dict | None = None) -> Experiment:
+    name = f"reliable_experiment_{experiment.pk}"
+    if lab_state:  # the lab's own database and Redis, fresh for this run
+        scratch, redis = lab.database_url(lab_state), lab.redis_url(lab_state)
+    else:
+        try:
+            scratch = scratch_database(name)
+        except Exception as e:
+            raise _fail(experiment, f"could not create the scratch database {name}: "
+                                    f"{e}") from e
+        redis = local_redis.with_db(settings.REDIS_URL, EXPERIMENT_REDIS_DB)
     env = {**os.environ, "DATABASE_URL": scratch, "RESULTS_DATABASE_URL": database_url(),
-           "REDIS_URL": local_redis.with_db(settings.REDIS_URL, EXPERIMENT_REDIS_DB),
+           "REDIS_URL": redis,
            "FAULTS_ENABLED": "1", "RECONCILE_AFTER_SECONDS": "2",
            "SAGA_LEASE_SECONDS": "2", "Q_TIMEOUT": "10", "OUTBOX_POLL_SECONDS": "1",
            "EXPERIMENT_LOCAL_PG": "0" if os.environ.get("DATABASE_URL") else "1",
@@ -96,7 +122,9 @@ def execute(experiment: Experiment, *, out=None) -> Experiment:
             status=Status.FAILED, finished_at=timezone.now(),
             error=f"the runner exited with status {code}; see var/experiments/{experiment.pk}/")
         experiment.refresh_from_db()
-    if experiment.passed:
+    if lab_state:
+        pass  # the lab's database goes with the lab
+    elif experiment.passed:
         with contextlib.suppress(Exception):  # a leftover scratch database is only disk space
             scratch_database(name, drop_only=True)
     else:

@@ -28,6 +28,7 @@ from common.errors import OperationError
 from common.sideconn import side_cursor
 from faults import services as faults
 from faults.points import POINTS
+from pgbroker import history
 from sagas import decide as d
 from sagas.definitions import DEFINITIONS, SagaDefinition
 from sagas.models import FINAL_STATES, Event, Saga, SagaLog, State
@@ -140,8 +141,15 @@ def _call_step(call, saga: Saga, step: str, *, deadline: float | None) -> None:
     """Call a service. An answer later than `deadline` counts as no answer: the step failed
     (its late effect, if any, is undone by its compensation like any other)."""
     started = time.monotonic()
-    with faults.scoped(saga.fault_scope):
-        call(saga_id=saga.pk, step=step)
+    job = f"saga:{saga.pk}:{step}:{'cancel' if deadline is None else 'book'}"
+    history.start(job)
+    ok = False
+    try:
+        with faults.scoped(saga.fault_scope):
+            call(saga_id=saga.pk, step=step)
+        ok = True
+    finally:
+        history.record("end", job, ok=ok)
     took = time.monotonic() - started
     if deadline is not None and took > deadline:
         raise StepTimeout(f"no answer within {deadline:g}s (answered after {took:.1f}s)")

@@ -52,16 +52,46 @@ def test_the_talk_preset_is_the_talks_demos():
     ({"signups": "3"}, "signups must be a whole number, not '3'"),
     ({"sagas": 2.0}, "sagas must be a whole number, not 2.0"),
     ({"signups": 0, "sagas": 0}, "nothing to run"),
+    ({"hosts": 0, "partitions": 1}, "partitions, group pauses and clock skew happen between "
+                                    "hosts: give --hosts N"),
+    ({"hosts": 9}, "worker hosts must be a whole number from 0 to 8"),
+    ({"hosts": 2, "clock_skew_s": float("nan")}, "the clock skew must be a number from"),
+    ({"hosts": 2, "partitions": 1, "partition_s": 0}, "the partition's seconds must be a number"),
+    ({"hosts": 2, "signups": 10, "partitions": 1, "partition_s": 60},
+     r"a partition of 60 s is longer than the run's load \(3 s\)"),
+    ({"hosts": 2, "signups": 10, "group_pauses": 1, "group_pause_s": 120},
+     r"a group pause of 120 s is longer than the run's load"),
 ])
 def test_bad_parameters_are_refused_in_one_line(overrides, message):
     with pytest.raises(PlanError, match=message):
-        params_for(preset=None, seed=1, **overrides)
+        make_plan(params_for(preset=None, seed=1, **overrides))
+
+
+def test_the_jepsen_preset_cuts_pauses_and_skews_the_lab_s_worker_hosts():
+    params = params_for(preset="jepsen", seed=7)
+    plan = make_plan(params)
+    assert params.hosts >= 3
+    assert len(plan.signups) >= 5_000
+    assert len(plan.trips) >= 300
+    cuts = [e for e in plan.events if e.kind == "partition"]
+    assert len(cuts) == params.partitions
+    for e in cuts:
+        host, peer, way = e.target.split()
+        assert host in {"w1", "w2", "w3"}
+        assert peer in {"db", "redis", "all"}
+        assert way in {"both", "out", "in"}
+    assert {e.target for e in plan.events if e.kind == "group_pause"} <= {"w1", "w2", "w3"}
+    assert plan.skewed_host in {"w1", "w2", "w3"}
+    assert params.clock_skew_s
+    assert {"kill", "pg_restart", "pause"} <= {e.kind for e in plan.events}
+    assert make_plan(params_for(preset="jepsen", seed=7)) == plan, "the seed decides it all"
 
 
 def test_an_unknown_preset_is_refused():
-    with pytest.raises(PlanError, match="unknown preset 'huge'; use one of: smoke, talk, chaos"):
+    with pytest.raises(PlanError, match="unknown preset 'huge'; use one of: smoke, talk, chaos, "
+                                        "jepsen"):
         params_for(preset="huge", seed=1)
-    assert set(PRESETS) == {"smoke", "talk", "chaos"}
+    assert set(PRESETS) == {"smoke", "talk", "chaos", "jepsen"}
 
 
 def test_the_command_refuses_bad_input_before_starting_anything(db):

@@ -32,7 +32,9 @@ class Command(OneLineErrors, BaseCommand):
         parser.add_argument("--preset", choices=list(PRESETS),
                             help="smoke (under a minute), talk (the three demos and the trip "
                                  "failures), chaos (10,000 signups per mode, 50 kills, 3 "
-                                 "PostgreSQL restarts, 1,000 sagas); options below override it")
+                                 "PostgreSQL restarts, 1,000 sagas), jepsen (3 simulated "
+                                 "hosts, partitions, pauses, clock skew, kills, a PostgreSQL "
+                                 "restart; needs root); options below override it")
         parser.add_argument("--signups", type=rule("signups"), help="signups per mode")
         parser.add_argument("--sagas", type=rule("sagas"), help="trip sagas")
         parser.add_argument("--kills", type=rule("kills"),
@@ -51,6 +53,23 @@ class Command(OneLineErrors, BaseCommand):
         parser.add_argument("--fault-rate", type=rule("fault_rate"), dest="fault_rate",
                             help="share (0-1) of signups and sagas carrying a random raise or "
                                  "crash of their own")
+        parser.add_argument("--hosts", type=rule("hosts"),
+                            help="simulated worker hosts over real TCP (devtools/lab.py, needs "
+                                 "root): PostgreSQL, Redis and the relay get hosts of their "
+                                 "own; 0 (the default) runs everything on this machine")
+        parser.add_argument("--partitions", type=rule("partitions"),
+                            help="a worker host cut off, mostly from PostgreSQL (packets "
+                                 "dropped silently), for --partition-s seconds (needs --hosts)")
+        parser.add_argument("--partition-s", type=rule("partition_s"), dest="partition_s",
+                            help="how long each partition lasts, in seconds (default 15)")
+        parser.add_argument("--group-pauses", type=rule("group_pauses"), dest="group_pauses",
+                            help="SIGSTOP of a worker host's whole PostgreSQL cluster (main "
+                                 "process, dispatcher and workers) for --group-pause-s seconds")
+        parser.add_argument("--group-pause-s", type=rule("group_pause_s"), dest="group_pause_s",
+                            help="how long each group pause lasts, in seconds (default 15)")
+        parser.add_argument("--clock-skew-s", type=rule("clock_skew_s"), dest="clock_skew_s",
+                            help="one worker host's wall clock shifted by this many seconds "
+                                 "for the whole run (libfaketime)")
         parser.add_argument("--seed", type=rule("seed"),
                             help="the same seed gives the same load and fault schedule "
                                  "(default: random, printed)")
@@ -76,7 +95,10 @@ class Command(OneLineErrors, BaseCommand):
                     preset=o["preset"], seed=o["seed"], signups=o["signups"], sagas=o["sagas"],
                     kills=o["kills"], pg_restarts=o["pg_restarts"],
                     terminations=o["terminations"], pauses=o["pauses"],
-                    redis_restarts=o["redis_restarts"], fault_rate=o["fault_rate"])
+                    redis_restarts=o["redis_restarts"], fault_rate=o["fault_rate"],
+                    hosts=o["hosts"], partitions=o["partitions"], partition_s=o["partition_s"],
+                    group_pauses=o["group_pauses"], group_pause_s=o["group_pause_s"],
+                    clock_skew_s=o["clock_skew_s"])
         except OperationError as e:  # PlanError, ExperimentError
             raise CommandError(str(e)) from e
         out = sys.stderr if o["as_json"] else sys.stdout
@@ -140,6 +162,22 @@ class Command(OneLineErrors, BaseCommand):
           f"{f['redis_restarts']} Redis restarts, {f['signup_faults']} signup and "
           f"{f['saga_faults']} saga faults; supervisor restarts {f['restarts']}; "
           f"reconciliations {f['reconciled']}")
+        if f.get("partitions") or f.get("group_pauses") or f.get("clock_skew_s"):
+            w(f"network and time: {f['partitions']} partitions, {f['group_pauses']} "
+              f"whole-cluster pauses" + (f", {f['skewed_host']}'s clock {f['clock_skew_s']:+g} s"
+                                         if f.get("clock_skew_s") else ""))
+        h = r.get("history")
+        if h:
+            w(f"job history: {h['attempts']} attempts of {h['jobs']} jobs and saga steps on "
+              f"{', '.join(h['hosts'])}; ran in two places at once: {h['ran_concurrently']}"
+              + (f"; after a partition, its jobs taken back within {h['taken_back_p50_s']} s "
+                 f"(p50), {h['taken_back_max_s']} s (max)"
+                 if h.get("taken_back_after_partition") else "")
+              + (f", running elsewhere within {h['redelivery_p50_s']} s (p50), "
+                 f"{h['redelivery_max_s']} s (max)" if h["redelivered_after_partition"] else "")
+              + f"; longest wait to start {h['longest_wait_s']} s")
+            for example in h["concurrent_examples"]:
+                w(self.style.ERROR(f"  {example}"))
         w(f"outbox dead {r['outbox_dead']}, jobs parked {r['jobs_parked']}; quiesced "
           f"{r['quiesced_after_s']} s after the load; longest stall {r['longest_stall_s']} s")
         w(self.style.SUCCESS("targets met") if r["passed"] else

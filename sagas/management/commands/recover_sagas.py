@@ -13,6 +13,7 @@ from common import sideconn
 from common.inputs import OneLineErrors, arg
 from common.stopping import StopFlag
 from common.validate import DAY, integer, seconds
+from pgbroker import history
 from sagas import recovery
 
 INTERVAL = {"what": "the interval", "high": 3600}
@@ -109,6 +110,9 @@ class Command(OneLineErrors, BaseCommand):
         finally:
             os.close(beat_r)
         _, status = os.waitpid(pid, 0)
+        if killed or os.waitstatus_to_exitcode(status) != 0:  # its step ended with it
+            history.record("died", "", worker=pid,
+                           how=f"exit status {os.waitstatus_to_exitcode(status)}")
         if not killed and os.waitstatus_to_exitcode(status) != 0:
             self.stderr.write(f"recovery pass (pid {pid}) died with exit status "
                               f"{os.waitstatus_to_exitcode(status)}; its sagas are resumed "

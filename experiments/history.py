@@ -1,0 +1,137 @@
+"""Reading the job history a run leaves (pgbroker/history.py): every attempt of every job and
+saga step, on every host, as intervals; which of them ran at once; how fast a cut-off host's
+jobs ran again elsewhere. Pure functions of the events and the fault timeline."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+
+EPSILON = 0.001  # seconds: an end and a start this close are one after the other
+
+
+@dataclass
+class Attempt:
+    job: str
+    host: str
+    pid: int
+    start: float  # monotonic seconds (the machine's clock, shared by the lab's hosts)
+    end: float | None = None  # None: never seen to end (its process vanished unseen)
+    how: str = "open"  # ended, failed, died (its dispatcher saw it), killed (the run killed it)
+    ppid: int = 0
+    pgid: int = 0
+    attempt: int = 0
+    waited: float | None = None
+
+
+def attempts(events: list[dict], kills: list[tuple[float, int]] = ()) -> list[Attempt]:
+    """Intervals from the events (in time order). An attempt without its own end is closed by
+    the dispatcher's `died` line for its worker, or by a kill of its process, its dispatcher
+    or its process group (`kills`: (monotonic time, pid) from the run's timeline)."""
+    found: list[Attempt] = []
+    # pid: its open attempts (a saga step runs inside the job that coordinates it: nested)
+    running: dict[int, list[Attempt]] = defaultdict(list)
+    for e in events:
+        kind, pid = e["e"], e["pid"]
+        if kind == "start":
+            a = Attempt(job=e["job"], host=e["host"], pid=pid, start=e["t"],
+                        ppid=e.get("ppid", 0), pgid=e.get("pgid", 0),
+                        attempt=e.get("attempt") or 0, waited=e.get("waited"))
+            found.append(a)
+            running[pid].append(a)
+        elif kind == "end":
+            match = next((a for a in reversed(running[pid]) if a.job == e["job"]), None)
+            if match is not None:
+                running[pid].remove(match)
+                match.end, match.how = e["t"], "ended" if e.get("ok") else "failed"
+        elif kind == "died" and running.get(e.get("worker")):
+            for a in running.pop(e["worker"]):
+                a.end, a.how = e["t"], f"died ({e.get('how', '')})"
+    for a in (a for open_ones in running.values() for a in open_ones):
+        for at, pid in sorted(kills):
+            if at >= a.start and pid in (a.pid, a.ppid, a.pgid):
+                a.end, a.how = at, "killed"
+                break
+    return found
+
+
+def concurrent(found: list[Attempt]) -> list[tuple[Attempt, Attempt]]:
+    """Pairs of attempts of one job whose intervals overlap (an attempt never seen to end
+    overlaps everything after it)."""
+    by_job: dict[str, list[Attempt]] = defaultdict(list)
+    for a in found:
+        by_job[a.job].append(a)
+    pairs = []
+    for runs in by_job.values():
+        runs.sort(key=lambda a: a.start)
+        for i, a in enumerate(runs):
+            for b in runs[i + 1:]:
+                if a.end is None or a.end > b.start + EPSILON:
+                    pairs.append((a, b))
+    return pairs
+
+
+def redelivery(found: list[Attempt], cuts: list[tuple[float, str]]) -> list[float]:
+    """For each partition (monotonic time, host): for each job the host was running when it
+    was cut off and that did not end there (its worker was stopped, or never seen again),
+    the seconds until it started on another host. (A job that failed there is retried by its
+    backoff, not redelivered; one that ended there needs nothing.)"""
+    delays = []
+    for at, host in cuts:
+        for a in found:
+            if a.host != host or a.start > at or (a.end is not None and a.end <= at):
+                continue
+            if a.how in ("ended", "failed"):
+                continue
+            later = [b.start for b in found if b.job == a.job and b.host != host
+                     and b.start > at]
+            if later:
+                delays.append(min(later) - at)
+    return delays
+
+
+def taken_back(events: list[dict], cuts: list[tuple[float, str]]) -> list[float]:
+    """For each partition: the seconds until another cluster took back the cut-off host's
+    jobs (its owner keys are read from the attempts it started)."""
+    owners: dict[str, set[str]] = defaultdict(set)
+    for e in events:
+        if e["e"] == "start" and e.get("owner"):
+            owners[e["host"]].add(e["owner"])
+    delays = []
+    for at, host in cuts:
+        taken = [e["t"] for e in events if e["e"] == "took_back" and e["t"] > at
+                 and e.get("owner") in owners[host]]
+        if taken:
+            delays.append(min(taken) - at)
+    return delays
+
+
+def summary(found: list[Attempt], cuts: list[tuple[float, str]],
+            events: list[dict] = ()) -> dict:
+    pairs = concurrent(found)
+    delays = redelivery(found, cuts)
+    taken = taken_back(list(events), cuts)
+    first: dict[str, Attempt] = {}
+    for a in found:  # a job's wait: until its first attempt (a rerun's counts its first run)
+        if a.job not in first or a.start < first[a.job].start:
+            first[a.job] = a
+    waits = [a.waited for a in first.values() if a.waited is not None]
+    return {
+        "attempts": len(found),
+        "jobs": len({a.job for a in found}),
+        "hosts": sorted({a.host for a in found}),
+        "ran_concurrently": len({a.job for a, _ in pairs}),
+        "concurrent_examples": [
+            f"{a.job}: {a.host} pid {a.pid} ({a.how}) and {b.host} pid {b.pid}, "
+            f"{(a.end - b.start) if a.end is not None else float('inf'):.2f} s together"
+            for a, b in pairs[:5]],
+        "never_ended": sum(1 for a in found if a.end is None),
+        "taken_back_after_partition": len(taken),
+        "taken_back_p50_s": round(statistics.median(taken), 2) if taken else None,
+        "taken_back_max_s": round(max(taken), 2) if taken else None,
+        "redelivered_after_partition": len(delays),
+        "redelivery_p50_s": round(statistics.median(delays), 2) if delays else None,
+        "redelivery_max_s": round(max(delays), 2) if delays else None,
+        "longest_wait_s": round(max(waits), 2) if waits else None,
+    }
