@@ -28,6 +28,8 @@ class StartForm(forms.Form):
     redis_restarts = parameter("redis_restarts", label="Redis restarts")
     fault_rate = parameter("fault_rate",
                            help_text="0 to 1: share of signups and sagas with a fault")
+    seconds = parameter("seconds", label="run seconds",
+                        help_text="spread the load over at least this long")
     hosts = parameter("hosts", label="worker hosts",
                       help_text="simulated hosts over TCP (the lab, needs root); 0: this machine")
     partitions = parameter("partitions", help_text="a worker host cut off (hosts only)")

@@ -34,6 +34,7 @@ RULES: dict[str, tuple] = {
     "terminations": (validate.integer, {"what": "terminations", "low": 0, "high": MAX_EVENTS}),
     "pauses": (validate.integer, {"what": "pauses", "low": 0, "high": MAX_EVENTS}),
     "redis_restarts": (validate.integer, {"what": "Redis restarts", "low": 0, "high": 20}),
+    "seconds": (validate.number, {"what": "the run's seconds", "low": 0, "high": 3600}),
     "hosts": (validate.integer, {"what": "worker hosts", "low": 0, "high": MAX_HOSTS}),
     "partitions": (validate.integer, {"what": "partitions", "low": 0, "high": MAX_EVENTS}),
     "partition_s": (validate.number, {"what": "the partition's seconds", "low": 0.1,
@@ -71,6 +72,7 @@ class Params:
     pauses: int = 0            # SIGSTOP of a PostgreSQL cluster's dispatcher, PAUSE_SECONDS
     redis_restarts: int = 0
     fault_rate: float = 0.0    # share of signups and sagas that carry a random fault of their own
+    seconds: float = 0.0       # the load is spread over at least this long (0: as fast as fits)
     # simulated hosts (devtools/lab.py): 0 runs everything on this machine's own namespace
     hosts: int = 0
     partitions: int = 0        # a worker host cut off (mostly from PostgreSQL) for partition_s
@@ -218,14 +220,14 @@ def make_plan(params: Params) -> Plan:
             plan.trips.append(Trip(f"c{i}", faults))
         rng.shuffle(plan.signups)
     plan.load_seconds = max(3.0, len(plan.signups) / SIGNUPS_PER_SECOND
-                            + len(plan.trips) / SAGAS_PER_SECOND)
+                            + len(plan.trips) / SAGAS_PER_SECOND, params.seconds)
     for name, seconds in (("partition", params.partition_s),
                           ("group pause", params.group_pause_s)):
         count = params.partitions if name == "partition" else params.group_pauses
         if count and seconds > plan.load_seconds:
             raise PlanError(f"a {name} of {seconds:g} s is longer than the run's load "
-                            f"({plan.load_seconds:.0f} s): give fewer seconds, or more "
-                            "signups or sagas")
+                            f"({plan.load_seconds:.0f} s): give fewer seconds, or --seconds "
+                            f"{seconds:g} or more")
     kinds = (["kill"] * params.kills + ["pg_restart"] * params.pg_restarts
              + ["terminate"] * params.terminations + ["pause"] * params.pauses
              + ["redis_restart"] * params.redis_restarts + ["partition"] * params.partitions

@@ -382,16 +382,22 @@ class Flusher:
                 batch, self.pending = self.pending, Outcome()
                 self.batch = batch
                 self.writing = True
+            failing_since = None
             while True:
                 try:
                     self.writer.flush(batch)
                     break
                 except psycopg.Error as e:
-                    logger.error("writing %s finished job(s) failed, retrying: %s",
-                                 len(batch.done) + len(batch.retry) + len(batch.park),
-                                 str(e).strip())
+                    if failing_since is None:  # once per outage, not every try
+                        failing_since = time.monotonic()
+                        logger.error("writing %s finished job(s) failed, retrying: %s",
+                                     len(batch.done) + len(batch.retry) + len(batch.park),
+                                     (str(e).strip().splitlines() or [""])[0])
                     self.writer.close()
                     time.sleep(0.2)
+            if failing_since is not None:
+                logger.warning("wrote the finished jobs after %.1f s of trying",
+                               time.monotonic() - failing_since)
             with self.cond:
                 self.writing = False
                 if batch.retry:

@@ -60,7 +60,8 @@ def test_the_talk_preset_is_the_talks_demos():
     ({"hosts": 2, "signups": 10, "partitions": 1, "partition_s": 60},
      r"a partition of 60 s is longer than the run's load \(3 s\)"),
     ({"hosts": 2, "signups": 10, "group_pauses": 1, "group_pause_s": 120},
-     r"a group pause of 120 s is longer than the run's load"),
+     r"a group pause of 120 s is longer than the run's load \(3 s\): give fewer seconds, or "
+     r"--seconds 120 or more"),
 ])
 def test_bad_parameters_are_refused_in_one_line(overrides, message):
     with pytest.raises(PlanError, match=message):
@@ -108,6 +109,23 @@ def test_the_command_refuses_bad_input_before_starting_anything(db):
     with pytest.raises(CommandError, match="--fault-rate: the fault rate must be a number from 0 "
                                            "to 1, not 'nan'"):
         call_command("experiment", "--fault-rate", "nan")
+    with pytest.raises(CommandError, match="--hosts: worker hosts must be a whole number from 0 "
+                                           "to 8, not '0.5'"):
+        call_command("experiment", "--hosts", "0.5")
+    with pytest.raises(CommandError, match="--clock-skew-s: the clock skew must be a number "
+                                           "from -86,400 to 86,400, not 'nan'"):
+        call_command("experiment", "--hosts", "2", "--clock-skew-s", "nan")
+    assert not Experiment.objects.exists()
+
+
+def test_simulated_hosts_without_root_are_refused_in_one_line(db, monkeypatch):
+    from experiments.models import Experiment
+
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+    with pytest.raises(CommandError, match=r"^2 simulated host\(s\) need root \(network "
+                                           r"namespaces, devtools/lab.py\): run it as root, or "
+                                           r"without --hosts$"):
+        call_command("experiment", "--hosts", "2", "--signups", "5")
     assert not Experiment.objects.exists()
 
 

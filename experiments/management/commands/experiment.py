@@ -53,6 +53,10 @@ class Command(OneLineErrors, BaseCommand):
         parser.add_argument("--fault-rate", type=rule("fault_rate"), dest="fault_rate",
                             help="share (0-1) of signups and sagas carrying a random raise or "
                                  "crash of their own")
+        parser.add_argument("--seconds", type=rule("seconds"),
+                            help="spread the load over at least this many seconds (default: "
+                                 "as fast as the machine follows), room for long partitions "
+                                 "and pauses")
         parser.add_argument("--hosts", type=rule("hosts"),
                             help="simulated worker hosts over real TCP (devtools/lab.py, needs "
                                  "root): PostgreSQL, Redis and the relay get hosts of their "
@@ -92,13 +96,7 @@ class Command(OneLineErrors, BaseCommand):
                     raise CommandError(f"no experiment {o['id']}")
             else:
                 experiment = services.start_experiment(
-                    preset=o["preset"], seed=o["seed"], signups=o["signups"], sagas=o["sagas"],
-                    kills=o["kills"], pg_restarts=o["pg_restarts"],
-                    terminations=o["terminations"], pauses=o["pauses"],
-                    redis_restarts=o["redis_restarts"], fault_rate=o["fault_rate"],
-                    hosts=o["hosts"], partitions=o["partitions"], partition_s=o["partition_s"],
-                    group_pauses=o["group_pauses"], group_pause_s=o["group_pause_s"],
-                    clock_skew_s=o["clock_skew_s"])
+                    preset=o["preset"], **{name: o[name] for name in RULES})
         except OperationError as e:  # PlanError, ExperimentError
             raise CommandError(str(e)) from e
         out = sys.stderr if o["as_json"] else sys.stdout
