@@ -28,7 +28,7 @@ RESET := \033[0m
 .PHONY: usage setup ready venv db-start db-stop db-reset db-status redis-start redis-stop \
         redis-status reconcile experiment chaos migrate run demo stop status \
         test test-fast lint format clean lock create-user show-state relay faults bench book-trip show-saga recover screenshots \
-        browser-deps need-args lab-up lab-down lab-status
+        test-deps need-args lab-up lab-down lab-status
 
 usage: ## this menu
 	@printf "$(BOLD)Reliable background work on Django + PostgreSQL$(RESET)\n\n"
@@ -98,29 +98,37 @@ status: ## what is running: each program's state and pid, Redis, PostgreSQL
 	@$(LOCAL_REDIS) status || true
 	@$(LOCAL_PG) status || true
 
-# The lab's tests (simulated hosts, as root) wait on timeouts more than they compute: they run
-# beside the second pass, their output shown after it.
-test: $(STAMP) browser-deps ## lint + the whole suite against real PostgreSQL and Redis (sets up from nothing)
+# Pass 1: everything but the browser and the lab. Pass 2, three at once: the cluster tests on
+# the stock ORM broker (they wait out its leases), the lab of simulated hosts (it waits on
+# network timeouts, on a PostgreSQL and a Redis of its own) and the browser tests (on a test
+# database and a Redis database of their own); their outputs are shown one after the other.
+test: $(STAMP) test-deps ## lint + the whole suite against real PostgreSQL and Redis (sets up from nothing)
 	@$(VENV)/bin/ruff check .
 	@mkdir -p var/log
-	@$(STORES) bash -c '$(VENV)/bin/pytest -m "not lab" $(PYTEST_ARGS) || exit 1; \
-	  echo "== the cluster tests again, on the stock django-q2 ORM broker (Q_BROKER=orm), and the lab of simulated hosts beside them =="; \
+	@$(STORES) bash -c '$(VENV)/bin/pytest -m "not lab and not browser" $(PYTEST_ARGS) || exit 1; \
+	  echo "== the browser, the lab of simulated hosts, and the cluster tests on the stock django-q2 ORM broker (Q_BROKER=orm), at once =="; \
 	  $(VENV)/bin/pytest -q -m lab $(PYTEST_ARGS) > var/log/test-lab.log 2>&1 & lab=$$!; \
+	  TEST_DATABASE_NAME=test_reliable_browser TEST_REDIS_DB=14 \
+	    $(VENV)/bin/pytest -q -m browser $(PYTEST_ARGS) > var/log/test-browser.log 2>&1 & browser=$$!; \
 	  Q_BROKER=orm $(VENV)/bin/pytest -q -m "cluster and not any_broker" $(PYTEST_ARGS); orm=$$?; \
-	  wait $$lab; labbed=$$?; echo "== the lab (tests/lab, devtools/lab.py) =="; \
-	  cat var/log/test-lab.log; [ $$orm -eq 0 ] && [ $$labbed -eq 0 ]'
+	  wait $$browser; browsed=$$?; wait $$lab; labbed=$$?; \
+	  echo "== the browser (tests/dashboard/test_browser.py) =="; cat var/log/test-browser.log; \
+	  echo "== the lab (tests/lab, devtools/lab.py) =="; cat var/log/test-lab.log; \
+	  [ $$orm -eq 0 ] && [ $$browsed -eq 0 ] && [ $$labbed -eq 0 ]'
 
 test-fast: $(STAMP) ## the suite without the browser and lab tests, on the default broker only
 	@$(STORES) $(VENV)/bin/pytest -m "not browser and not lab" $(PYTEST_ARGS)
 
-browser-deps: ## Debian's chromium for the browser tests (installed with apt when root)
-	@command -v chromium >/dev/null 2>&1 || { \
+test-deps: ## Debian's chromium (browser tests) and faketime (clock skew), with apt when root
+	@missing=""; command -v chromium >/dev/null 2>&1 || missing="chromium"; \
+	  command -v faketime >/dev/null 2>&1 || missing="$$missing faketime"; \
+	  [ -z "$$missing" ] || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing chromium (apt) for the browser tests"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "chromium is missing: browser tests will be skipped (sudo apt-get install chromium)"; fi; }
+	    echo "installing$$missing (apt) for the tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing:$$missing: the tests that need them are skipped (sudo apt-get install$$missing)"; fi; }
 
-screenshots: $(STAMP) browser-deps ## re-take the README's screenshots (docs/*.png) with the browser test
+screenshots: $(STAMP) test-deps ## re-take the README's screenshots (docs/*.png) with the browser test
 	@SCREENSHOT_DIR=docs $(STORES) $(VENV)/bin/pytest -q tests/dashboard/test_browser.py
 
 lint: $(STAMP) ## ruff

@@ -25,6 +25,7 @@ already up; `down` removes every namespace, link and process the lab made, also 
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -376,6 +377,23 @@ def terminate_sessions(name: str) -> int:
     out = psql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
                f"WHERE client_addr = '{h.addr}'")
     return int(out.strip() or 0)
+
+
+def faketime_env(seconds: float) -> dict[str, str]:
+    """The environment that shifts a process's clock by `seconds` (libfaketime, Debian's
+    faketime package, installed with apt as root when missing). It shifts every clock read
+    through the C library, the monotonic ones too (with FAKETIME_DONT_FAKE_MONOTONIC Python's
+    sleep fails with EINVAL); pgbroker.history reads the kernel's monotonic clock past it."""
+    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
+    if not found and os.geteuid() == 0 and shutil.which("apt-get"):
+        say("installing faketime (apt) to shift a host's clock")
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "faketime"]):
+            subprocess.run(cmd, env=env, capture_output=True, check=False)
+        found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
+    if not found:
+        raise LabError("shifting a clock needs libfaketime: apt-get install faketime")
+    return {"LD_PRELOAD": found[0], "FAKETIME": f"{seconds:+g}s"}
 
 
 def ns_prefix(name: str) -> list[str]:

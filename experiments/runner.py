@@ -147,7 +147,7 @@ class Runner:
         """A process on one of the lab's hosts, with that host's name (and its clock)."""
         env = {**env, "HOST_NAME": host}
         if host == self.plan.skewed_host:
-            env.update(faketime_env(self.params.clock_skew_s))
+            env.update(lab.faketime_env(self.params.clock_skew_s))
         return Supervised(name, args, env=env, log_dir=self.log_dir,
                           prefix=lab.ns_prefix(host), host=host)
 
@@ -437,18 +437,6 @@ class Runner:
             restarts={p.name: p.restarts for p in self.processes},
             quiesced_after=quiesced_after, stall_limit=STALL_LIMIT,
             history_dir=self.history_dir, t0=self.t0), what="checking")
-
-
-def faketime_env(seconds: float) -> dict[str, str]:
-    """libfaketime (Debian's faketime) shifts the clocks of a process and its children (all
-    of them: with FAKETIME_DONT_FAKE_MONOTONIC, Python's sleep fails with EINVAL); the job
-    history reads the kernel's monotonic clock past it (pgbroker.history.monotonic)."""
-    import glob
-
-    found = sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))
-    if not found:
-        raise RuntimeError("clock skew needs libfaketime: apt-get install faketime")
-    return {"LD_PRELOAD": found[0], "FAKETIME": f"{seconds:+g}s"}
 
 
 END_DISPATCHER_SESSION = """

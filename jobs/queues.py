@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import socket
 from collections.abc import Iterator
 
 import redis
@@ -27,6 +28,19 @@ from faults.services import fire
 REDIS_DOWN = "Redis refused the job ({error})"
 TASK_NAME_MAX = 100  # django_q_task.name: a longer one makes the result's insert fail
 SOCKET_TIMEOUT = 2.0  # seconds: a Redis that does not answer is down, not slow
+BLPOP_SECONDS = 1  # django-q2's Redis broker waits this long for a job in each BLPOP
+# TCP keepalives (idle, interval, count): a Redis host cut off is noticed in seconds
+KEEPALIVE = {socket.TCP_KEEPIDLE: 1, socket.TCP_KEEPINTVL: 1, socket.TCP_KEEPCNT: 3}
+
+
+def connect(*, timeout: float = SOCKET_TIMEOUT) -> redis.Redis:
+    """REDIS_URL with timeouts on every call and keepalives: a blocking call on a Redis that
+    is gone (a partition drops packets without a word) fails instead of waiting for ever."""
+    unix = settings.REDIS_URL.startswith("unix://")
+    return redis.from_url(settings.REDIS_URL, socket_timeout=timeout,
+                          socket_connect_timeout=SOCKET_TIMEOUT, retry_on_timeout=False,
+                          **({} if unix else {"socket_keepalive": True,
+                                              "socket_keepalive_options": KEEPALIVE}))
 
 
 class Store(models.TextChoices):
@@ -48,8 +62,7 @@ class RedisQueue(Redis):
 
     @staticmethod
     def get_connection(list_key: str | None = None) -> redis.Redis:
-        return redis.from_url(settings.REDIS_URL, socket_timeout=SOCKET_TIMEOUT,
-                              socket_connect_timeout=SOCKET_TIMEOUT, retry_on_timeout=False)
+        return connect()
 
     def enqueue(self, task):
         if self.collected is not None:
@@ -57,6 +70,16 @@ class RedisQueue(Redis):
             return None
         fire("redis.enqueue")
         return self.connection.rpush(self.list_key, task)
+
+
+class RedisClusterBroker(Redis):
+    """The Redis cluster's broker (`Q_CLUSTER_NAME=redis qcluster`): django-q2's, with a
+    socket timeout longer than its BLPOP's wait and keepalives, so a cut-off Redis is
+    noticed in seconds, not after the kernel's retransmissions."""
+
+    @staticmethod
+    def get_connection(list_key: str | None = None) -> redis.Redis:
+        return connect(timeout=BLPOP_SECONDS + 4)
 
 
 @functools.cache

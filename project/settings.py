@@ -252,7 +252,8 @@ REDIS_CLUSTER = "redis"
 Q_CLUSTER["redis"] = REDIS_URL
 Q_CLUSTER["ALT_CLUSTERS"] = {
     REDIS_CLUSTER: {
-        "broker_class": "django_q.brokers.redis_broker.Redis",
+        # django-q2's Redis broker, with timeouts and keepalives on its connection
+        "broker_class": "jobs.queues.RedisClusterBroker",
         "scheduler": False,  # the PostgreSQL cluster runs the schedules, once
         "queue_limit": env.integer("Q_REDIS_QUEUE_LIMIT", Q_WORKERS * 2, low=1, high=100_000),
         "bulk": 1,

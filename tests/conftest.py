@@ -1,3 +1,4 @@
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -11,9 +12,11 @@ from tests.helpers import Process
 
 @pytest.fixture(scope="session", autouse=True)
 def _test_redis() -> Iterator[None]:
-    """The suite's own Redis database (15) on the same server, so a demo's queue on 0 is left
-    alone; the cluster subprocesses get it through REDIS_URL (tests.helpers.subprocess_env)."""
-    settings.REDIS_URL = local_redis.with_db(settings.REDIS_URL, 15)
+    """The suite's own Redis database (15; TEST_REDIS_DB: `make test` runs the browser tests
+    beside the ORM pass on 14) on the same server, so a demo's queue on 0 is left alone; the
+    cluster subprocesses get it through REDIS_URL (tests.helpers.subprocess_env)."""
+    settings.REDIS_URL = local_redis.with_db(settings.REDIS_URL,
+                                             int(os.environ.get("TEST_REDIS_DB", "15")))
     redis_queue.cache_clear()
     yield
     redis_queue.cache_clear()

@@ -20,7 +20,7 @@ pytestmark = [
     pytest.mark.browser,
     # CI must run it: there, a missing chromium is a failure, not a skip.
     pytest.mark.skipif(not CHROMIUM and not os.environ.get("CI"),
-                       reason="Debian's chromium is not installed (make browser-deps)"),
+                       reason="Debian's chromium is not installed (make test-deps)"),
 ]
 # Playwright's sync API runs an event loop in this thread; the ORM calls below are plain
 # synchronous test code, so Django's async-safety guard does not apply.

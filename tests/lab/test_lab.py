@@ -175,3 +175,25 @@ def test_a_whole_cluster_paused_runs_nothing_twice_at_once_and_then_finishes(
     wait_until(lambda: all(history.runs("end", k) for k in keys), timeout=60,
                message=lambda: f"every job to finish: {history.read()}")
     assert history.overlaps() == []
+
+
+def test_a_short_cut_heals_while_the_server_still_holds_the_old_session(the_lab):
+    """Cut for 4 s: the dispatcher's calls fail after its tcp_user_timeout (2 s) and it
+    reconnects as soon as the link is back, while the server still keeps its old session (it
+    ends it after 5-7 s). Were the key held exclusively, the new session would be refused
+    ("key taken") until the server let go of the old one; shared, it is back at once, and
+    nobody took its jobs."""
+    owner = owner_of("w1")
+    lines = {h: len(log(h).splitlines()) for h in ("w1", "w2")}
+    lab.partition("w1", peer="db", way="both")
+    time.sleep(4)
+    lab.heal("w1")
+    healed = time.time()
+    back = wait_until(
+        lambda: sql(f"SELECT 1 FROM pgbroker_cluster WHERE owner = {owner} "
+                    f"AND seen_at > to_timestamp({healed})") and time.time(),
+        timeout=30, interval=0.1, message=lambda: "w1 to serve again:\n" + log_tail("w1"))
+    since = {h: "\n".join(log(h).splitlines()[n:]) for h, n in lines.items()}
+    assert "database back after" in since["w1"], since["w1"]
+    assert back - healed <= 3.0, f"w1 back {back - healed:.1f} s after the heal:\n{since['w1']}"
+    assert "took back" not in since["w2"]
