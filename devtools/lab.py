@@ -490,7 +490,7 @@ def status() -> int:
         if (h.var / "run" / "supervisor.sock").exists() and supervise.supervisord_pid(h.var):
             line += "  " + ", ".join(f"{n} {i['statename'].lower()}"
                                      for n, i in programs(h.name).items())
-        cut = [f"{'from' if ns == h.ns else 'to'} {peer}"
+        cut = [f"{h.name}->{peer}" if ns == h.ns else f"{peer}->{h.name}"
                for peer in (PEERS if h.name not in PEERS else ())
                for ns, dev in _ends(h, peer, "both", state)
                if "blackhole" in sh(*(["tc", "-n", ns] if ns else ["tc"]), "qdisc", "show",

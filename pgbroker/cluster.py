@@ -914,6 +914,9 @@ class Dispatcher:
                     slot.fenced = True
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(slot.process.pid, signal.SIGKILL)
+                    # now, not when the loop (maybe blocked on the dead peer) notices it
+                    history.record("died", f"pg:{slot.running.id}", worker=slot.process.pid,
+                                   how="stopped by the fence")
 
     def _lost(self, error: Exception) -> None:
         if self.down_since is None:

@@ -132,6 +132,7 @@ def dispatcher_params(alias: str) -> dict:
     """The dispatcher's session: its own statements are short; one that waits (a lock, a
     server in trouble) is cancelled, so the dispatcher stays responsive."""
     params = connection_params(alias)
+    params["connect_timeout"] = 2  # libpq's least: a reconnect blocks the dispatcher's loop
     t = timing()
     extra = (f"-c statement_timeout={t.statement_timeout_ms} "
              f"-c lock_timeout={t.statement_timeout_ms // 2}")
