@@ -49,8 +49,14 @@ def job_history(history_dir: Path | None, timeline: list[dict], t0: float) -> di
     kills = [(t0 + e["t"], e["pid"]) for e in timeline if e["kind"] == "kill" and e["pid"]]
     cuts = [(t0 + e["t"], e["target"]) for e in timeline
             if e["kind"] == "partition" and not e["note"].startswith("skipped")]
+    paused = []  # (stopped, resumed, process group): the run's whole-cluster pauses
+    for i, e in enumerate(timeline):
+        if e["kind"] == "group_pause" and e["pid"]:
+            resumed = next((r["t"] for r in timeline[i:]
+                            if r["kind"] == "resume" and r["pid"] == e["pid"]), math.inf)
+            paused.append((t0 + e["t"], t0 + resumed, e["pid"]))
     events = read(history_dir)
-    return history.summary(history.attempts(events, kills), cuts, events)
+    return history.summary(history.attempts(events, kills), cuts, events, paused)
 
 
 def check_history(*, plan: Plan, mail_dir: Path, samples: list[dict], timeline: list[dict],

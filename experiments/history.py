@@ -4,11 +4,13 @@ jobs ran again elsewhere. Pure functions of the events and the fault timeline.""
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 
 EPSILON = 0.001  # seconds: an end and a start this close are one after the other
+STOPPED_THEN_EXITED = "lost while it was stopped"  # pgbroker.cluster.Inbox.resumed
 
 
 @dataclass
@@ -56,18 +58,39 @@ def attempts(events: list[dict], kills: list[tuple[float, int]] = ()) -> list[At
     return found
 
 
-def concurrent(found: list[Attempt]) -> list[tuple[Attempt, Attempt]]:
-    """Pairs of attempts of one job whose intervals overlap (an attempt never seen to end
-    overlaps everything after it)."""
+def executing(a: Attempt, paused: list[tuple[float, float, int]] = ()) -> list[tuple]:
+    """When the attempt could execute: from its start to its end, less the times its whole
+    process group was stopped (`paused`: start, end, process group), when it ran nothing."""
+    pieces = [(a.start, math.inf if a.end is None else a.end)]
+    for start, end, group in paused:
+        if group != a.pgid:
+            continue
+        pieces = [part for s, e in pieces
+                  for part in ((s, min(e, start)), (max(s, end), e)) if part[1] > part[0]]
+        if STOPPED_THEN_EXITED in a.how and start < (a.end or math.inf) <= end + 1.0:
+            # it exited on resuming, before one more instruction of its job (its SIGCONT
+            # handler runs first): nothing after this pause
+            pieces = [(s, e) for s, e in pieces if e <= start]
+    return pieces
+
+
+def concurrent(found: list[Attempt],
+               paused: list[tuple[float, float, int]] = ()) -> list[tuple[Attempt, Attempt]]:
+    """Pairs of attempts of one job that executed at the same time (an attempt never seen to
+    end overlaps everything after it; a stopped process executes nothing)."""
     by_job: dict[str, list[Attempt]] = defaultdict(list)
     for a in found:
         by_job[a.job].append(a)
     pairs = []
     for runs in by_job.values():
+        if len(runs) < 2:
+            continue
         runs.sort(key=lambda a: a.start)
+        spans = {id(a): executing(a, paused) for a in runs}
         for i, a in enumerate(runs):
             for b in runs[i + 1:]:
-                if a.end is None or a.end > b.start + EPSILON:
+                if any(min(e1, e2) - max(s1, s2) > EPSILON
+                       for s1, e1 in spans[id(a)] for s2, e2 in spans[id(b)]):
                     pairs.append((a, b))
     return pairs
 
@@ -108,8 +131,8 @@ def taken_back(events: list[dict], cuts: list[tuple[float, str]]) -> list[float]
 
 
 def summary(found: list[Attempt], cuts: list[tuple[float, str]],
-            events: list[dict] = ()) -> dict:
-    pairs = concurrent(found)
+            events: list[dict] = (), paused: list[tuple[float, float, int]] = ()) -> dict:
+    pairs = concurrent(found, paused)
     delays = redelivery(found, cuts)
     taken = taken_back(list(events), cuts)
     first: dict[str, Attempt] = {}

@@ -152,6 +152,7 @@ class Inbox:
         self.owner = owner
         self.functions: dict[str, object] = {}
         self.recording = bool(history.directory())
+        self.current: str | None = None  # the job this worker runs (its history key)
 
     def get(self):
         while True:
@@ -181,9 +182,24 @@ class Inbox:
                 task["func"] = self.functions.get(func) or self._locate(func)
             return task
 
+    def resumed(self) -> None:
+        """SIGCONT: this worker was stopped (SIGSTOP, a debugger). While it was, its cluster's
+        sessions may have been ended and its job taken back and run elsewhere. Before one more
+        instruction of the job runs (Python runs a signal's handler first), make sure the key
+        is still held; if not, exit now: the job is another worker's."""
+        if self.key.conn is None or self.key.alive():
+            return
+        if self.current is not None:
+            history.record("died", self.current, worker=os.getpid(),
+                           how="its cluster's key was lost while it was stopped")
+        logger.critical("worker %s: the cluster's key was lost while it was stopped; exiting "
+                        "before its job goes on", os.getpid())
+        os._exit(75)
+
     def _record_start(self, task: dict, attempt: int, waited: float | None,
                       claimed_t: float | None) -> None:
         job = f"pg:{task['ack_id']}" if self.key is not None else f"q:{task['id']}"
+        self.current = job
         if waited is not None and claimed_t:  # due-to-claim (database) + claim-to-start here
             waited += time.monotonic() - claimed_t
         history.start(job, attempt=attempt, owner=f"{self.owner:x}" if self.owner else None,
@@ -247,7 +263,10 @@ def worker_main(conn: Connection, timer, timeout, parent: int, close_fds: list[i
         with contextlib.suppress(OSError):
             os.close(fd)
     key = WorkerKey(alias=alias(), owner=owner) if native else None
-    django_q_worker(Inbox(conn, key, owner), Outbox(conn, native=native), timer, timeout)
+    inbox = Inbox(conn, key, owner)
+    if key is not None:
+        signal.signal(signal.SIGCONT, lambda signum, frame: inbox.resumed())
+    django_q_worker(inbox, Outbox(conn, native=native), timer, timeout)
 
 
 @dataclass

@@ -392,14 +392,15 @@ class WorkerKey:
         and on an idle session that is the end of it (or a notice, which changes nothing)."""
         if self.conn.closed:
             return False
-        readable, _, _ = select.select([self.conn.fileno()], [], [], 0)
-        if not readable:
-            return True
-        try:
-            self.conn.pgconn.consume_input()
-        except psycopg.Error:
-            return False
-        return self.conn.pgconn.status == psycopg.pq.ConnStatus.OK
+        for _ in range(3):  # the server's last word, then the end of the stream
+            readable, _, _ = select.select([self.conn.fileno()], [], [], 0)
+            if not readable:
+                return self.conn.pgconn.status == psycopg.pq.ConnStatus.OK
+            try:
+                self.conn.pgconn.consume_input()
+            except psycopg.Error:
+                return False
+        return False  # still talking to a session that runs nothing: not ours any more
 
 
 class Writer:

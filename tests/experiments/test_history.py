@@ -64,3 +64,26 @@ def test_a_saga_step_inside_its_job_is_nested_and_a_death_ends_both():
         ("pg:7", 10, 1.2), ("saga:1:hotel:book", 10, 1.2), ("pg:7", 11, 1.6),
         ("saga:1:hotel:book", 11, 1.5)]
     assert concurrent(found) == []
+
+
+def test_a_process_group_stopped_executes_nothing_while_it_is():
+    """A cluster stopped while its job was taken back and run elsewhere: the two attempts
+    overlap in time, but the stopped one executed nothing until it resumed, and ended then."""
+    events = [start("pg:1", "w1", 10, 1.0, pgid=4),
+              start("pg:1", "w2", 20, 3.0, pgid=5), end("pg:1", "w2", 20, 5.0),
+              {"e": "died", "job": "pg:1", "host": "w1", "pid": 10, "t": 6.0, "worker": 10}]
+    found = attempts(events)
+    assert [(a.job, b.job) for a, b in concurrent(found)] == [("pg:1", "pg:1")]
+    assert concurrent(found, paused=[(2.0, 6.0, 4)]) == []
+    assert len(concurrent(found, paused=[(2.0, 4.0, 4)])) == 1, "it ran on after resuming"
+    assert len(concurrent(found, paused=[(2.0, 6.0, 99)])) == 1, "another group was stopped"
+
+
+def test_a_worker_that_exits_on_resuming_ran_nothing_after_the_pause():
+    events = [start("pg:1", "w1", 10, 1.0, pgid=4),
+              start("pg:1", "w2", 20, 3.0, pgid=5),
+              {"e": "died", "job": "pg:1", "host": "w1", "pid": 10, "t": 4.004, "worker": 10,
+               "how": "its cluster's key was lost while it was stopped"},
+              end("pg:1", "w2", 20, 5.0)]
+    found = attempts(events)
+    assert concurrent(found, paused=[(2.0, 4.0, 4)]) == []

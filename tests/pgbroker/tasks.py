@@ -45,3 +45,16 @@ def big(path: str, key: str, seconds: float, blob: str, result_bytes: int) -> st
 
 def noop(n: int = 0) -> int:
     return n
+
+
+def ticking(path: str, key: str, seconds: float) -> str:
+    """A job that shows when it executes: a "tick" line every 5 ms (no lock: two runs of it
+    may tick at once, and the lines say when)."""
+    me = f"{os.environ.get('HOST_NAME') or '-'} {os.getpid()}"
+    _append(path, f"start {key} {me} {time.time()}")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        _append(path, f"tick {key} {me} {time.time()}")
+        time.sleep(0.005)
+    _append(path, f"end {key} {me} {time.time()}")
+    return key

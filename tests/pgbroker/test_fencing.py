@@ -12,6 +12,7 @@ import time
 import pytest
 from django.db import connection, transaction
 
+from devtools.processes import alive
 from jobs.selectors import queue_drained
 from pgbroker.models import Cluster, Job
 from tests.helpers import wait_until
@@ -114,3 +115,39 @@ def test_a_worker_whose_key_session_was_ended_starts_nothing_more(qcluster, even
     assert [len(events.ends(k)) for k in keys] == [1] * len(keys)
     assert "no longer held the cluster's key" in qcluster.log()
     assert events.overlaps() == []
+
+
+def test_a_stopped_cluster_whose_sessions_were_ended_runs_no_more_of_its_job_when_resumed(
+    transactional_db, start_process, events
+):
+    """A whole cluster stopped (SIGSTOP: a debugger, a stopped container) while its sessions
+    are ended: its key is free, another cluster takes its job and runs it. When the stopped
+    one resumes, its worker is in the middle of that job: it checks its key before one more
+    instruction of the job runs, and exits (the fence alone would let it run on for up to a
+    tenth of a second)."""
+    from django_q.tasks import async_task
+
+    first = start_process("qcluster", name="first", ready="running.", Q_WORKERS="1")
+    async_task("tests.pgbroker.tasks.ticking", str(events.path), "frozen", 2.0)
+    wait_until(lambda: events.starts("frozen"), timeout=30, message="the job to start")
+    ((worker, _),) = events.starts("frozen")
+    owner = Cluster.objects.get().owner
+    start_process("qcluster", name="second", ready="running.")
+    os.killpg(first.pid, signal.SIGSTOP)
+    try:
+        with connection.cursor() as cur:  # every session holding the first cluster's key
+            cur.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_locks "
+                        "WHERE locktype = 'advisory' AND objsubid = 1 "
+                        "AND ((classid::bigint << 32) | objid::bigint) = %s", [owner])
+            assert cur.fetchone()[0] == 2, "the dispatcher's and the worker's"
+        wait_until(lambda: len(events.starts("frozen")) == 2, timeout=30,
+                   message="the job to run on the second cluster")
+    finally:
+        resumed = time.time()
+        os.killpg(first.pid, signal.SIGCONT)
+    wait_until(lambda: not alive(worker), timeout=5, message="the resumed worker to exit")
+    wait_until(lambda: events.ends("frozen"), timeout=30, message="the second run to end")
+    after = [at for e, k, pid, at in events.read() if pid == worker and at > resumed]
+    assert after == [], f"the resumed worker ran on for {max(after) - resumed:.3f} s"
+    assert [pid for pid, _ in events.ends("frozen")] != [worker]
+    first.wait_for_log("lost while it was stopped")
