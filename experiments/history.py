@@ -50,6 +50,11 @@ def attempts(events: list[dict], kills: list[tuple[float, int]] = ()) -> list[At
         elif kind == "died" and running.get(e.get("worker")):
             for a in running.pop(e["worker"]):
                 a.end, a.how = e["t"], f"died ({e.get('how', '')})"
+        elif kind == "died" and e.get("children_of"):  # a dispatcher killed with its workers
+            for pid_ in [p for p, runs in running.items()
+                         if runs and runs[0].ppid == e["children_of"]]:
+                for a in running.pop(pid_):
+                    a.end, a.how = e["t"], f"died ({e.get('how', '')})"
     for a in (a for open_ones in running.values() for a in open_ones):
         for at, pid in sorted(kills):
             if at >= a.start and pid in (a.pid, a.ppid, a.pgid):

@@ -273,7 +273,8 @@ class Runner:
             proc, what = self._kill_target(event.target)
             pid = proc.kill(what, self.rng) if proc else None
             self.faults[f"kill {event.target}"] += 1
-            self.recorder.event(t, "kill", event.target, pid,
+            # the time it was done (the job history's checker ends the victims' attempts then)
+            self.recorder.event(self._elapsed(), "kill", event.target, pid,
                                 f"SIGKILL {proc.name} {what}" if pid else "nothing to hit")
         elif event.kind == "pg_restart" and self.lab:
             self.faults["pg_restart"] += 1

@@ -999,6 +999,8 @@ class Cluster:
     process: multiprocessing.process.BaseProcess | None = None
     started: list[float] = field(default_factory=list)
     heartbeat: object = None  # the dispatcher's last loop turn (a shared double, monotonic)
+    last_turn: float = field(default_factory=time.monotonic)  # this process's last check
+    resumed_at: float = 0.0  # when this process last found it had been stopped
     hang: float = field(default_factory=lambda: float(getattr(settings, "PGBROKER_HANG_SECONDS",
                                                                HANG)))
 
@@ -1025,14 +1027,20 @@ class Cluster:
     def _check_hung(self) -> None:
         """A dispatcher that is stopped (SIGSTOP, a debugger) or stuck holds its claimed jobs
         and its workers hold its key: nobody else may run them. Past HANG, kill it: its
-        workers die with it, its key is freed, and its jobs are taken back."""
-        silent = time.monotonic() - self.heartbeat.value
+        workers die with it, its key is freed, and its jobs are taken back. Time this process
+        was stopped itself (the whole cluster was) does not count: both resumed together."""
+        now = time.monotonic()
+        if now - self.last_turn > 2.0:
+            self.resumed_at = now
+        self.last_turn = now
+        silent = now - max(self.heartbeat.value, self.resumed_at)
         if self.stopping or silent < self.hang or not self.process.is_alive():
             return
         logger.critical("the dispatcher (pid %s) has not turned its loop for %.0f s: "
                         "killing it", self.process.pid, silent)
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.process.pid, signal.SIGKILL)
+        history.record("died", "", children_of=self.process.pid, how="its dispatcher hung")
 
     def _pace(self) -> None:
         now = time.monotonic()

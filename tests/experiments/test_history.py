@@ -87,3 +87,11 @@ def test_a_worker_that_exits_on_resuming_ran_nothing_after_the_pause():
               end("pg:1", "w2", 20, 5.0)]
     found = attempts(events)
     assert concurrent(found, paused=[(2.0, 4.0, 4)]) == []
+
+
+def test_a_dispatcher_killed_for_hanging_ends_its_workers_attempts():
+    events = [start("pg:1", "w1", 10, 1.0, ppid=9, pgid=8),
+              {"e": "died", "job": "", "host": "w1", "pid": 8, "t": 2.0, "children_of": 9},
+              start("pg:1", "w2", 20, 3.0), end("pg:1", "w2", 20, 3.5)]
+    found = attempts(events)
+    assert (found[0].end, concurrent(found)) == (2.0, [])
