@@ -10,7 +10,9 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 EPSILON = 0.001  # seconds: an end and a start this close are one after the other
-STOPPED_THEN_EXITED = "lost while it was stopped"  # pgbroker.cluster.Inbox.resumed
+# A worker that finds its key gone on resuming exits before one more instruction of its job:
+# its SIGCONT handler runs first, or waits while the key's watcher thread decides (pgbroker).
+STOPPED_THEN_EXITED = ("lost while it was stopped", "the key could not be held again")
 
 
 @dataclass
@@ -72,7 +74,7 @@ def executing(a: Attempt, paused: list[tuple[float, float, int]] = ()) -> list[t
             continue
         pieces = [part for s, e in pieces
                   for part in ((s, min(e, start)), (max(s, end), e)) if part[1] > part[0]]
-        if STOPPED_THEN_EXITED in a.how and start < (a.end or math.inf) <= end + 1.0:
+        if any(m in a.how for m in STOPPED_THEN_EXITED) and start < (a.end or 0) <= end + 1.0:
             # it exited on resuming, before one more instruction of its job (its SIGCONT
             # handler runs first): nothing after this pause
             pieces = [(s, e) for s, e in pieces if e <= start]

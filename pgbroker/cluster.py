@@ -152,7 +152,6 @@ class Inbox:
         self.owner = owner
         self.functions: dict[str, object] = {}
         self.recording = bool(history.directory())
-        self.current: str | None = None  # the job this worker runs (its history key)
 
     def get(self):
         while True:
@@ -182,24 +181,9 @@ class Inbox:
                 task["func"] = self.functions.get(func) or self._locate(func)
             return task
 
-    def resumed(self) -> None:
-        """SIGCONT: this worker was stopped (SIGSTOP, a debugger). While it was, its cluster's
-        sessions may have been ended and its job taken back and run elsewhere. Before one more
-        instruction of the job runs (Python runs a signal's handler first), make sure the key
-        is still held; if not, exit now: the job is another worker's."""
-        if self.key.conn is None or self.key.alive():
-            return
-        if self.current is not None:
-            history.record("died", self.current, worker=os.getpid(),
-                           how="its cluster's key was lost while it was stopped")
-        logger.critical("worker %s: the cluster's key was lost while it was stopped; exiting "
-                        "before its job goes on", os.getpid())
-        os._exit(75)
-
     def _record_start(self, task: dict, attempt: int, waited: float | None,
                       claimed_t: float | None) -> None:
         job = f"pg:{task['ack_id']}" if self.key is not None else f"q:{task['id']}"
-        self.current = job
         if waited is not None and claimed_t:  # due-to-claim (database) + claim-to-start here
             waited += time.monotonic() - claimed_t
         history.start(job, attempt=attempt, owner=f"{self.owner:x}" if self.owner else None,
@@ -217,9 +201,10 @@ class Outbox:
     """A worker's result queue: prepares the result row here, in the worker, so the
     dispatcher only batches rows it does not have to build."""
 
-    def __init__(self, conn: Connection, *, native: bool) -> None:
+    def __init__(self, conn: Connection, *, native: bool, key: WorkerKey | None = None) -> None:
         self.conn = conn
         self.native = native
+        self.key = key
 
     def put(self, task: dict) -> None:
         job_id = task.get("ack_id")
@@ -227,6 +212,8 @@ class Outbox:
         if history.directory():
             history.record("end", f"pg:{job_id}" if self.native else f"q:{task['id']}",
                            ok=success)
+        if self.key is not None:
+            self.key.done()
         error = "" if success else error_summary(task["result"])
         slow = (not self.native or Conf.SAVE_LIMIT > 0 or task.get("chain")
                 or task.get("hook") or task.get("cached") or post_execute.has_listeners())
@@ -253,6 +240,17 @@ def _short(value) -> str | None:
     return None if value is None else str(value)[:100]
 
 
+def key_lost(job: int | None, why: str) -> None:
+    """A worker whose cluster's key is gone (WorkerKey): whatever it runs may be running
+    elsewhere already, or soon. Exit now, in the middle of it; its dispatcher hands back the
+    rest. (A SIGCONT handler calls this too: Python runs it before one more instruction of
+    the job.)"""
+    history.record("died", f"pg:{job}" if job is not None else "", worker=os.getpid(),
+                   how=why)
+    logger.critical("worker %s: %s; exiting", os.getpid(), why)
+    os._exit(75)
+
+
 def worker_main(conn: Connection, timer, timeout, parent: int, close_fds: list[int],
                 native: bool, owner: int | None = None) -> None:
     die_with_parent(parent)
@@ -262,11 +260,11 @@ def worker_main(conn: Connection, timer, timeout, parent: int, close_fds: list[i
     for fd in close_fds:  # the dispatcher's database socket and the other workers' pipes
         with contextlib.suppress(OSError):
             os.close(fd)
-    key = WorkerKey(alias=alias(), owner=owner) if native else None
+    key = WorkerKey(alias=alias(), owner=owner, on_lost=key_lost) if native else None
     inbox = Inbox(conn, key, owner)
     if key is not None:
-        signal.signal(signal.SIGCONT, lambda signum, frame: inbox.resumed())
-    django_q_worker(inbox, Outbox(conn, native=native), timer, timeout)
+        signal.signal(signal.SIGCONT, lambda signum, frame: key.check_after_stop())
+    django_q_worker(inbox, Outbox(conn, native=native, key=key), timer, timeout)
 
 
 @dataclass

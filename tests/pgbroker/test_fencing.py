@@ -61,8 +61,9 @@ def test_a_paused_dispatcher_whose_session_ended_keeps_its_jobs_from_running_twi
         os.kill(dispatcher, signal.SIGCONT)
     wait_until(queue_drained, timeout=60, message="every job to be done:\n" + first.log()[-2000:])
     assert events.overlaps() == []
-    for key in keys:
-        assert len(events.ends(key)) == 1, f"{key} ran {len(events.ends(key))} times"
+    # at least once: on resuming, the dispatcher's fence sees its last round trip 4 s old and
+    # stops its busy workers (a job it stops runs again, never at the same time)
+    assert all(events.ends(key) for key in keys)
 
 
 def test_a_hung_dispatcher_is_killed_and_its_jobs_run_elsewhere(
@@ -96,25 +97,31 @@ def test_a_hung_dispatcher_is_killed_and_its_jobs_run_elsewhere(
     assert [len(events.ends(k)) for k in keys[2:]] == [1, 1]
 
 
-def test_a_worker_whose_key_session_was_ended_starts_nothing_more(qcluster, events):
-    """A worker holds its cluster's key on a session of its own; with that session gone it
-    could not keep another cluster from taking the jobs it would run: it hands them back and
-    exits, and a new worker (a key of its own) runs them, each once."""
-    enqueue(events, "first")
-    wait_until(lambda: events.ends("first"), timeout=30, message="the first job")
-    with connection.cursor() as cur:
-        cur.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE application_name = 'pgbroker worker'")
-        assert cur.fetchone()[0] >= 1
-    time.sleep(0.2)  # the server's word reaches the worker's socket
-    keys = [f"w{i}" for i in range(6)]
+def test_workers_whose_key_sessions_were_ended_hold_the_key_again_at_once(
+    transactional_db, start_process, events
+):
+    """Every session of a cluster ended while its workers run (a proxy's restart, an
+    administrator): the key is free, and another cluster would take the jobs after the grace.
+    Each worker takes the key again at once, on a new session, and checks its job is still
+    its cluster's: nothing is taken back, nothing runs twice."""
+    first = start_process("qcluster", name="first", ready="running.")
+    keys = [f"w{i}" for i in range(4)]
     with transaction.atomic():
         for key in keys:
-            enqueue(events, key)
-    wait_until(queue_drained, timeout=30, message=lambda: "the jobs:\n" + qcluster.log()[-2000:])
+            enqueue(events, key, seconds=2.0)
+    wait_until(lambda: len(events.read()) >= 2, timeout=30, message="both workers to start")
+    owner = Cluster.objects.get().owner
+    second = start_process("qcluster", name="second", ready="running.")
+    with connection.cursor() as cur:
+        cur.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE application_name LIKE 'pgbroker %%'")
+        assert cur.fetchone()[0] >= 3
+    time.sleep(2.5)  # past the grace: had the key stayed free, the jobs were taken
+    assert "took back" not in second.log()
+    wait_until(queue_drained, timeout=30, message=lambda: "the jobs:\n" + first.log()[-2000:])
     assert [len(events.ends(k)) for k in keys] == [1] * len(keys)
-    assert "no longer held the cluster's key" in qcluster.log()
     assert events.overlaps() == []
+    assert Job.objects.filter(owner=owner).count() == 0
 
 
 def test_a_stopped_cluster_whose_sessions_were_ended_runs_no_more_of_its_job_when_resumed(
@@ -150,4 +157,4 @@ def test_a_stopped_cluster_whose_sessions_were_ended_runs_no_more_of_its_job_whe
     after = [at for e, k, pid, at in events.read() if pid == worker and at > resumed]
     assert after == [], f"the resumed worker ran on for {max(after) - resumed:.3f} s"
     assert [pid for pid, _ in events.ends("frozen")] != [worker]
-    first.wait_for_log("lost while it was stopped")
+    first.wait_for_log("; exiting")  # its key lost: said by its SIGCONT handler or its watcher
