@@ -10,6 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 EPSILON = 0.001  # seconds: an end and a start this close are one after the other
+KILL_CASCADE = 1.0  # seconds: a process dies this soon after its parent's or group's SIGKILL
 # A worker that finds its key gone on resuming exits before one more instruction of its job:
 # its SIGCONT handler runs first, or waits while the key's watcher thread decides (pgbroker).
 STOPPED_THEN_EXITED = ("lost while it was stopped", "the key could not be held again")
@@ -59,8 +60,10 @@ def attempts(events: list[dict], kills: list[tuple[float, int]] = ()) -> list[At
                     a.end, a.how = e["t"], f"died ({e.get('how', '')})"
     for a in (a for open_ones in running.values() for a in open_ones):
         for at, pid in sorted(kills):
-            if at >= a.start and pid in (a.pid, a.ppid, a.pgid):
-                a.end, a.how = at, "killed"
+            # A worker may start its next job in the moment between its dispatcher's SIGKILL
+            # and its own death (PR_SET_PDEATHSIG follows the parent's exit, a few ms later).
+            if at >= a.start - KILL_CASCADE and pid in (a.pid, a.ppid, a.pgid):
+                a.end, a.how = max(at, a.start), "killed"
                 break
     return found
 

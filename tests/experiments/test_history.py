@@ -95,3 +95,10 @@ def test_a_dispatcher_killed_for_hanging_ends_its_workers_attempts():
               start("pg:1", "w2", 20, 3.0), end("pg:1", "w2", 20, 3.5)]
     found = attempts(events)
     assert (found[0].end, concurrent(found)) == (2.0, [])
+
+
+def test_a_worker_that_started_a_job_as_its_dispatcher_was_killed_dies_with_it():
+    events = [start("pg:1", "w1", 10, 5.004, ppid=9, pgid=8),  # 4 ms after the kill
+              start("pg:1", "w2", 20, 7.0), end("pg:1", "w2", 20, 7.5)]
+    found = attempts(events, kills=[(5.0, 9)])
+    assert (found[0].how, found[0].end, concurrent(found)) == ("killed", 5.004, [])

@@ -101,9 +101,11 @@ def test_workers_whose_key_sessions_were_ended_hold_the_key_again_at_once(
     transactional_db, start_process, events
 ):
     """Every session of a cluster ended while its workers run (a proxy's restart, an
-    administrator): the key is free, and another cluster would take the jobs after the grace.
-    Each worker takes the key again at once, on a new session, and checks its job is still
-    its cluster's: nothing is taken back, nothing runs twice."""
+    administrator) and its dispatcher cannot take the key again (here: stopped): the key is
+    free, and another cluster would take the jobs after the grace while the workers still run
+    them (the jepsen preset found it). Each worker takes the key again at once, on a new
+    session, and checks its job is still its cluster's: nothing is taken back, nothing runs
+    twice at once."""
     first = start_process("qcluster", name="first", ready="running.")
     keys = [f"w{i}" for i in range(4)]
     with transaction.atomic():
@@ -112,12 +114,19 @@ def test_workers_whose_key_sessions_were_ended_hold_the_key_again_at_once(
     wait_until(lambda: len(events.read()) >= 2, timeout=30, message="both workers to start")
     owner = Cluster.objects.get().owner
     second = start_process("qcluster", name="second", ready="running.")
-    with connection.cursor() as cur:
-        cur.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE application_name LIKE 'pgbroker %%'")
-        assert cur.fetchone()[0] >= 3
-    time.sleep(2.5)  # past the grace: had the key stayed free, the jobs were taken
-    assert "took back" not in second.log()
+    dispatcher = dispatcher_of(first)
+    os.kill(dispatcher, signal.SIGSTOP)
+    try:
+        with connection.cursor() as cur:
+            cur.execute("SELECT count(pg_terminate_backend(l.pid)) FROM pg_locks l "
+                        "WHERE l.locktype = 'advisory' AND l.objsubid = 1 "
+                        "AND ((l.classid::bigint << 32) | l.objid::bigint) = %s", [owner])
+            assert cur.fetchone()[0] == 3, "the dispatcher's and both workers'"
+        time.sleep(2.5)  # past the grace: had the key stayed free, the jobs were taken
+        assert "took back" not in second.log()
+        assert events.overlaps() == []
+    finally:
+        os.kill(dispatcher, signal.SIGCONT)
     wait_until(queue_drained, timeout=30, message=lambda: "the jobs:\n" + first.log()[-2000:])
     assert [len(events.ends(k)) for k in keys] == [1] * len(keys)
     assert events.overlaps() == []
