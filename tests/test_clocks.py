@@ -14,8 +14,11 @@ import pytest
 from devtools import lab
 from tests.helpers import BASE_DIR, subprocess_env
 
-pytestmark = pytest.mark.skipif(not glob.glob("/usr/lib/*/faketime/libfaketime.so.1"),
-                                reason="libfaketime is missing (apt-get install faketime)")
+pytestmark = [
+    pytest.mark.beside,
+    pytest.mark.skipif(not glob.glob("/usr/lib/*/faketime/libfaketime.so.1"),
+                       reason="libfaketime is missing (apt-get install faketime)"),
+]
 
 
 def manage_skewed(seconds: float, *args: str) -> subprocess.CompletedProcess:

@@ -18,7 +18,9 @@ from pgbroker.models import Cluster, Job
 from tests.helpers import wait_until
 from tests.pgbroker.test_liveness import dispatcher_of, enqueue, pgbroker_only
 
-pytestmark = [pytest.mark.cluster, pgbroker_only]
+# They wait on graces and pauses more than they compute: `make test` runs them beside the
+# ORM pass.
+pytestmark = [pytest.mark.cluster, pgbroker_only, pytest.mark.beside]
 
 
 def end_dispatcher_session(owner: int) -> int:

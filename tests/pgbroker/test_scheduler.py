@@ -17,7 +17,7 @@ from tests.helpers import wait_until
 from tests.pgbroker.test_liveness import RUN, enqueue
 
 # The scheduler is the cluster's, whatever the broker: once is enough (not in the ORM pass).
-pytestmark = [pytest.mark.cluster, pytest.mark.any_broker]
+pytestmark = [pytest.mark.cluster, pytest.mark.any_broker, pytest.mark.beside]
 # How long the rows are held: short in `make test`; SCHEDULE_HOLD_SECONDS=60 for the long run.
 HOLD_SECONDS = float(os.environ.get("SCHEDULE_HOLD_SECONDS", "2"))
 
