@@ -28,6 +28,7 @@ from tests.helpers import wait_until
 
 RUN = "tests.pgbroker.tasks.run"
 LIVENESS_BOUND = 2.0  # seconds: what the README promises
+ORM_COMES_BACK = 10.0  # seconds: Q_BROKER=orm, no promise beyond "it comes back"
 
 pgbroker_only = pytest.mark.skipif(
     not uses_pgbroker(),
@@ -243,7 +244,10 @@ def test_the_cluster_survives_a_sigkill_of_any_process_and_is_back_at_full_speed
         async_task("math.floor", i + 0.5)
     back = seconds_until(lambda: Success.objects.filter(func="math.floor").count() == n,
                          since=killed, timeout=60)
-    assert back < LIVENESS_BOUND, f"{n} jobs done {back:.2f} s after the kill"
+    # The 2 s is pgbroker's promise; the stock ORM broker (compared, not promised) only has to
+    # come back, and its pass shares the machine with the browser and lab tests.
+    bound = LIVENESS_BOUND if uses_pgbroker() else ORM_COMES_BACK
+    assert back < bound, f"{n} jobs done {back:.2f} s after the kill"
     if busy:
         wait_until(lambda: events.ends("busy"), timeout=30, message="the killed job to finish")
         assert events.overlaps() == []
