@@ -1,5 +1,8 @@
 """Extra PostgreSQL connections beside Django's own (for LISTEN, and for fault bookkeeping)."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import psycopg
 
 from pgbroker.store import connection_params as _params
@@ -40,3 +43,24 @@ def db_now(using: str = "default"):
     with connections[using].cursor() as cur:
         cur.execute("SELECT now()")
         return cur.fetchone()[0]
+
+
+@contextmanager
+def snapshot(using: str = "default") -> Iterator[None]:
+    """Every query inside sees one snapshot of the database: a read-only REPEATABLE READ
+    transaction. A verdict read in several queries (users, then their emails, then their jobs)
+    must not see a row committed between two of them: a user committed with its job between
+    the query for jobs and the query for users looks lost.
+
+    Inside a transaction already open (a test's, or a caller's), the caller's transaction
+    decides: PostgreSQL takes the isolation level only as a transaction's first statement."""
+    from django.db import connections, transaction
+
+    conn = connections[using]
+    if conn.in_atomic_block:
+        yield
+        return
+    with transaction.atomic(using=using):
+        with conn.cursor() as cur:
+            cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield

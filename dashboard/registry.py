@@ -47,9 +47,12 @@ class Check:
     ids: list = field(default_factory=list)
 
     @classmethod
-    def of(cls, name: str, description: str, ids: list, bad: Status) -> Check:
-        """`bad` when anything was found, ok otherwise."""
-        return cls(name, description, bad if ids else Status.OK, len(ids), list(ids))
+    def of(cls, name: str, description: str, ids: list, bad: Status, *,
+           count: int | None = None) -> Check:
+        """`bad` when anything was found, ok otherwise. `count`: how many in all, when `ids`
+        lists only the first few."""
+        count = len(ids) if count is None else count
+        return cls(name, description, bad if count else Status.OK, count, list(ids))
 
     def as_dict(self) -> dict:
         return {**asdict(self), "status": str(self.status)}

@@ -55,6 +55,12 @@ class JobRun(models.Model):
     class Meta:
         ordering = ["-created_at"]
         verbose_name = "job run"
+        indexes = [
+            models.Index(fields=["finished_at"], name="jobrun_done_idx",
+                         condition=STATE_CONDITIONS[RunState.DONE]),
+            models.Index(fields=["parked_at"], name="jobrun_parked_idx",
+                         condition=STATE_CONDITIONS[RunState.PARKED]),
+        ]
 
     def __str__(self) -> str:
         return self.key

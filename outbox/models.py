@@ -26,6 +26,10 @@ STATE_CONDITIONS = {
 }
 
 
+# every publication counted by a trigger (migration 0005), in the relay's transaction
+PUBLISHED_TALLY = "outbox.published"
+
+
 class OutboxMessageQuerySet(models.QuerySet):
     def in_state(self, state: str) -> OutboxMessageQuerySet:
         return self.filter(STATE_CONDITIONS[MessageState(state)])
@@ -72,7 +76,14 @@ class OutboxMessage(models.Model):
                 fields=["available_at"],
                 name="outbox_pending_idx",
                 condition=STATE_CONDITIONS[MessageState.PENDING],
-            )
+            ),
+            # retention (prune, oldest first) and the "just published" grace
+            models.Index(fields=["published_at"], name="outbox_published_idx",
+                         condition=STATE_CONDITIONS[MessageState.PUBLISHED]),
+            models.Index(fields=["id"], name="outbox_dead_idx",
+                         condition=STATE_CONDITIONS[MessageState.DEAD]),
+            # a message written in a business transaction shares its now(): found by it
+            models.Index(fields=["topic", "created_at"], name="outbox_topic_created_idx"),
         ]
 
     def __str__(self) -> str:

@@ -3,7 +3,7 @@ from dataclasses import dataclass
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
-from outbox.models import STATE_CONDITIONS, WAITING_PREFIX, MessageState, OutboxMessage
+from outbox.models import PUBLISHED_TALLY, WAITING_PREFIX, OutboxMessage
 
 
 @dataclass(frozen=True)
@@ -16,15 +16,16 @@ class OutboxCounts:
 
 
 def outbox_counts() -> OutboxCounts:
-    pending_q = STATE_CONDITIONS[MessageState.PENDING]
-    agg = OutboxMessage.objects.aggregate(
-        **{state: Count("id", filter=q) for state, q in STATE_CONDITIONS.items()},
-        waiting=Count("id", filter=pending_q & Q(last_error__startswith=WAITING_PREFIX)),
-        oldest=Min("created_at", filter=pending_q),
-    )
-    oldest = agg["oldest"]
+    """Pending and dead from their partial indexes (what is waiting, however old the table);
+    published from its tally (every message ever published, pruned or not)."""
+    from dashboard import tallies
+
+    pending = OutboxMessage.objects.pending().aggregate(
+        n=Count("id"), waiting=Count("id", filter=Q(last_error__startswith=WAITING_PREFIX)),
+        oldest=Min("created_at"))
+    oldest = pending["oldest"]
     return OutboxCounts(
-        pending=agg["pending"], published=agg["published"], dead=agg["dead"],
-        waiting=agg["waiting"],
+        pending=pending["n"], published=tallies.totals(PUBLISHED_TALLY).get(PUBLISHED_TALLY, 0),
+        dead=OutboxMessage.objects.dead().count(), waiting=pending["waiting"],
         oldest_pending_seconds=(timezone.now() - oldest).total_seconds() if oldest else None,
     )

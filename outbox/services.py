@@ -252,7 +252,6 @@ def retry_dead(*, messages: QuerySet[OutboxMessage]) -> int:
     return n
 
 
-RECONCILE_WINDOW = timedelta(days=1)
 REPUBLISHED = "published again by reconciliation: published at {at}, its work never done"
 
 
@@ -269,7 +268,8 @@ def reconcile(*, topic: str, older_than: float) -> int:
     now = db_now()
     messages = list(OutboxMessage.objects.filter(
         topic=topic, published_at__lt=now - timedelta(seconds=older_than),
-        published_at__gte=now - RECONCILE_WINDOW).only("id", "payload", "published_at"))
+        published_at__gte=now - timedelta(days=settings.RECONCILE_WINDOW_DAYS),
+    ).only("id", "payload", "published_at"))
     if not messages:
         return 0
     finished = spec.done([m.payload for m in messages], older_than=older_than)

@@ -283,6 +283,31 @@ SAGA_MAX_FORWARD_ATTEMPTS = env.integer("SAGA_MAX_FORWARD_ATTEMPTS", 3, low=1, h
 SAGA_COMP_BACKOFF_SECONDS = env.number("SAGA_COMP_BACKOFF_SECONDS", 1, low=0, high=3600)
 TASK_RESULTS_KEEP_DAYS = env.integer("TASK_RESULTS_KEEP_DAYS", 7, low=1, high=3650)
 
+# --- a year of history (docs/retention.md) ---------------------------------------------------
+# Reconciliation looks this far back for promised work never done (outbox/services.py).
+RECONCILE_WINDOW_DAYS = 1
+# A duplicate of a job can still arrive this long after its first run: a copy still queued is
+# never pruned past (`prune` checks), and reconciliation makes copies only within its window.
+# An idempotency ledger kept shorter would let a duplicate run twice: refused.
+REDELIVERY_HORIZON_DAYS = RECONCILE_WINDOW_DAYS + 1
+RETENTION_DAYS = {
+    # what `manage.py prune` deletes, days after it finished (published, sent, ran, ended)
+    "outbox_published": env.integer("RETAIN_OUTBOX_PUBLISHED_DAYS", 7,
+                                    low=REDELIVERY_HORIZON_DAYS, high=3650),
+    "relay_attempts": env.integer("RETAIN_RELAY_ATTEMPTS_DAYS", 7, low=1, high=3650),
+    "job_runs": env.integer("RETAIN_JOB_RUNS_DAYS", 7, low=REDELIVERY_HORIZON_DAYS, high=3650),
+    "job_results": TASK_RESULTS_KEEP_DAYS,
+    "email_ledger": env.integer("RETAIN_EMAIL_LEDGER_DAYS", 30, low=REDELIVERY_HORIZON_DAYS,
+                                high=3650),
+    "sagas_finished": env.integer("RETAIN_SAGAS_DAYS", 30, low=1, high=3650),
+    "experiments": env.integer("RETAIN_EXPERIMENTS_DAYS", 30, low=1, high=3650),
+    "mail_files": env.integer("RETAIN_MAIL_FILES_DAYS", 7, low=1, high=3650),
+}
+PRUNE_BATCH = env.integer("PRUNE_BATCH", 2000, low=1, high=100_000)  # rows per transaction
+# The audit (dashboard/audit.py) passes a row once it is this old: no transaction still
+# writing a row with a lower id can be open (idle_in_transaction ends them after 60 s).
+AUDIT_SETTLE_SECONDS = env.number("AUDIT_SETTLE_SECONDS", 300, low=0, high=86_400)
+
 LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LOGGING = {
     "version": 1,

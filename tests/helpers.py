@@ -93,3 +93,20 @@ def committed_queue_rows() -> int:
     with side_cursor() as cur:
         cur.execute(f"SELECT count(*) FROM {table}")
         return cur.fetchone()[0]
+
+
+def ensure_groups() -> None:
+    """The Viewers and Operators groups: the migration made them; a transactional test's flush
+    (which keeps permissions but not groups) may have removed them since: then run the
+    migration's code again."""
+    import importlib
+
+    from django.apps import apps
+    from django.contrib.auth.models import Group
+    from django.db import connection
+
+    from common.permissions import OPERATORS, VIEWERS
+
+    if Group.objects.filter(name__in=[VIEWERS, OPERATORS]).count() != 2:
+        groups = importlib.import_module("dashboard.migrations.0002_viewers_and_operators")
+        groups.fill_groups(apps, connection.alias)

@@ -5,7 +5,6 @@ its CSRF token, and a retry submitted twice retries once."""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -31,25 +30,16 @@ from jobs.selectors import queued_tasks, uses_pgbroker
 from outbox.models import OutboxMessage
 from pgbroker.models import Cluster, Job
 from sagas.models import Saga, SagaLog, State
+from tests.helpers import ensure_groups
 from travel.models import CarBooking, FlightBooking, HotelBooking
 from users.models import EmailSend, User
 
 ROLES = ["anonymous", "staff", "viewer", "operator", "superuser"]
 NOBODY = "nobody"  # a page nobody may open (a log has no add page)
 LOGIN = "/admin/login/"
-GROUPS = importlib.import_module("dashboard.migrations.0002_viewers_and_operators")
 
 
 # --- the world: one row of every model, and one user per role -------------------------------
-
-def ensure_groups() -> None:
-    """The migration made them; a transactional test's flush (which keeps permissions but not
-    groups) may have removed them since: then run the migration's code again."""
-    if Group.objects.filter(name__in=[VIEWERS, OPERATORS]).count() != 2:
-        from django.apps import apps
-
-        GROUPS.fill_groups(apps, connection.alias)
-
 
 def package(task_id: str = "t1") -> str:
     return SignedPackage.dumps({"id": task_id, "name": "n", "args": (), "kwargs": {"user_id": 7},

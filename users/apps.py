@@ -29,3 +29,5 @@ class UsersConfig(AppConfig):
         dashboard.register()
         schedules.register("reconcile welcome emails", "users.tasks.reconcile_welcome_emails",
                            minutes=1)
+        schedules.register("audit welcome emails", "users.tasks.audit_welcome_emails",
+                           minutes=1)

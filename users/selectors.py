@@ -1,23 +1,59 @@
 """What the signups look like: per mode, who got their welcome email, who is still waiting,
-who lost it. Read by the dashboard (users/dashboard.py), `show_state` and `create_user`."""
+who lost it. Read by the dashboard (users/dashboard.py), `check_consistency`, `show_state` and
+`create_user --sync`.
+
+A verdict is read in one snapshot (common.db.snapshot), so a user committed with its job or
+message between two queries never looks lost; Redis is read before the snapshot, so a job
+taken off Redis after it was read is seen by the snapshot as sent or in a worker's hands.
+"Lost" is said only of what nothing will send: a job taken by a worker, a message just
+published, a retry waiting for its turn, a dual-write user whose job is being pushed are on
+their way.
+
+Cost: the counts are tallies (dashboard.tallies, kept by triggers in the transactions that
+write users and emails); the verdicts cover the users ahead of the audit's watermark plus its
+findings (dashboard.audit), so a refresh costs what the last minutes cost, not the year.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from django.conf import settings
 from django.db.models import Count, Q
 
-from common.db import db_now
-from jobs.selectors import queue_counts, queued_calls, redis_status
-from outbox.models import STATE_CONDITIONS, MessageState, OutboxMessage
+from common.db import db_now, snapshot
+from dashboard import audit, tallies
+from jobs.models import JobRun
+from jobs.selectors import queue_counts, queued_tasks, redis_queued_tasks, redis_status
+from outbox.models import MessageState, OutboxMessage
 from outbox.selectors import outbox_counts
 from users.models import Mode, User
-from users.services import EMAIL_STORE, SEND_EMAIL_TASK, WELCOME_TOPIC
+from users.services import EMAIL_STORE, SEND_EMAIL_TASK, WELCOME_TOPIC, email_job_key
 
 # A published message's job normally runs within milliseconds; one still not done after this
-# long was lost by its store (Redis), and reconciliation will publish it again.
+# long was lost by its store (Redis), and reconciliation will publish it again. The same grace
+# covers a dual-write user whose job is being pushed, and a job a worker has just taken.
 PUBLISHED_GRACE_SECONDS = 5
+AUDIT = "users.welcome_email"
+NAMES_SHOWN = 20  # names listed per verdict and mode; the counts are whole
+
+
+class Verdict:
+    SENT = "sent"
+    DUPLICATED = "duplicated"
+    IN_FLIGHT = "in flight"
+    LOST = "lost"                    # nothing will ever send it
+    LOST_BY_STORE = "lost by store"  # outbox: published, then a store lost the job
+
+
+@dataclass
+class Judged:
+    id: int
+    name: str
+    mode: str
+    verdict: str
+    where: str = ""  # in flight: where the email is now
 
 
 @dataclass
@@ -29,10 +65,30 @@ class ModeStats:
     in_flight: list[str] = field(default_factory=list)
     duplicated: list[str] = field(default_factory=list)
     lost_by_store: list[str] = field(default_factory=list)  # published, then a store lost it
+    counts: dict[str, int] = field(default_factory=dict)    # verdict -> how many (lists cut)
 
     @property
     def store(self) -> str:
         return email_store_name(self.mode)
+
+    def count(self, verdict: str) -> int:
+        return self.counts.get(verdict, 0)
+
+    @property
+    def lost_count(self) -> int:
+        return self.count(Verdict.LOST)
+
+    @property
+    def in_flight_count(self) -> int:
+        return self.count(Verdict.IN_FLIGHT)
+
+    @property
+    def duplicated_count(self) -> int:
+        return self.count(Verdict.DUPLICATED)
+
+    @property
+    def lost_by_store_count(self) -> int:
+        return self.count(Verdict.LOST_BY_STORE)
 
 
 def email_store_name(mode: str) -> str:
@@ -40,71 +96,154 @@ def email_store_name(mode: str) -> str:
     return EMAIL_STORE[Mode(mode)].label.split(" (")[0]
 
 
+def _email_user_ids(tasks) -> set:
+    return {t.kwargs.get("user_id") for t in tasks if t.func == SEND_EMAIL_TASK}
+
+
 def users_with_email_job(*, include_parked: bool = False) -> set[int]:
     """Users with a welcome email job waiting in either store."""
-    return {kw.get("user_id") for kw in queued_calls(SEND_EMAIL_TASK,
-                                                     include_parked=include_parked)}
+    return (_email_user_ids(queued_tasks(include_parked=include_parked))
+            | _email_user_ids(redis_queued_tasks()))
 
 
 def welcome_messages():
     return OutboxMessage.objects.filter(topic=WELCOME_TOPIC)
 
 
-def users_with_pending_email() -> set[int]:
-    """Users whose welcome email is still on its way: a job still in a queue (waiting,
-    running, or between attempts) or a pending (or just published) outbox message. A job the
-    queue gave up on (parked) is not on its way: a person has to retry it."""
-    ids = users_with_email_job()
-    recent = db_now() - timedelta(seconds=PUBLISHED_GRACE_SECONDS)
-    messages = welcome_messages().filter(
-        STATE_CONDITIONS[MessageState.PENDING] | Q(published_at__gte=recent))
-    for payload in messages.values_list("payload", flat=True):
-        if isinstance(payload, dict):
-            ids.add(payload.get("user_id"))
-    return ids
+def judge(users, *, in_redis: set[int], unpushed: frozenset[int] = frozenset()) -> list[Judged]:
+    """The verdict on each user of `users` (a queryset, read here), inside the caller's
+    snapshot; `in_redis`: the users whose job Redis held when read, before the snapshot;
+    `unpushed`: dual-write users whose job is known never to have reached Redis."""
+    rows = list(users.exclude(signup_mode="").annotate(n=Count("email_sends"))
+                .order_by("id").values_list("id", "username", "signup_mode", "date_joined", "n"))
+    found = {i: Judged(i, name, mode, Verdict.SENT if n == 1 else Verdict.DUPLICATED)
+             for i, name, mode, _, n in rows if n}
+    waiting = [(i, name, mode, joined) for i, name, mode, joined, n in rows if not n]
+    if not waiting:
+        return [found[i] for i, *_ in rows]
+    now = db_now()
+    recent = now - timedelta(seconds=PUBLISHED_GRACE_SECONDS)
+    ids = [i for i, *_ in waiting]
+    in_pg = _email_user_ids(queued_tasks())
+    in_hands = {int(k.split(":")[1]) for k in JobRun.objects.pending().filter(
+        key__in=[email_job_key(i) for i in ids], last_started_at__gte=recent)
+        .values_list("key", flat=True)}
+    # The message is written with the user (or after it): read from the oldest such user on,
+    # by the (topic, created_at) index. Users without an email are recent, or findings.
+    messages: dict[int, OutboxMessage] = {}
+    joined_at = [joined for *_, mode, joined in waiting if mode == Mode.OUTBOX]
+    if joined_at:
+        for m in welcome_messages().filter(created_at__gte=min(joined_at)).only(
+                "payload", "published_at", "dead_at", "created_at"):
+            if isinstance(m.payload, dict):
+                messages[m.payload.get("user_id")] = m
+    kept = timedelta(days=settings.RETENTION_DAYS["outbox_published"])
+    for i, name, mode, joined in waiting:
+        message = messages.get(i)
+        where = ("queued in PostgreSQL" if i in in_pg else "queued in Redis" if i in in_redis
+                 else "in a worker's hands" if i in in_hands else "")
+        if not where and message is not None and message.state == MessageState.PENDING:
+            where = "waiting in the outbox"
+        elif not where and message is not None and message.published_at >= recent:
+            where = "just published"
+        elif not where and mode == Mode.DUAL_WRITE and joined >= recent and i not in unpushed:
+            where = "on its way to a Redis worker"  # being pushed, or prefetched by a worker
+        if where:
+            verdict = Verdict.IN_FLIGHT
+        elif mode == Mode.OUTBOX and message is not None and message.state == MessageState.DEAD:
+            verdict = Verdict.LOST  # the relay gave up on it: a person retries it
+        elif mode == Mode.OUTBOX and (message is not None or joined < now - kept):
+            # published long ago (a message older than its retention was pruned, published)
+            verdict = Verdict.LOST_BY_STORE
+        else:
+            verdict = Verdict.LOST
+        found[i] = Judged(i, name, mode, verdict, where)
+    return [found[i] for i, *_ in rows]
 
 
-def users_published_long_ago() -> set[int]:
-    """Users whose welcome message was published more than the grace ago."""
-    cutoff = db_now() - timedelta(seconds=PUBLISHED_GRACE_SECONDS)
-    return {p.get("user_id") for p in welcome_messages().filter(published_at__lt=cutoff)
-            .values_list("payload", flat=True) if isinstance(p, dict)}
+def judge_now(users, *, unpushed: frozenset[int] = frozenset()) -> list[Judged]:
+    """`judge`, with Redis read first and the rest in one snapshot."""
+    in_redis = _email_user_ids(redis_queued_tasks())
+    with snapshot():
+        return judge(users, in_redis=in_redis, unpushed=unpushed)
+
+
+def recheck_findings() -> list[int]:
+    """The audit's findings that are ok now (sent after all)."""
+    return [j.id for j in judge_now(User.objects.filter(pk__in=audit.findings(AUDIT)))
+            if j.verdict == Verdict.SENT]
+
+
+def live_users():
+    """The users a look judges: ahead of the audit's watermark, and its findings."""
+    return User.objects.filter(Q(pk__gt=audit.position(AUDIT))
+                               | Q(pk__in=audit.findings(AUDIT)))
 
 
 def signup_stats() -> list[ModeStats]:
-    stats = {m: ModeStats(mode=m) for m in Mode.values}
-    pending = users_with_pending_email()
-    published = users_published_long_ago()
-    users = User.objects.exclude(signup_mode="").annotate(n=Count("email_sends")).order_by("id")
-    for user in users:
-        s = stats[user.signup_mode]
-        s.users += 1
-        s.emails += user.n
-        if user.n > 1:
-            s.duplicated.append(user.username)
-        elif user.n == 0:
-            if user.pk in pending:
-                s.in_flight.append(user.username)
-            elif user.pk in published and user.signup_mode != Mode.DUAL_WRITE:
-                s.lost_by_store.append(user.username)
-            else:
-                s.lost.append(user.username)
+    """Per mode: users and emails (ever), and who is lost, in flight or duplicated."""
+    in_redis = _email_user_ids(redis_queued_tasks())
+    with snapshot():
+        users = tallies.totals("signups.")
+        emails = tallies.totals("welcome_emails.")
+        judged = judge(live_users(), in_redis=in_redis)
+    stats = {m: ModeStats(mode=m, users=users.get(f"signups.{m}", 0),
+                          emails=emails.get(f"welcome_emails.{m}", 0)) for m in Mode.values}
+    lists = {Verdict.LOST: "lost", Verdict.IN_FLIGHT: "in_flight",
+             Verdict.DUPLICATED: "duplicated", Verdict.LOST_BY_STORE: "lost_by_store"}
+    for j in judged:
+        if j.verdict == Verdict.SENT:
+            continue
+        s = stats[j.mode]
+        s.counts[j.verdict] = s.counts.get(j.verdict, 0) + 1
+        shown = getattr(s, lists[j.verdict])
+        if len(shown) < NAMES_SHOWN:
+            shown.append(j.name)
     return list(stats.values())
 
 
-def system_state() -> dict:
-    """The talk's `make db-show`: users and their emails, the outbox, the queue."""
-    users = (
-        User.objects.exclude(signup_mode="")
-        .annotate(emails=Count("email_sends"))
-        .order_by("date_joined", "id")
-    )
+def settled(after: int, limit: int) -> tuple[dict[int, str], int]:
+    """The audit's step (dashboard.audit.advance): judge the next `limit` users after id
+    `after` that joined long enough ago that no transaction still writing one with a lower id
+    can be open; returns the ones not sent, and the last id judged."""
+    cutoff = db_now() - timedelta(seconds=settings.AUDIT_SETTLE_SECONDS)
+    settled_ids = []
+    for i, joined in (User.objects.filter(pk__gt=after).order_by("pk")
+                      .values_list("pk", "date_joined")[:limit]):
+        if joined >= cutoff:  # too young: the ids after it are not settled either
+            break
+        settled_ids.append(i)
+    if not settled_ids:
+        return {}, after
+    judged = judge_now(User.objects.filter(pk__gt=after, pk__lte=settled_ids[-1]))
+    return {j.id: j.verdict for j in judged if j.verdict != Verdict.SENT}, settled_ids[-1]
+
+
+def email_outcome(user: User, *, unpushed: bool = False) -> Judged:
+    """One user's welcome email now: sent, in flight (and where), lost or duplicated.
+    `unpushed`: the caller saw the signup end before its dual-write job reached Redis."""
+    (judged,) = judge_now(User.objects.filter(pk=user.pk),
+                          unpushed=frozenset([user.pk]) if unpushed else frozenset())
+    return judged
+
+
+def system_state(*, limit: int = 50) -> dict:
+    """The talk's `make db-show`: the last `limit` users and their emails, every user counted,
+    the outbox, the queue."""
+    stats = signup_stats()
+    users = list(User.objects.exclude(signup_mode="").annotate(emails=Count("email_sends"))
+                 .order_by("-id")[:limit])
+    users.reverse()
     outbox = outbox_counts()
     queue = queue_counts()
     redis = redis_status()
     return {
         "users": [{"name": u.username, "mode": u.signup_mode, "emails": u.emails} for u in users],
+        "modes": [{"mode": s.mode, "users": s.users, "emails": s.emails, "lost": s.lost_count,
+                   "in_flight": s.in_flight_count, "duplicated": s.duplicated_count,
+                   "lost_by_store": s.lost_by_store_count} for s in stats],
         "outbox": {"pending": outbox.pending, "published": outbox.published, "dead": outbox.dead},
         "queue": {"queued": queue.queued, "failed": queue.failed},
         "redis": {"up": redis.up, "queued": redis.depth, "workers": redis.workers},
     }
+

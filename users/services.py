@@ -7,6 +7,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMessage
@@ -85,6 +86,11 @@ def parse_name(name: object) -> str:
     except ValidationError:
         raise InvalidName(NAME_INVALID) from None
     return name
+
+
+def parse_wait(value: object) -> float:
+    """`create_user --sync --wait`: seconds, 0 to 300."""
+    return validate.seconds(value, what="the wait", low=0, high=300)
 
 
 def validate_name(name: str) -> str:
@@ -254,7 +260,8 @@ OLDER_THAN = {"what": "the age", "low": 0, "high": 365 * validate.DAY}
 
 
 def reconcile_welcome_emails(*, older_than: float) -> Reconciled:
-    """What PostgreSQL says was promised but never done, `older_than` seconds on: the outbox
+    """What PostgreSQL says was promised but never done, `older_than` seconds on (and within
+    RECONCILE_WINDOW_DAYS): the outbox
     messages whose job a store lost are published again, que users with no email and no job
     get their job again. dual-write users are not touched: their loss is the demonstration.
     The email ledger makes a copy that was not lost after all harmless."""
@@ -267,8 +274,11 @@ def reconcile_welcome_emails(*, older_than: float) -> Reconciled:
     cutoff = db_now() - timedelta(seconds=older_than)
     queued = users_with_email_job(include_parked=True)
     parked = set(JobRun.objects.parked().values_list("key", flat=True))
+    # Within the window only: the cost of a pass is what the last day cost, and a user older
+    # than the email ledger's retention would look unsent (REDELIVERY_HORIZON_DAYS).
+    since = cutoff - timedelta(days=settings.RECONCILE_WINDOW_DAYS)
     orphans = (User.objects.filter(signup_mode=Mode.QUE, date_joined__lt=cutoff,
-                                   email_sends__isnull=True)
+                                   date_joined__gte=since, email_sends__isnull=True)
                .values_list("pk", flat=True))
     for user_id in orphans:
         if user_id in queued or email_job_key(user_id) in parked:
@@ -278,3 +288,14 @@ def reconcile_welcome_emails(*, older_than: float) -> Reconciled:
         result.reenqueued += 1
         logger.warning("que user %s had no welcome email and no job: enqueued it again", user_id)
     return result
+
+
+def audit_welcome_emails() -> str:
+    """The audit's pass (every minute): move its watermark over the users that settled, keep
+    what was not sent as findings, forget the findings sent since (dashboard.audit)."""
+    from dashboard import audit
+    from users.selectors import AUDIT, recheck_findings, settled
+
+    moved = audit.advance(AUDIT, settled=settled)
+    forgotten = audit.forget(AUDIT, recheck_findings())
+    return f"audit of welcome emails: moved {moved} ids, {forgotten} finding(s) ok now"

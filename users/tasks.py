@@ -27,3 +27,7 @@ def reconcile_welcome_emails() -> str:
     from django.conf import settings
 
     return str(services.reconcile_welcome_emails(older_than=settings.RECONCILE_AFTER_SECONDS))
+
+
+def audit_welcome_emails() -> str:
+    return services.audit_welcome_emails()

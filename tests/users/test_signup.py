@@ -154,8 +154,12 @@ def test_show_state_json_has_the_stable_shape(db, capsys):
     User.objects.create_user(username="admin")  # not a demo signup: not listed
     call_command("show_state", "--json")
     state = json.loads(capsys.readouterr().out)
+    none = {"in_flight": 0, "lost": 0, "duplicated": 0, "lost_by_store": 0}
     assert state == {
         "users": [{"name": "mike", "mode": "que", "emails": 1}],
+        "modes": [{"mode": "dual-write", "users": 0, "emails": 0, **none},
+                  {"mode": "outbox", "users": 0, "emails": 0, **none},
+                  {"mode": "que", "users": 1, "emails": 1, **none}],
         "outbox": {"pending": 0, "published": 0, "dead": 0},
         "queue": {"queued": 0, "failed": 0},
         "redis": {"up": True, "queued": 0, "workers": 0},

@@ -3,10 +3,16 @@ import unicodedata
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from common.inputs import OneLineErrors
+from common import validate
+from common.inputs import OneLineErrors, arg
 from users.selectors import system_state
 
 NAME_COLUMNS = 20
+LIMIT = 50
+
+
+def parse_limit(value: object) -> int:
+    return validate.integer(value, what="the limit", low=0, high=100_000)
 
 
 def width(text: str) -> int:
@@ -38,9 +44,12 @@ class Command(OneLineErrors, BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--json", action="store_true", dest="as_json",
                             help="machine-readable output")
+        parser.add_argument("--limit", type=arg(parse_limit), default=LIMIT, metavar="N",
+                            help=f"list the last N users (default {LIMIT}); every user is "
+                                 "counted in the per-mode summary whatever N")
 
-    def handle(self, *args, as_json: bool = False, **options) -> None:
-        state = system_state()
+    def handle(self, *args, as_json: bool = False, limit: int = LIMIT, **options) -> None:
+        state = system_state(limit=limit)
         if as_json:
             self.stdout.write(json.dumps(state, indent=2))
             return
@@ -54,6 +63,17 @@ class Command(OneLineErrors, BaseCommand):
             self.stdout.write(line)
         if not state["users"]:
             self.stdout.write("(no users yet: manage.py create_user NAME)")
+        total = sum(m["users"] for m in state["modes"])
+        if total > len(state["users"]):
+            self.stdout.write(f"(the last {len(state['users'])} of {total} users: --limit N "
+                              "shows more)")
+        for m in state["modes"]:
+            line = (f"{m['mode']:<11} {m['users']} users, {m['emails']} emails; "
+                    f"{m['in_flight']} in flight, {m['lost']} lost, {m['duplicated']} duplicated")
+            if m["lost_by_store"]:
+                line += f", {m['lost_by_store']} lost by Redis"
+            bad = m["duplicated"] or (m["lost"] and m["mode"] != "dual-write")
+            self.stdout.write(self.style.ERROR(line) if bad else line)
         o, q = state["outbox"], state["queue"]
         self.stdout.write(f"outbox: {o['pending']} pending, {o['published']} published, "
                           f"{o['dead']} dead")

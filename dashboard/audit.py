@@ -1,0 +1,72 @@
+"""Incremental audits: an invariant checked over what is recent, plus a watermark.
+
+Checking every user at every refresh costs what the history costs. An audit instead splits
+the rows (ids only grow) in three:
+
+- behind the watermark: checked once, settled; those that were not ok are Findings;
+- the findings: checked again at every look, until they are ok, then forgotten;
+- ahead of the watermark: recent, checked at every look.
+
+`advance()` (the "audit" schedule, every minute) moves the watermark over the rows that
+settled. `check_consistency --full` checks everything, ignoring the watermark.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from django.db import transaction
+from django.utils import timezone
+
+from dashboard.models import Finding, Watermark
+
+# judge(ids after, up to) -> ({id: verdict} of the rows not ok, the last settled id)
+Judge = Callable[[int, int], tuple[dict[int, str], int]]
+
+
+def position(name: str) -> int:
+    mark = Watermark.objects.filter(name=name).only("position").first()
+    return mark.position if mark else 0
+
+
+def findings(name: str) -> list[int]:
+    """The ids found not ok behind the watermark (to check again)."""
+    return list(Finding.objects.filter(audit=name).order_by("subject")
+                .values_list("subject", flat=True))
+
+
+def advance(name: str, *, settled: Judge, batch: int = 5000, most: int = 200_000) -> int:
+    """Move `name`'s watermark over the rows that settled, `batch` at a time, at most `most`
+    rows per call. `settled(after, limit)` judges the next rows (in a snapshot of its own) and
+    says how far they are settled; the findings and the new position are then written in one
+    short transaction, only if nobody moved the watermark meanwhile. Returns how far (in ids)
+    it moved."""
+    Watermark.objects.get_or_create(name=name)
+    moved = 0
+    while moved < most:
+        start = position(name)
+        bad, last = settled(start, batch)
+        if last <= start:
+            Watermark.objects.filter(name=name).update(swept_at=timezone.now())
+            break
+        with transaction.atomic():
+            if not Watermark.objects.filter(name=name, position=start).update(
+                    position=last, swept_at=timezone.now()):
+                continue  # another pass moved it: judge from where it is now
+            Finding.objects.bulk_create(
+                [Finding(audit=name, subject=i, verdict=v) for i, v in bad.items()],
+                ignore_conflicts=True)
+        moved += last - start
+    return moved
+
+
+def forget(name: str, ok: Iterable[int]) -> int:
+    """Findings that are ok now: deleted."""
+    deleted, _ = Finding.objects.filter(audit=name, subject__in=list(ok)).delete()
+    return deleted
+
+
+def rewind(name: str) -> None:
+    """Forget the watermark and findings (tests; a restored database)."""
+    Watermark.objects.filter(name=name).delete()
+    Finding.objects.filter(audit=name).delete()
