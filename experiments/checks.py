@@ -66,7 +66,7 @@ def check_history(*, plan: Plan, mail_dir: Path, samples: list[dict], timeline: 
     from jobs.models import JobRun
     from outbox.models import OutboxMessage
     from sagas.models import Saga, State
-    from sagas.selectors import booking_violations, flights_booked_twice
+    from sagas.selectors import Verdict, judge_now
     from users.models import EmailSend, User
 
     mails = mails_per_user(mail_dir)
@@ -93,7 +93,9 @@ def check_history(*, plan: Plan, mail_dir: Path, samples: list[dict], timeline: 
                                "killed, crashed or Redis down after the commit":
                                    len(lost) - len(part2)} if mode == "dual-write" else {},
         }
-    still_booked, incomplete = booking_violations()
+    verdicts = judge_now(Saga.objects.all())  # every saga of the scratch database
+    still_booked = [i for i, v in verdicts.items() if v == Verdict.COMPENSATED_BUT_BOOKED]
+    incomplete = [i for i, v in verdicts.items() if v == Verdict.COMPLETED_NOT_BOOKED]
     states = dict(Saga.objects.values_list("state").annotate(n=Count("id")))
     half_done = (still_booked + incomplete
                  + list(Saga.objects.active().values_list("pk", flat=True)))
@@ -103,7 +105,7 @@ def check_history(*, plan: Plan, mail_dir: Path, samples: list[dict], timeline: 
         "compensated": states.get(State.COMPENSATED, 0),
         "stuck": states.get(State.STUCK, 0),
         "half_done": len(half_done),
-        "flights_booked_twice": len(flights_booked_twice()),
+        "flights_booked_twice": sum(v == Verdict.FLIGHT_BOOKED_TWICE for v in verdicts.values()),
     }
     kinds = Counter(e["kind"] for e in timeline)
     stall = longest_stall(samples)

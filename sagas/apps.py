@@ -25,3 +25,4 @@ class SagasConfig(AppConfig):
         dashboard.register()
         # The backstop for sagas whose coordinator died when no `recover_sagas --follow` runs.
         schedules.register("recover sagas", "sagas.tasks.recover_sagas", minutes=1)
+        schedules.register("audit sagas", "sagas.tasks.audit_sagas", minutes=1)

@@ -14,15 +14,16 @@ from sagas.models import Saga, State
 
 
 def saga_checks(snap: Snapshot) -> list[Check]:
-    still_booked, incomplete = selectors.booking_violations()
+    found = selectors.booking_violations()
+    Verdict = selectors.Verdict
     return [
         Check.of("saga_compensated_but_booked", "compensated sagas must leave nothing booked",
-                 still_booked, Status.VIOLATION),
+                 found.get(Verdict.COMPENSATED_BUT_BOOKED, []), Status.VIOLATION),
         Check.of("saga_completed_but_not_booked", "completed sagas have every step booked",
-                 incomplete, Status.VIOLATION),
+                 found.get(Verdict.COMPLETED_NOT_BOOKED, []), Status.VIOLATION),
         Check.of("flights_booked_twice",
                  "a flight is booked at most once (the flight service is not idempotent)",
-                 selectors.flights_booked_twice(), Status.VIOLATION),
+                 found.get(Verdict.FLIGHT_BOOKED_TWICE, []), Status.VIOLATION),
         Check.of("saga_stuck", "sagas whose compensation keeps failing (retry them)",
                  list(Saga.objects.filter(state=State.STUCK).values_list("id", flat=True)),
                  Status.ATTENTION),

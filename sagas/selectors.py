@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.db.models import Count
+from django.conf import settings
+from django.db.models import Count, Q
 from django.utils import timezone
 
+from common.db import db_now, snapshot
+from dashboard import audit
 from sagas.models import Saga, State
 from travel.models import FlightBooking
 from travel.services import MODELS, booking_states
@@ -55,20 +58,80 @@ def recent_sagas(limit: int = 10) -> list[Saga]:
     return list(Saga.objects.order_by("-id")[:limit])
 
 
-def booking_violations() -> tuple[list[int], list[int]]:
-    """(compensated sagas with a booking still active, completed sagas missing a booking)."""
+class Verdict:
+    OK = "ok"
+    COMPENSATED_BUT_BOOKED = "compensated but booked"
+    COMPLETED_NOT_BOOKED = "completed, not booked"
+    FLIGHT_BOOKED_TWICE = "flight booked twice"
+    UNFINISHED = "unfinished"  # running, compensating or stuck: looked at again
+
+
+AUDIT = "sagas.bookings"
+
+
+def judge(sagas) -> dict[int, str]:
+    """The verdict on each saga of `sagas` (a queryset), in the caller's snapshot: its state
+    and its bookings agree, its flight was booked once."""
+    states = dict(sagas.values_list("id", "state"))
+    ids = list(states)
     booked: dict[int, set[str]] = {}
     for service, model in MODELS.items():
-        for saga_id in model.objects.booked().values_list("saga_id", flat=True):
+        for saga_id in model.objects.booked().filter(saga_id__in=ids).values_list(
+                "saga_id", flat=True):
             booked.setdefault(saga_id, set()).add(service)
-    compensated = Saga.objects.filter(state=State.COMPENSATED).values_list("id", flat=True)
-    completed = Saga.objects.filter(state=State.COMPLETED).values_list("id", flat=True)
-    active_after_compensation = [i for i in compensated if booked.get(i)]
-    incomplete = [i for i in completed if booked.get(i, set()) != set(MODELS)]
-    return active_after_compensation, incomplete
-
-
-def flights_booked_twice() -> list[int]:
-    """Sagas whose flight (not idempotent) was booked more than once."""
-    return list(FlightBooking.objects.filter(times_booked__gt=1)
+    twice = set(FlightBooking.objects.filter(saga_id__in=ids, times_booked__gt=1)
                 .values_list("saga_id", flat=True))
+    verdicts = {}
+    for i, state in states.items():
+        if i in twice:
+            verdicts[i] = Verdict.FLIGHT_BOOKED_TWICE
+        elif state == State.COMPENSATED and booked.get(i):
+            verdicts[i] = Verdict.COMPENSATED_BUT_BOOKED
+        elif state == State.COMPLETED and booked.get(i, set()) != set(MODELS):
+            verdicts[i] = Verdict.COMPLETED_NOT_BOOKED
+        elif state not in (State.COMPLETED, State.COMPENSATED):
+            verdicts[i] = Verdict.UNFINISHED
+        else:
+            verdicts[i] = Verdict.OK
+    return verdicts
+
+
+def judge_now(sagas) -> dict[int, str]:
+    with snapshot():
+        return judge(sagas)
+
+
+def live_sagas():
+    """The sagas a look judges: ahead of the audit's watermark, and its findings."""
+    return Saga.objects.filter(Q(pk__gt=audit.position(AUDIT))
+                               | Q(pk__in=audit.findings(AUDIT)))
+
+
+def settled(after: int, limit: int) -> tuple[dict[int, str], int]:
+    """The audit's step: judge the next `limit` sagas created long enough ago; the ones not
+    ok (unfinished included: looked at again until they end) and the last id judged."""
+    cutoff = db_now() - timedelta(seconds=settings.AUDIT_SETTLE_SECONDS)
+    last = after
+    for i, created in (Saga.objects.filter(pk__gt=after).order_by("pk")
+                       .values_list("pk", "created_at")[:limit]):
+        if created >= cutoff:
+            break
+        last = i
+    if last == after:
+        return {}, after
+    verdicts = judge_now(Saga.objects.filter(pk__gt=after, pk__lte=last))
+    return {i: v for i, v in verdicts.items() if v != Verdict.OK}, last
+
+
+def recheck_findings() -> list[int]:
+    """The audit's findings that are ok now (a saga that ended well)."""
+    return [i for i, v in judge_now(Saga.objects.filter(pk__in=audit.findings(AUDIT))).items()
+            if v == Verdict.OK]
+
+
+def booking_violations() -> dict[str, list[int]]:
+    """Per verdict, the sagas a look finds not ok (of the live ones: dashboard.audit)."""
+    found: dict[str, list[int]] = {}
+    for i, v in sorted(judge_now(live_sagas()).items()):
+        found.setdefault(v, []).append(i)
+    return found

@@ -121,3 +121,14 @@ def wait_for(*, saga_id: int, timeout: float, poll: float = 0.2,
         if on_poll is not None:
             on_poll()
         time.sleep(min(poll, max(0.0, deadline - time.monotonic()) + 0.01))
+
+
+def audit_sagas() -> str:
+    """The audit's pass (every minute): move its watermark over the sagas that settled, keep
+    the ones not ok (or not ended) as findings, forget those ok since (dashboard.audit)."""
+    from dashboard import audit
+    from sagas.selectors import AUDIT, recheck_findings, settled
+
+    moved = audit.advance(AUDIT, settled=settled)
+    forgotten = audit.forget(AUDIT, recheck_findings())
+    return f"audit of sagas: moved {moved} ids, {forgotten} finding(s) ok now"

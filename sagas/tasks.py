@@ -11,3 +11,9 @@ def recover_sagas() -> str:
     result = recovery.recover_sagas()
     states = ", ".join(f"saga {i} {s}" for i, s in result.advanced.items())
     return f"recovered {result.count} saga(s)" + (f" ({states})" if states else "")
+
+
+def audit_sagas() -> str:
+    from sagas import services
+
+    return services.audit_sagas()
