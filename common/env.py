@@ -82,12 +82,16 @@ def _parsed(name: str, parse: Callable[..., T], value: str, **rules: object) -> 
         raise EnvError(str(e)) from None
 
 
-def integer(name: str, default: int, *, low: int, high: int,
+def integer(name: str, default: int, *, low: int, high: int, why: str = "",
             environ: Mapping[str, str] | None = None) -> int:
+    """`why`: said after the refusal (what the bounds protect)."""
     value = _raw(name, environ)
     if value is None:
         return default
-    return _parsed(name, validate.integer, value, low=low, high=high)
+    try:
+        return _parsed(name, validate.integer, value, low=low, high=high)
+    except EnvError as e:
+        raise EnvError(f"{e}: {why}" if why else str(e)) from None
 
 
 def number(name: str, default: float, *, low: float, high: float,

@@ -78,7 +78,10 @@ class OneLineErrors:
         for dest, check in getattr(self, "_checks", {}).items():
             if options.get(dest) is not None:
                 try:
-                    options[dest] = check(options[dest])
+                    value = options[dest]
+                    # an `action="append"` option: each value checked
+                    options[dest] = ([check(v) for v in value] if isinstance(value, list)
+                                     else check(value))
                 except OperationError as e:
                     raise CommandError(str(e)) from None
         return super().execute(*args, **options)  # type: ignore[misc]

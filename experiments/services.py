@@ -146,3 +146,16 @@ def launch(experiment: Experiment) -> int:
                                 start_new_session=True)
     Experiment.objects.filter(pk=experiment.pk).update(pid=proc.pid)
     return proc.pid
+
+
+def prune_experiments(cutoff, batch: int) -> int:
+    """Retention: up to `batch` experiments that finished before `cutoff`, with their folder
+    of logs and histories (var/experiments/ID)."""
+    import shutil
+
+    ids = list(Experiment.objects.filter(finished_at__lt=cutoff).order_by("finished_at")
+               .values_list("pk", flat=True)[:batch])
+    for pk in ids:
+        shutil.rmtree(BASE_DIR / "var" / "experiments" / str(pk), ignore_errors=True)
+    Experiment.objects.filter(pk__in=ids).delete()
+    return len(ids)

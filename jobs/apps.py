@@ -7,11 +7,19 @@ class JobsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from django_q.models import Success
+
         from faults.points import register
         from jobs import checks  # noqa: F401 (registers the system checks)
-        from pgbroker import scheduler as schedules
+        from jobs.models import JobRun
+        from retention import registry as retention
 
         register("redis.enqueue",
                  "just before a job is pushed to Redis (raise: Redis refuses the write)")
-        schedules.register("cleanup task results", "jobs.tasks.cleanup_task_results",
-                           schedule_type="D")
+        retention.register(retention.Rule(
+            name="job_runs", label="finished job runs (the job ledger)", days="job_runs",
+            queryset=lambda: JobRun.objects.done(), age_field="finished_at", order=20))
+        retention.register(retention.Rule(
+            name="job_results", label="job results (django-q2 successes)",
+            days="job_results", queryset=lambda: Success.objects.all(), age_field="stopped",
+            order=21))

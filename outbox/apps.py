@@ -7,7 +7,9 @@ class OutboxConfig(AppConfig):
 
     def ready(self) -> None:
         from faults.points import register
+        from outbox.models import OutboxMessage, RelayAttempt
         from pgbroker import scheduler as schedules
+        from retention import registry as retention
 
         register("relay.publish",
                  "in the outbox relay, after claiming a batch, before any message is handled")
@@ -21,3 +23,10 @@ class OutboxConfig(AppConfig):
         # The backstop for when no `relay_outbox --follow` runs: the cluster relays once a
         # minute (created again by the cluster if someone deletes it).
         schedules.register("relay outbox", "outbox.tasks.relay_outbox", minutes=1)
+        retention.register(retention.Rule(
+            name="outbox_published", label="published outbox messages",
+            days="outbox_published", queryset=lambda: OutboxMessage.objects.published(),
+            age_field="published_at", order=10))
+        retention.register(retention.Rule(
+            name="relay_attempts", label="relay attempts", days="relay_attempts",
+            queryset=lambda: RelayAttempt.objects.all(), age_field="last_at", order=11))

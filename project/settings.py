@@ -78,6 +78,7 @@ INSTALLED_APPS = [
     "travel",
     "sagas",
     "dashboard",
+    "retention",
     "experiments",
 ]
 
@@ -290,18 +291,24 @@ RECONCILE_WINDOW_DAYS = 1
 # never pruned past (`prune` checks), and reconciliation makes copies only within its window.
 # An idempotency ledger kept shorter would let a duplicate run twice: refused.
 REDELIVERY_HORIZON_DAYS = RECONCILE_WINDOW_DAYS + 1
+HORIZON = (f"a duplicate of a job can still arrive {REDELIVERY_HORIZON_DAYS} days after it ran "
+           "(the redelivery horizon, docs/retention.md)")
 RETENTION_DAYS = {
     # what `manage.py prune` deletes, days after it finished (published, sent, ran, ended)
     "outbox_published": env.integer("RETAIN_OUTBOX_PUBLISHED_DAYS", 7,
-                                    low=REDELIVERY_HORIZON_DAYS, high=3650),
+                                    low=REDELIVERY_HORIZON_DAYS, high=3650, why=HORIZON),
     "relay_attempts": env.integer("RETAIN_RELAY_ATTEMPTS_DAYS", 7, low=1, high=3650),
-    "job_runs": env.integer("RETAIN_JOB_RUNS_DAYS", 7, low=REDELIVERY_HORIZON_DAYS, high=3650),
+    "job_runs": env.integer("RETAIN_JOB_RUNS_DAYS", 7, low=REDELIVERY_HORIZON_DAYS, high=3650,
+                            why=HORIZON),
     "job_results": TASK_RESULTS_KEEP_DAYS,
     "email_ledger": env.integer("RETAIN_EMAIL_LEDGER_DAYS", 30, low=REDELIVERY_HORIZON_DAYS,
-                                high=3650),
+                                high=3650, why=HORIZON),
     "sagas_finished": env.integer("RETAIN_SAGAS_DAYS", 30, low=1, high=3650),
     "experiments": env.integer("RETAIN_EXPERIMENTS_DAYS", 30, low=1, high=3650),
     "mail_files": env.integer("RETAIN_MAIL_FILES_DAYS", 7, low=1, high=3650),
+    "faults_spent": env.integer("RETAIN_SPENT_FAULTS_DAYS", 7, low=1, high=3650),
+    # days after a session expired
+    "sessions": env.integer("RETAIN_EXPIRED_SESSIONS_DAYS", 0, low=0, high=3650),
 }
 PRUNE_BATCH = env.integer("PRUNE_BATCH", 2000, low=1, high=100_000)  # rows per transaction
 # The audit (dashboard/audit.py) passes a row once it is this old: no transaction still

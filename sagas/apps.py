@@ -8,8 +8,10 @@ class SagasConfig(AppConfig):
     def ready(self) -> None:
         from faults.points import register
         from pgbroker import scheduler as schedules
-        from sagas import dashboard
+        from retention import registry as retention
+        from sagas import dashboard, services
         from sagas.definitions import DEFINITIONS
+        from sagas.models import Saga
 
         # the coordinator, right after a log event committed: every boundary of the log
         for definition in DEFINITIONS.values():
@@ -26,3 +28,7 @@ class SagasConfig(AppConfig):
         # The backstop for sagas whose coordinator died when no `recover_sagas --follow` runs.
         schedules.register("recover sagas", "sagas.tasks.recover_sagas", minutes=1)
         schedules.register("audit sagas", "sagas.tasks.audit_sagas", minutes=1)
+        retention.register(retention.Rule(
+            name="sagas_finished", label="finished sagas (with their logs and bookings)",
+            days="sagas_finished", queryset=lambda: Saga.objects.finished(),
+            age_field="updated_at", delete=services.prune_finished_sagas, order=40))

@@ -32,6 +32,9 @@ class SagaQuerySet(models.QuerySet):
     def active(self) -> SagaQuerySet:
         return self.filter(state__in=ACTIVE_STATES)
 
+    def finished(self) -> SagaQuerySet:
+        return self.filter(state__in=FINAL_STATES)
+
     def due(self, *, at=None) -> SagaQuerySet:
         """Active sagas whose lease ran out (by `at`, default now): due for recovery."""
         return self.active().filter(lease_until__lt=at or Now())
@@ -65,7 +68,10 @@ class Saga(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["state", "lease_until"], name="saga_due_idx")]
+        indexes = [models.Index(fields=["state", "lease_until"], name="saga_due_idx"),
+                   # retention: the finished ones, oldest first
+                   models.Index(fields=["updated_at"], name="saga_finished_idx",
+                                condition=models.Q(state__in=FINAL_STATES))]
 
     def __str__(self) -> str:
         return f"{self.kind} saga {self.pk} ({self.state})"

@@ -132,3 +132,23 @@ def audit_sagas() -> str:
     moved = audit.advance(AUDIT, settled=settled)
     forgotten = audit.forget(AUDIT, recheck_findings())
     return f"audit of sagas: moved {moved} ids, {forgotten} finding(s) ok now"
+
+
+def prune_finished_sagas(cutoff, batch: int) -> int:
+    """One transaction (retention): up to `batch` sagas that ended before `cutoff`, with their
+    log and bookings; only sagas the audit has judged, never one of its findings."""
+    from dashboard import audit
+    from sagas.selectors import AUDIT
+    from travel.services import MODELS
+
+    batch = max(1, batch // 10)  # a saga is a dozen rows
+    with transaction.atomic():
+        ids = list(Saga.objects.finished().filter(updated_at__lt=cutoff,
+                                                  pk__lte=audit.position(AUDIT))
+                   .exclude(pk__in=audit.findings(AUDIT)).order_by("updated_at")
+                   .values_list("pk", flat=True)[:batch])
+        for model in MODELS.values():
+            model.objects.filter(saga_id__in=ids).delete()
+        SagaLog.objects.filter(saga_id__in=ids).delete()
+        Saga.objects.filter(pk__in=ids).delete()
+    return len(ids)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 BASE = Path(__file__).resolve().parent.parent
-INFRASTRUCTURE = ["common", "outbox", "faults", "jobs", "pgbroker", "dashboard"]
+INFRASTRUCTURE = ["common", "outbox", "faults", "jobs", "pgbroker", "dashboard", "retention"]
 DOMAIN = {"users", "travel", "sagas", "experiments", "bench", "tests"}
 
 

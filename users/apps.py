@@ -9,7 +9,9 @@ class UsersConfig(AppConfig):
         from faults.points import register
         from outbox import topics
         from pgbroker import scheduler as schedules
-        from users import dashboard, services
+        from retention import registry as retention
+        from users import dashboard, selectors, services
+        from users.models import EmailSend
 
         register("signup.part1",
                  "inside the signup transaction, after the user row (and its outbox row or "
@@ -31,3 +33,7 @@ class UsersConfig(AppConfig):
                            minutes=1)
         schedules.register("audit welcome emails", "users.tasks.audit_welcome_emails",
                            minutes=1)
+        retention.register(retention.Rule(
+            name="email_ledger", label="sent welcome emails (the email ledger)",
+            days="email_ledger", queryset=lambda: EmailSend.objects.all(), age_field="sent_at",
+            keep=selectors.prunable_sends, order=30))

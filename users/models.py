@@ -34,6 +34,7 @@ class EmailSend(models.Model):
 
     class Meta:
         ordering = ["-sent_at"]
+        indexes = [models.Index(fields=["sent_at"], name="emailsend_sent_idx")]  # retention
 
     def __str__(self) -> str:
         return self.key

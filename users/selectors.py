@@ -247,3 +247,19 @@ def system_state(*, limit: int = 50) -> dict:
         "redis": {"up": redis.up, "queued": redis.depth, "workers": redis.workers},
     }
 
+
+
+def prunable_sends(sends):
+    """The ledger rows among `sends` that may go (retention): a key stays while a copy of its
+    job is queued or its outbox message is pending (a duplicate can still arrive), while the
+    audit has not judged its user, and while its user is a finding (the evidence)."""
+    from outbox.models import OutboxMessage
+
+    waiting = users_with_email_job(include_parked=True)
+    for payload in OutboxMessage.objects.pending().filter(topic=WELCOME_TOPIC).values_list(
+            "payload", flat=True):
+        if isinstance(payload, dict):
+            waiting.add(payload.get("user_id"))
+    waiting.discard(None)
+    return (sends.filter(user_id__lte=audit.position(AUDIT))
+            .exclude(user_id__in=[*waiting, *audit.findings(AUDIT)]))

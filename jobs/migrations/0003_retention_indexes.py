@@ -3,6 +3,12 @@
 from django.db import migrations, models
 
 
+def drop_cleanup_schedule(apps, schema_editor):
+    Schedule = apps.get_model("django_q", "Schedule")
+    Schedule.objects.filter(name="cleanup task results",
+                            func="jobs.tasks.cleanup_task_results").delete()
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -23,4 +29,6 @@ class Migration(migrations.Migration):
         # django-q2's results, pruned oldest first (TASK_RESULTS_KEEP_DAYS)
         "CREATE INDEX IF NOT EXISTS jobs_django_q_task_stopped_idx ON django_q_task (stopped)",
         "DROP INDEX IF EXISTS jobs_django_q_task_stopped_idx"),
+        # the daily results cleanup is now one rule of `prune` (retention), scheduled by it
+    migrations.RunPython(drop_cleanup_schedule, migrations.RunPython.noop),
     ]

@@ -3,7 +3,7 @@ from django_q.tasks import async_task
 
 from dashboard.selectors import consistency_checks
 from faults import services as faults
-from jobs import housekeeping, services
+from jobs import services
 from jobs.models import JobRun, RunState
 from jobs.selectors import queue_drained, queued_tasks, uses_pgbroker
 from pgbroker.models import Job
@@ -130,20 +130,24 @@ def test_a_job_timed_out_by_django_q2_on_its_last_attempt_is_parked(
     assert not EmailSend.objects.exists()
 
 
-def test_cleanup_deletes_only_old_task_results(db):
+def test_prune_deletes_only_old_task_results_and_keeps_failures(db, settings):
     from datetime import timedelta
 
     from django.utils import timezone
     from django_q.models import Failure, Success, Task
+
+    from retention import services as retention
 
     def task(name: str, age_days: int, success: bool = True) -> None:
         when = timezone.now() - timedelta(days=age_days)
         Task.objects.create(id=name, name=name, func="f", started=when, stopped=when,
                             success=success)
 
+    settings.RETENTION_DAYS = {**settings.RETENTION_DAYS, "job_results": 7}
     task("old", 30)
     task("new", 1)
     task("old-failure", 30, success=False)  # failures are kept for a person to look at
-    assert housekeeping.cleanup_task_results(keep_days=7) == 1
+    (outcome,) = retention.prune(only=["job_results"])
+    assert outcome.deleted == 1
     assert list(Success.objects.values_list("name", flat=True)) == ["new"]
     assert Failure.objects.count() == 1

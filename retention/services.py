@@ -1,0 +1,101 @@
+"""Pruning: each rule's rows older than its window, in small batches (retention.registry)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from common.db import db_now
+from retention import registry
+from retention.models import Pruned
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    rule: str
+    label: str
+    days: int
+    deleted: int = 0
+    seconds: float = 0.0
+    complete: bool = True  # false: stopped at the time budget, more to do next time
+
+    @property
+    def rate(self) -> float:
+        return self.deleted / self.seconds if self.seconds else 0.0
+
+
+def window(rule: registry.Rule) -> int:
+    return settings.RETENTION_DAYS[rule.days]
+
+
+def old_rows(rule: registry.Rule, cutoff) -> QuerySet:
+    rows = rule.queryset().filter(**{f"{rule.age_field}__lt": cutoff})
+    return rule.keep(rows) if rule.keep else rows
+
+
+def delete_batch(rule: registry.Rule, cutoff, batch: int) -> int:
+    """One transaction: the `batch` oldest rows of the rule that may go, by primary key."""
+    if rule.delete:
+        return rule.delete(cutoff, batch)
+    model = rule.model
+    with transaction.atomic():
+        ids = old_rows(rule, cutoff).order_by(rule.age_field).values("pk")[:batch]
+        deleted, _ = model.objects.filter(pk__in=ids).delete()
+    return deleted
+
+
+def prune_rule(rule: registry.Rule, *, batch: int | None = None, budget: float | None = None,
+               progress: Callable[[Outcome], None] | None = None) -> Outcome:
+    """Delete what `rule` no longer keeps; stop after `budget` seconds (None: when done)."""
+    batch = batch or settings.PRUNE_BATCH
+    days = window(rule)
+    cutoff = db_now() - timedelta(days=days)
+    outcome = Outcome(rule=rule.name, label=rule.label, days=days)
+    started = time.monotonic()
+    while True:
+        n = delete_batch(rule, cutoff, batch)
+        outcome.deleted += n
+        outcome.seconds = time.monotonic() - started
+        if n and progress:
+            progress(outcome)
+        if n < batch:
+            break
+        if budget is not None and outcome.seconds >= budget:
+            outcome.complete = False
+            break
+    Pruned.objects.update_or_create(rule=rule.name, defaults={
+        "finished_at": timezone.now(), "deleted": outcome.deleted,
+        "seconds": round(outcome.seconds, 3), "complete": outcome.complete})
+    if outcome.deleted:
+        logger.info("pruned %d %s older than %d days in %.1f s", outcome.deleted, rule.label,
+                    days, outcome.seconds)
+    return outcome
+
+
+def prune(*, only: list[str] | None = None, batch: int | None = None,
+          budget: float | None = None,
+          progress: Callable[[Outcome], None] | None = None) -> list[Outcome]:
+    """Every rule (or the ones named), then the dashboard's tallies folded. `budget`: seconds
+    for the whole pass, shared by the rules in turn (the schedule's pass must end well within
+    its task timeout); what is left waits for the next pass."""
+    from dashboard import tallies
+
+    started = time.monotonic()
+    outcomes = []
+    for rule in registry.rules():
+        if only and rule.name not in only:
+            continue
+        left = None if budget is None else max(0.0, budget - (time.monotonic() - started))
+        outcomes.append(prune_rule(rule, batch=batch, budget=left, progress=progress))
+    tallies.fold()
+    return outcomes
