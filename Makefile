@@ -27,7 +27,7 @@ RESET := \033[0m
 
 .PHONY: usage setup ready venv db-start db-stop db-reset db-status redis-start redis-stop \
         redis-status reconcile experiment chaos migrate run demo stop status \
-        test test-fast lint format clean lock create-user show-state relay faults bench book-trip show-saga recover screenshots \
+        test test-fast lint format clean lock create-user show-state relay faults bench bench-scale prune book-trip show-saga recover screenshots \
         test-deps need-args lab-up lab-down lab-status
 
 usage: ## this menu
@@ -209,6 +209,12 @@ bench: $(STAMP) ## throughput, latency, crashes: ours and the peers side by side
 	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt 2>&1 \
 	  | { grep -v 'is ignored: it is neither a file' || true; }
 	@$(STORES) bash -c '$(PY) -m bench.run && { [ -n "$$BENCH_ONLY" ] || $(PY) -m bench.peers.run; }'
+
+bench-scale: $(STAMP) ## a year of history (1M users): dashboard, checks, admin lists, prune (docs/benchmarks.md)
+	@$(STORES) $(PY) -m bench.scale
+
+prune: ready ## delete what is older than its retention window (manage.py prune; docs/retention.md)
+	@$(MANAGE) prune
 
 lock: ## rebuild requirements.txt from requirements.in in a scratch venv
 	@rm -rf /tmp/reliable-lock && $(PYTHON_SYS) -m venv /tmp/reliable-lock

@@ -7,5 +7,8 @@ class DashboardConfig(AppConfig):
 
     def ready(self) -> None:
         from dashboard import infrastructure
+        from pgbroker import scheduler as schedules
 
         infrastructure.register()
+        # the tallies' change rows folded into one row per counter: a sum stays a few rows
+        schedules.register("fold tallies", "dashboard.tasks.fold_tallies", minutes=1)

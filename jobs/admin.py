@@ -5,7 +5,13 @@ from django_q import admin as q_admin
 from django_q.models import Failure, OrmQ, Schedule, Success
 from django_q.tasks import async_task
 
-from common.admin import ReadOnlyAdminMixin, SecondsAdminMixin, StateFilter
+from common.admin import (
+    BigTableAdminMixin,
+    ReadOnlyAdminMixin,
+    SecondsAdminMixin,
+    StateFilter,
+    recent_values_filter,
+)
 from common.permissions import OperatorsEditAdminMixin
 from jobs import services
 from jobs.models import JobRun, RunState
@@ -17,10 +23,10 @@ class RunStateFilter(StateFilter):
 
 
 @admin.register(JobRun)
-class JobRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class JobRunAdmin(BigTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["key", "func", "state", "attempts", "last_pid", "last_started_at",
                     "finished_at", "parked_at", "short_error"]
-    list_filter = [RunStateFilter, "func"]
+    list_filter = [RunStateFilter, recent_values_filter("func", "func", newest="-created_at")]
     search_fields = ["key"]
     readonly_fields = [f.name for f in JobRun._meta.fields]
     actions = ["retry_parked"]
@@ -89,12 +95,17 @@ class ScheduleAdmin(OperatorsEditAdminMixin, SecondsAdminMixin, q_admin.Schedule
     pass
 
 
-class SuccessAdmin(OperatorsEditAdminMixin, SecondsAdminMixin, q_admin.TaskAdmin):
+class SuccessAdmin(BigTableAdminMixin, OperatorsEditAdminMixin, SecondsAdminMixin,
+                   q_admin.TaskAdmin):
+    # django-q2's ("group", "cluster") read SELECT DISTINCT over every result at every page
+    list_filter = [recent_values_filter("group", "group", newest="-stopped"),
+                   recent_values_filter("cluster", "cluster", newest="-stopped")]
     allow_add = False
     actions = [run_again]
 
 
-class FailureAdmin(OperatorsEditAdminMixin, SecondsAdminMixin, q_admin.FailAdmin):
+class FailureAdmin(BigTableAdminMixin, OperatorsEditAdminMixin, SecondsAdminMixin,
+                   q_admin.FailAdmin):
     allow_add = False
     actions = [resubmit_failed]
 

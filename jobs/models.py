@@ -56,6 +56,7 @@ class JobRun(models.Model):
         ordering = ["-created_at"]
         verbose_name = "job run"
         indexes = [
+            models.Index(fields=["created_at"], name="jobrun_created_idx"),  # the admin's list
             models.Index(fields=["finished_at"], name="jobrun_done_idx",
                          condition=STATE_CONDITIONS[RunState.DONE]),
             models.Index(fields=["parked_at"], name="jobrun_parked_idx",

@@ -1,7 +1,12 @@
 from django.contrib import admin
 from django.http import HttpRequest
 
-from common.admin import ReadOnlyAdminMixin, StateFilter
+from common.admin import (
+    BigTableAdminMixin,
+    ReadOnlyAdminMixin,
+    StateFilter,
+    recent_values_filter,
+)
 from outbox import services
 from outbox.models import MessageState, OutboxMessage
 
@@ -11,10 +16,10 @@ class MessageStateFilter(StateFilter):
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class OutboxMessageAdmin(BigTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["id", "topic", "state", "attempts", "created_at", "available_at",
                     "published_at", "dead_at", "short_error"]
-    list_filter = [MessageStateFilter, "topic"]
+    list_filter = [MessageStateFilter, recent_values_filter("topic", "topic", newest="-created_at")]
     search_fields = ["id", "topic"]
     readonly_fields = [f.name for f in OutboxMessage._meta.fields]
     actions = ["retry_dead"]

@@ -6,8 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db import connection
-
+from common.db import estimated_rows
 from retention import registry
 from retention.models import Pruned
 from retention.services import window
@@ -21,21 +20,6 @@ class TableSize:
     rows: int                     # the table's rows, estimated by PostgreSQL's statistics
     oldest: datetime | None       # the oldest row the rule may prune (by its age field)
     pruned: Pruned | None
-
-
-def estimated_rows(table: str) -> int:
-    """pg_class.reltuples: what ANALYZE (autovacuum) last counted, free to read. Before the
-    first ANALYZE (-1): counted, the table is young."""
-    with connection.cursor() as cur:
-        cur.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
-                    [table])
-        row = cur.fetchone()
-        if row is None:
-            return 0
-        if row[0] >= 0:
-            return int(row[0])
-        cur.execute(f'SELECT count(*) FROM "{table}"')  # noqa: S608 (a table name we own)
-        return cur.fetchone()[0]
 
 
 def sizes() -> list[TableSize]:

@@ -68,7 +68,7 @@ def prune_rule(rule: registry.Rule, *, batch: int | None = None, budget: float |
         outcome.seconds = time.monotonic() - started
         if n and progress:
             progress(outcome)
-        if n < batch:
+        if n == 0 or (rule.delete is None and n < batch):  # a rule's own batches may be smaller
             break
         if budget is not None and outcome.seconds >= budget:
             outcome.complete = False

@@ -1,20 +1,24 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
-from django.db.models import Count
+from django.db.models import Count, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 
-from common.admin import ReadOnlyAdminMixin
+from common.admin import BigTableAdminMixin, ReadOnlyAdminMixin
 from users.models import EmailSend, User
 
 
 @admin.register(User)
-class UserAdmin(DjangoUserAdmin):
+class UserAdmin(BigTableAdminMixin, DjangoUserAdmin):
     list_display = ["username", "signup_mode", "welcome_emails", "date_joined", "is_staff"]
     list_filter = ["signup_mode", "is_staff", "is_superuser"]
     fieldsets = [*DjangoUserAdmin.fieldsets, ("Signup", {"fields": ["signup_mode"]})]
 
     def get_queryset(self, request: HttpRequest):
-        return super().get_queryset(request).annotate(_emails=Count("email_sends"))
+        # per row of the page (a subquery), not a GROUP BY over every user before the LIMIT
+        sends = (EmailSend.objects.filter(user=OuterRef("pk")).order_by().values("user")
+                 .annotate(n=Count("pk")).values("n"))
+        return super().get_queryset(request).annotate(_emails=Coalesce(Subquery(sends), 0))
 
     @admin.display(description="welcome emails", ordering="_emails")
     def welcome_emails(self, obj: User) -> int:
@@ -22,7 +26,7 @@ class UserAdmin(DjangoUserAdmin):
 
 
 @admin.register(EmailSend)
-class EmailSendAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class EmailSendAdmin(BigTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["key", "user", "message_id", "sent_at"]
     search_fields = ["key", "user__username"]
     readonly_fields = ["user", "key", "message_id", "sent_at"]

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Count, Q
+from django.db.models import Count, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
 
 from common.db import db_now, snapshot
 from dashboard import audit, tallies
@@ -28,7 +29,7 @@ from jobs.models import JobRun
 from jobs.selectors import queue_counts, queued_tasks, redis_queued_tasks, redis_status
 from outbox.models import MessageState, OutboxMessage
 from outbox.selectors import outbox_counts
-from users.models import Mode, User
+from users.models import EmailSend, Mode, User
 from users.services import EMAIL_STORE, SEND_EMAIL_TASK, WELCOME_TOPIC, email_job_key
 
 # A published message's job normally runs within milliseconds; one still not done after this
@@ -231,8 +232,10 @@ def system_state(*, limit: int = 50) -> dict:
     """The talk's `make db-show`: the last `limit` users and their emails, every user counted,
     the outbox, the queue."""
     stats = signup_stats()
-    users = list(User.objects.exclude(signup_mode="").annotate(emails=Count("email_sends"))
-                 .order_by("-id")[:limit])
+    sends = (EmailSend.objects.filter(user=OuterRef("pk")).order_by().values("user")
+             .annotate(n=Count("pk")).values("n"))
+    users = list(User.objects.exclude(signup_mode="").order_by("-id")
+                 .annotate(emails=Coalesce(Subquery(sends), 0))[:limit])
     users.reverse()
     outbox = outbox_counts()
     queue = queue_counts()

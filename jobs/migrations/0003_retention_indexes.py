@@ -19,6 +19,10 @@ class Migration(migrations.Migration):
     operations = [
         migrations.AddIndex(
             model_name='jobrun',
+            index=models.Index(fields=['created_at'], name='jobrun_created_idx'),
+        ),
+        migrations.AddIndex(
+            model_name='jobrun',
             index=models.Index(condition=models.Q(('finished_at__isnull', False)), fields=['finished_at'], name='jobrun_done_idx'),
         ),
         migrations.AddIndex(
@@ -29,6 +33,11 @@ class Migration(migrations.Migration):
         # django-q2's results, pruned oldest first (TASK_RESULTS_KEEP_DAYS)
         "CREATE INDEX IF NOT EXISTS jobs_django_q_task_stopped_idx ON django_q_task (stopped)",
         "DROP INDEX IF EXISTS jobs_django_q_task_stopped_idx"),
+    migrations.RunSQL(
+        # the failures (kept for a person), counted by the dashboard at every refresh
+        "CREATE INDEX IF NOT EXISTS jobs_django_q_task_failed_idx ON django_q_task (stopped) "
+        "WHERE NOT success",
+        "DROP INDEX IF EXISTS jobs_django_q_task_failed_idx"),
         # the daily results cleanup is now one rule of `prune` (retention), scheduled by it
     migrations.RunPython(drop_cleanup_schedule, migrations.RunPython.noop),
     ]

@@ -21,7 +21,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='outboxmessage',
-            index=models.Index(fields=['topic', 'created_at'], name='outbox_topic_created_idx'),
+            index=models.Index(fields=['created_at'], name='outbox_created_idx'),
         ),
         migrations.RunSQL(
         # Every publication (and un-publication, by reconcile) counted in its own transaction.

@@ -272,3 +272,44 @@ def test_a_viewer_sees_the_dashboard_without_controls_and_a_styled_403(web, page
     assert page.goto(f"{web}/admin/dashboard/").status == 403
     expect(page.locator("h1")).to_have_text("Not allowed (403)")
     assert not not_found, f"404s (the favicon?): {not_found}"
+
+
+# Every fetch the page makes, counted and (when window.__delay is set) slowed down.
+COUNT_FETCHES = """
+window.__inflight = 0; window.__most = 0; window.__fetches = 0; window.__delay = 0;
+const realFetch = window.fetch.bind(window);
+window.fetch = async (...args) => {
+  window.__inflight++; window.__fetches++;
+  window.__most = Math.max(window.__most, window.__inflight);
+  try {
+    if (window.__delay) await new Promise(r => setTimeout(r, window.__delay));
+    return await realFetch(...args);
+  } finally { window.__inflight--; }
+};
+"""
+
+
+def test_the_panels_refresh_one_at_a_time_back_off_and_stop_when_signed_out(web, page):
+    """Found in issue 18: a refresh slower than its 2 s interval stacked requests (one open
+    tab could occupy every web worker), and an expired session pasted the login page into
+    the panels."""
+    from playwright.sync_api import expect
+
+    page.add_init_script(COUNT_FETCHES)
+    log_in(page, web, "admin", "/admin/dashboard/")
+    expect(page.locator("h1")).to_have_text("Dashboard")
+    page.evaluate("window.__delay = 3000")  # the server now takes 3 s per refresh
+    start = page.evaluate("window.__fetches")
+    wait_until(lambda: page.evaluate("window.__fetches") >= start + 3, timeout=40,
+               message="three slow refreshes")
+    assert page.evaluate("window.__most") == 1, "refreshes overlapped"
+    panels = page.locator("#dashboard-panels")
+    assert int(panels.get_attribute("data-interval")) >= 6000, "no back-off after a slow one"
+
+    page.evaluate("window.__delay = 0")
+    page.context.clear_cookies()  # the session ends
+    expect(page.locator("#dashboard-signed-out")).to_contain_text("your session ended",
+                                                                 timeout=40_000)
+    expect(panels.locator("#panel-signups")).to_be_visible()  # the last panels stay
+    expect(panels.locator("#login-form")).to_have_count(0)
+    assert panels.get_attribute("data-stopped") == "signed out"
