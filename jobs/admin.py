@@ -106,6 +106,7 @@ class SuccessAdmin(BigTableAdminMixin, OperatorsEditAdminMixin, SecondsAdminMixi
 
 class FailureAdmin(BigTableAdminMixin, OperatorsEditAdminMixin, SecondsAdminMixin,
                    q_admin.FailAdmin):
+    list_filter = SuccessAdmin.list_filter
     allow_add = False
     actions = [resubmit_failed]
 

@@ -75,8 +75,8 @@ def test_the_projects_own_schedules_are_created_again_when_deleted(
     transactional_db, start_process
 ):
     names = {d.name for d in declared()}
-    assert {"relay outbox", "reconcile welcome emails", "recover sagas",
-            "cleanup task results"} <= names
+    assert {"relay outbox", "reconcile welcome emails", "recover sagas", "prune",
+            "audit welcome emails", "audit sagas", "fold tallies"} <= names
     Schedule.objects.filter(name__in=names).delete()
     start_process("qcluster", ready="running.")
     wait_until(lambda: Schedule.objects.filter(name__in=names).count() == len(names),
