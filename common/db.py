@@ -29,9 +29,17 @@ def database_url(alias: str = "default") -> str:
     return f"postgresql://{user}{password}@{host}{port}/{s['NAME']}"
 
 
+def program_name(alias: str = "default") -> str:
+    """What this process is, as pg_stat_activity shows its Django connection (settings)."""
+    from django.db import connections
+
+    return connections[alias].settings_dict.get("OPTIONS", {}).get("application_name", "")
+
+
 def open_autocommit(application_name: str) -> psycopg.Connection:
-    return psycopg.connect(**connection_params(), autocommit=True,
-                           application_name=application_name)
+    """An autocommit connection beside Django's, named "<program>: <application_name>"."""
+    name = f"{program_name()}: {application_name}".lstrip(": ")[:63]
+    return psycopg.connect(**connection_params(), autocommit=True, application_name=name)
 
 
 def db_now(using: str = "default"):

@@ -1,6 +1,7 @@
 """Clean stops for long-running commands (`--follow`)."""
 
 import signal
+import time
 
 
 class StopFlag:
@@ -16,3 +17,37 @@ class StopFlag:
 
     def __bool__(self) -> bool:
         return self.stopping
+
+
+class Outage:
+    """A `--follow` loop's failures, said in one line once per outage (and again only when
+    the reason changes: the session ended, then no slot for a new one), and its end with how
+    long it lasted: a database out of connection slots for ten minutes writes a few lines, not
+    six hundred tracebacks."""
+
+    def __init__(self, what: str, *, say_error, say) -> None:
+        self.what = what
+        self.say_error = say_error
+        self.say = say
+        self.since: float | None = None
+        self.failures = 0
+        self.reason = ""
+
+    def failed(self, error: BaseException) -> None:
+        from pgbroker.store import no_slot
+
+        self.failures += 1
+        reason = "no slot" if no_slot(error) else type(error).__name__
+        if self.since is None:
+            self.since = time.monotonic()
+        if reason != self.reason:
+            self.reason = reason
+            text = " ".join(str(error).split()) or type(error).__name__
+            self.say_error(f"{self.what} failed: {type(error).__name__}: {text}; trying again "
+                           "until it works")
+
+    def ok(self) -> None:
+        if self.since is not None:
+            self.say(f"{self.what} works again after {time.monotonic() - self.since:.1f} s "
+                     f"({self.failures} failed tries)")
+            self.since, self.failures, self.reason = None, 0, ""

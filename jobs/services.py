@@ -11,11 +11,12 @@ from typing import TypeVar
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from faults.services import scoped
 from jobs.models import JobRun, RunState
+from pgbroker.store import no_slot
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -76,6 +77,10 @@ def run_job(
             result = body()
     except BaseException as e:  # django-q2's TimeoutException is a SystemExit
         error = "".join(traceback.format_exception_only(type(e), e)).strip()[:2000]
+        if no_slot(e):  # a connection the job needed was refused: it is not the job's fault
+            JobRun.objects.filter(pk=run.pk).update(attempts=F("attempts") - 1,
+                                                    last_error=error)
+            raise
         # The last attempt: park it now. django-q2 gives up after the same number of recorded
         # failures (Q_MAX_ATTEMPTS) and would never deliver the job again to be parked.
         last = run.attempts >= settings.JOB_MAX_ATTEMPTS

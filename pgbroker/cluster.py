@@ -69,12 +69,14 @@ from pgbroker.broker import PostgresBroker, alias
 from pgbroker.scheduler import Scheduler
 from pgbroker.store import (
     Claimed,
+    NoSlot,
     Outcome,
     OwnerKeyTaken,
     Store,
     WorkerKey,
     Writer,
     host_name,
+    no_slot,
     result_line,
     timing,
 )
@@ -90,6 +92,8 @@ GAVE_UP = "gave up after {attempts} attempts; the last: {last}"
 WORKER_DIED = "worker {pid} died ({how}) while running it"
 HANDED_BACK = "handed back unstarted: the cluster stopped"
 KEY_LOST = "handed back unstarted: its worker no longer held the cluster's key"
+NO_SLOT_WHY = "waited for a database connection slot, not counted as an attempt: {error}"
+NO_SLOT_WAIT = 1.0  # seconds a job refused a connection waits before it is tried again
 RUN_AGAIN_MAX = 60.0
 PIPELINE = 2  # jobs in one worker's pipe: the running one and the next
 PIPELINE_FAST = 8  # ... while the worker's last jobs each took under FAST_JOB seconds
@@ -162,7 +166,12 @@ class Inbox:
             if message == "STOP":
                 return message
             job_id, package, attempt, waited, claimed_t = message
-            if self.key is not None and not self.key.holds_for(job_id):
+            try:
+                held = self.key is None or self.key.holds_for(job_id)
+            except NoSlot as e:  # no session, no key: the job goes back unstarted
+                self.conn.send(("noslot", job_id, str(e)))
+                continue
+            if not held:
                 with contextlib.suppress(OSError):
                     self.conn.send(("lost", job_id))
                 return "STOP"  # a new worker takes the next job with a key of its own
@@ -390,6 +399,8 @@ class Flusher:
         self.writer.close()
 
     def _run(self) -> None:
+        with contextlib.suppress(psycopg.Error):  # the session reserved at start (Writer)
+            self.writer.connect()
         while True:
             with self.cond:
                 while not self.pending and not self.stopping:
@@ -447,6 +458,7 @@ class Dispatcher:
         self.slots: list[Slot] = []
         self.buffer: deque[Claimed] = deque()
         self.outcome = Outcome()
+        self.slot_outage: list | None = None  # [since, jobs that waited]: no connection slot
         self.stopping = False
         # Claiming. `idle`: the flag producers read (NOTIFY only an idle cluster). `asleep`:
         # the queue was empty after the flag was set and no enqueue was in flight, so only a
@@ -633,6 +645,9 @@ class Dispatcher:
         if kind == "bad":
             self._park_or_drop(job_id, message[2])
             return
+        if kind == "noslot":
+            self._no_slot(job_id, message[2])
+            return
         _, _, success, row, task, error = message
         if task is not None:  # chains, hooks, cached results, another broker: django-q2's way
             save_task(task, self.broker)
@@ -649,7 +664,14 @@ class Dispatcher:
             self.outcome.results.append(row)
         if success or (task or {}).get("ack_failure", False):
             self.outcome.done.append(job_id)
+            if self.slot_outage is not None:
+                self._slots_again()
             return
+        if self.native and no_slot(error):  # the job could not connect: it did not run
+            self._no_slot(job_id, last_line(error))
+            return
+        if self.native and self.slot_outage is not None:
+            self._slots_again()
         attempts = job.attempts if job else 1
         first_line = last_line(error)
         if Conf.MAX_ATTEMPTS > 0 and attempts >= Conf.MAX_ATTEMPTS:
@@ -663,6 +685,26 @@ class Dispatcher:
                 (job_id, delay, 0, f"attempt {attempts} failed, runs again at {again}: {error}"))
             logger.warning("job %s failed on attempt %s, runs again at %s: %s", job_id,
                            attempts, again, first_line)
+
+    def _no_slot(self, job_id: int, error: str) -> None:
+        """PostgreSQL had no connection slot for the job (its worker's key session, or the
+        job's own connection): back in the queue in a second, its attempt given back, so a
+        full server parks nothing. Said once per outage."""
+        if not self.native:
+            return
+        self.outcome.retry.append((job_id, NO_SLOT_WAIT, 1, NO_SLOT_WHY.format(error=error)))
+        if self.slot_outage is None:
+            self.slot_outage = [time.monotonic(), 0]
+            logger.error("PostgreSQL has no connection slot for a worker (%s): its jobs wait "
+                         "and go on when one frees; no attempt is counted", error)
+        self.slot_outage[1] += 1
+
+    def _slots_again(self) -> None:
+        since, jobs = self.slot_outage
+        self.slot_outage = None
+        logger.warning("PostgreSQL has connection slots again: %d job attempt(s) waited %.1f s "
+                       "for one",
+                       jobs, time.monotonic() - since)
 
     def _died(self, job: Claimed, why: str) -> None:
         if not self.native:

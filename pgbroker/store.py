@@ -118,12 +118,33 @@ def host_name() -> str:
     return getattr(settings, "HOST_NAME", "") or socket.gethostname()
 
 
+# What PostgreSQL says when it has no connection slot for a new session (SQLSTATE 53300):
+# beyond max_connections, past a role's or a database's CONNECTION LIMIT, or into the slots
+# reserved for superusers. A connection refused so never ran anything.
+NO_SLOT = ("too many clients already", "too many connections for",
+           "remaining connection slots are reserved")
+
+
+def no_slot(error: BaseException | str | None) -> bool:
+    """Was `error` (or the text of one: a job's traceback) PostgreSQL refusing a new
+    connection for want of a slot?"""
+    if isinstance(error, BaseException) and getattr(error, "sqlstate", None) == "53300":
+        return True
+    text = str(error or "")
+    return any(marker in text for marker in NO_SLOT)
+
+
+class NoSlot(Exception):
+    """A worker could not open its key session: PostgreSQL has no connection slot."""
+
+
 def connection_params(alias: str) -> dict:
     """psycopg keyword arguments for `alias` as Django would connect (OPTIONS included),
     with a connect timeout, and timeouts on both sides so a vanished peer is noticed in
     seconds (pgbroker.timing), unless Django's OPTIONS set them already."""
     params = connections[alias].get_connection_params()
-    for key in ("cursor_factory", "context", "prepare_threshold"):
+    # application_name: each caller names its own connection ("pgbroker worker", "side")
+    for key in ("cursor_factory", "context", "prepare_threshold", "application_name"):
         params.pop(key, None)
     if "tcp_user_timeout" not in params:
         params = with_options(params, timing())
@@ -378,11 +399,14 @@ class WorkerKey:
         self.lost = False
 
     def _take(self, job_id: int | None) -> psycopg.Connection | None:
-        """A new session holding the key shared, provided `job_id` is still this cluster's."""
+        """A new session holding the key shared, provided `job_id` is still this cluster's.
+        NoSlot when PostgreSQL refused the session for want of a connection slot."""
         try:
             conn = psycopg.connect(**self.params, autocommit=True,
                                    application_name="pgbroker worker")
-        except psycopg.Error:
+        except psycopg.Error as e:
+            if no_slot(e):
+                raise NoSlot(str(e).strip().splitlines()[-1].strip()) from None
             return None
         try:
             held = conn.execute(
@@ -397,13 +421,16 @@ class WorkerKey:
         return conn
 
     def holds_for(self, job_id: int) -> bool:
+        """Does this worker hold its cluster's key for `job_id`? NoSlot: the first session
+        could not be opened for want of a connection slot (nothing is lost: the job goes
+        back, and the next job tries again)."""
         with self.mutex:
             self.in_main = True
             try:
                 if self.lost:
                     return False
                 if self.conn is None:
-                    self.conn = self._take(job_id)
+                    self.conn = self._take(job_id)  # NoSlot goes up to the worker
                     if self.conn is None:
                         self.lost = True
                         return False
@@ -419,10 +446,14 @@ class WorkerKey:
         self.current = None
 
     def _again(self, job_id: int | None) -> bool:
-        """The session ended: take the key again for `job_id` (the mutex is held)."""
+        """The session ended: take the key again for `job_id` (the mutex is held). Without a
+        slot the key is not held: the worker must stop."""
         with contextlib.suppress(psycopg.Error):
             self.conn.close()
-        self.conn = self._take(job_id)
+        try:
+            self.conn = self._take(job_id)
+        except NoSlot:
+            self.conn = None
         if self.conn is None:
             self.lost = True
             return False
@@ -485,11 +516,17 @@ class Writer:
         self.conn: psycopg.Connection | None = None
         self._upsert = task_upsert_sql()
 
-    def flush(self, outcome: Outcome) -> None:
+    def connect(self) -> None:
+        """Open the session now if it is not open: the cluster opens it at start, so a server
+        out of connection slots later still takes what the workers finished (and the jobs
+        they handed back for want of a slot)."""
         if self.conn is None or self.conn.closed or self.conn.broken:
             self.conn = psycopg.connect(**self.params, autocommit=True,
                                         application_name="pgbroker writer")
             self.conn.execute(RESULTS_TABLE)
+
+    def flush(self, outcome: Outcome) -> None:
+        self.connect()
         with self.conn.transaction(), self.conn.cursor() as cur:
             if outcome.results:
                 with cur.copy(f"COPY pgbroker_results ({RESULT_COLUMNS}) FROM STDIN") as copy:

@@ -15,6 +15,8 @@ plain-HTTP run, TRUST_X_FORWARDED_PROTO=1 trusts a TLS-terminating proxy.
 """
 
 import math
+import os
+import sys
 from pathlib import Path
 
 import dj_database_url
@@ -93,6 +95,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # no connection slot in PostgreSQL: 503 with Retry-After, one log line a minute
+    "common.middleware.NoSlotMiddleware",
 ]
 
 ROOT_URLCONF = "project.urls"
@@ -153,6 +157,22 @@ except TimingError as _e:
     raise env.EnvError(str(_e)) from None
 DATABASES["default"]["OPTIONS"] = with_options(DATABASES["default"].get("OPTIONS", {}),
                                                PGBROKER_TIMING)
+
+
+def _program() -> str:
+    """What this process is, as pg_stat_activity shows its connections (the connection
+    budget, docs/production.md): "reliable qcluster redis", "reliable relay_outbox",
+    "reliable gunicorn"..."""
+    argv = sys.argv or [""]
+    name = Path(argv[0]).name
+    if name == "manage.py" and len(argv) > 1:
+        name = argv[1]
+        if name == "qcluster":
+            name += " " + (os.environ.get("Q_CLUSTER_NAME") or "default")
+    return f"reliable {name}"[:63]
+
+
+DATABASES["default"]["OPTIONS"].setdefault("application_name", _program())
 # A dispatcher whose loop stood still this long (stopped, stuck) is killed by its cluster's main
 # process, so its workers let go of the cluster's key and another cluster takes its jobs.
 PGBROKER_HANG_SECONDS = env.number("PGBROKER_HANG_SECONDS", 10, low=1, high=3600)

@@ -9,7 +9,7 @@ from django.db import close_old_connections
 from common.db import open_autocommit
 from common.errors import OperationError
 from common.inputs import OneLineErrors, arg
-from common.stopping import StopFlag
+from common.stopping import Outage, StopFlag
 from common.validate import integer
 from outbox import services
 
@@ -50,6 +50,7 @@ class Command(OneLineErrors, BaseCommand):
         stopping = StopFlag()
         poll = settings.OUTBOX_POLL_SECONDS
         listener = None
+        outage = Outage("relay pass", say_error=self._err, say=self._out)
         while not stopping:
             try:
                 if listener is None or listener.closed or listener.broken:
@@ -60,6 +61,7 @@ class Command(OneLineErrors, BaseCommand):
                     self.stdout.flush()
                 close_old_connections()
                 result = services.relay_outbox(batch=batch)
+                outage.ok()
                 if result.handled:
                     self.stdout.write(str(result))
                     self.stdout.flush()
@@ -67,7 +69,7 @@ class Command(OneLineErrors, BaseCommand):
                 self.wait(listener, poll if due is None else min(poll, max(due, 0.05)),
                           stopping)
             except Exception as e:  # the database went away, a pass failed: keep relaying
-                self.stderr.write(f"relay pass failed: {e!r}; retrying in 1s")
+                outage.failed(e)
                 if listener is not None:
                     listener.close()
                 listener = None
@@ -75,6 +77,14 @@ class Command(OneLineErrors, BaseCommand):
         if listener is not None:
             listener.close()
         self.stdout.write("relay stopped")
+
+    def _err(self, line: str) -> None:
+        self.stderr.write(line)
+        self.stderr.flush()
+
+    def _out(self, line: str) -> None:
+        self.stdout.write(line)
+        self.stdout.flush()
 
     def wait(self, listener, seconds: float, stopping: StopFlag) -> None:
         """Sleep up to `seconds`, waking at once on a NOTIFY (or a stop request)."""

@@ -11,7 +11,7 @@ from django.db import close_old_connections, connections
 
 from common import sideconn
 from common.inputs import OneLineErrors, arg
-from common.stopping import StopFlag
+from common.stopping import Outage, StopFlag
 from common.validate import DAY, integer, seconds
 from pgbroker import history
 from sagas import recovery
@@ -54,13 +54,15 @@ class Command(OneLineErrors, BaseCommand):
         stopping = StopFlag()
         self.stdout.write(f"recovering sagas every {interval:g}s; SIGTERM or Ctrl-C to stop")
         self.stdout.flush()
+        outage = Outage("recovery pass", say_error=self.stderr.write, say=self.stdout.write)
         while not stopping:
             close_old_connections()
             try:
                 if recovery.any_due():
                     self.pass_in_child(batch, saga_timeout)
+                outage.ok()
             except Exception as e:  # a failed pass must not end the recoverer
-                self.stderr.write(f"recovery pass failed: {e!r}")
+                outage.failed(e)
             deadline = time.monotonic() + interval
             while not stopping and time.monotonic() < deadline:
                 time.sleep(0.1)
