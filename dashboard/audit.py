@@ -47,12 +47,45 @@ def position(name: str) -> int:
     return mark.position if mark else 0
 
 
-def findings(name: str) -> list[int]:
-    """The ids found not ok behind the watermark (to check again)."""
+def findings(name: str, *, final: Iterable[str] = ()) -> list[int]:
+    """The ids found not ok behind the watermark, to check again: not those whose verdict is
+    among `final` (they cannot change: counted, not judged again)."""
     if _everything.get():
         return []
-    return list(Finding.objects.filter(audit=name).order_by("subject")
-                .values_list("subject", flat=True))
+    return list(Finding.objects.filter(audit=name).exclude(verdict__in=list(final))
+                .order_by("subject").values_list("subject", flat=True))
+
+
+def found(name: str, verdicts: Iterable[str]):
+    """The findings of `name` with one of `verdicts` (a queryset)."""
+    return Finding.objects.filter(audit=name, verdict__in=list(verdicts))
+
+
+def passed(name: str, ids: Iterable[int]) -> set[int]:
+    """Those of `ids` the audit passed as ok (behind its watermark, not findings), also inside
+    `everything()`: for rules that rely on it (a ledger row pruned after the audit saw it)."""
+    mark = Watermark.objects.filter(name=name).only("position").first()
+    behind = {i for i in ids if mark and i <= mark.position}
+    if not behind:
+        return set()
+    return behind - set(Finding.objects.filter(audit=name, subject__in=behind)
+                        .values_list("subject", flat=True))
+
+
+def settled_before(settle_seconds: float):
+    """The time before which rows have settled, by the database's clock: `settle_seconds` ago,
+    or earlier while a transaction that has written something and began before that is still
+    open (it may yet commit a row with a lower id than rows already visible)."""
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("""
+            SELECT least(now() - make_interval(secs => %s),
+                         coalesce(min(xact_start), 'infinity'::timestamptz))
+              FROM pg_stat_activity
+             WHERE datname = current_database() AND backend_xid IS NOT NULL
+               AND pid <> pg_backend_pid()""", [settle_seconds])
+        return cur.fetchone()[0]
 
 
 def advance(name: str, *, settled: Judge, batch: int = 5000, most: int = 200_000) -> int:

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from faults.services import scoped
 from jobs.models import JobRun, RunState
+from jobs.selectors import uses_pgbroker
 from pgbroker.store import no_slot
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,9 @@ def run_job(
             result = body()
     except BaseException as e:  # django-q2's TimeoutException is a SystemExit
         error = "".join(traceback.format_exception_only(type(e), e)).strip()[:2000]
-        if no_slot(e):  # a connection the job needed was refused: it is not the job's fault
+        # a connection the job needed was refused: not the job's fault. pgbroker gives the
+        # queue's attempt back too; the stock ORM broker counts it, so the ledger does as well
+        if no_slot(e) and uses_pgbroker():
             JobRun.objects.filter(pk=run.pk).update(attempts=F("attempts") - 1,
                                                     last_error=error)
             raise

@@ -169,7 +169,10 @@ class Inbox:
             try:
                 held = self.key is None or self.key.holds_for(job_id)
             except NoSlot as e:  # no session, no key: the job goes back unstarted
-                self.conn.send(("noslot", job_id, str(e)))
+                try:
+                    self.conn.send(("noslot", job_id, str(e)))
+                except OSError:
+                    return "STOP"  # the dispatcher is gone
                 continue
             if not held:
                 with contextlib.suppress(OSError):
@@ -667,7 +670,7 @@ class Dispatcher:
             if self.slot_outage is not None:
                 self._slots_again()
             return
-        if self.native and no_slot(error):  # the job could not connect: it did not run
+        if self.native and no_slot(error):  # the job could not connect: not the job's fault
             self._no_slot(job_id, last_line(error))
             return
         if self.native and self.slot_outage is not None:

@@ -127,9 +127,13 @@ NO_SLOT = ("too many clients already", "too many connections for",
 
 def no_slot(error: BaseException | str | None) -> bool:
     """Was `error` (or the text of one: a job's traceback) PostgreSQL refusing a new
-    connection for want of a slot?"""
-    if isinstance(error, BaseException) and getattr(error, "sqlstate", None) == "53300":
-        return True
+    connection for want of a slot? A refused connection carries no SQLSTATE in libpq, so its
+    message is read: PostgreSQL's English messages (lc_messages C or en, as initdb's
+    --locale=C and most servers have it)."""
+    if isinstance(error, BaseException):
+        causes = [error, error.__cause__]
+        if any(getattr(e, "sqlstate", None) == "53300" for e in causes if e is not None):
+            return True
     text = str(error or "")
     return any(marker in text for marker in NO_SLOT)
 

@@ -323,7 +323,9 @@ RETENTION_DAYS = {
     "job_results": TASK_RESULTS_KEEP_DAYS,
     "email_ledger": env.integer("RETAIN_EMAIL_LEDGER_DAYS", 30, low=REDELIVERY_HORIZON_DAYS,
                                 high=3650, why=HORIZON),
-    "sagas_finished": env.integer("RETAIN_SAGAS_DAYS", 30, low=1, high=3650),
+    # a saga's bookings are its steps' idempotency keys
+    "sagas_finished": env.integer("RETAIN_SAGAS_DAYS", 30, low=REDELIVERY_HORIZON_DAYS,
+                                  high=3650, why=HORIZON),
     "experiments": env.integer("RETAIN_EXPERIMENTS_DAYS", 30, low=1, high=3650),
     "mail_files": env.integer("RETAIN_MAIL_FILES_DAYS", 7, low=1, high=3650),
     "faults_spent": env.integer("RETAIN_SPENT_FAULTS_DAYS", 7, low=1, high=3650),
@@ -333,7 +335,7 @@ RETENTION_DAYS = {
 PRUNE_BATCH = env.integer("PRUNE_BATCH", 2000, low=1, high=100_000)  # rows per transaction
 # The audit (dashboard/audit.py) passes a row once it is this old: no transaction still
 # writing a row with a lower id can be open (idle_in_transaction ends them after 60 s).
-AUDIT_SETTLE_SECONDS = env.number("AUDIT_SETTLE_SECONDS", 300, low=0, high=86_400)
+AUDIT_SETTLE_SECONDS = env.number("AUDIT_SETTLE_SECONDS", 300, low=60, high=86_400)
 
 LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LOGGING = {

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.core.checks import Error, Tags, register
 
 E010 = "reliable.E010"
-LEDGERS = ("email_ledger", "job_runs", "outbox_published")
+LEDGERS = ("email_ledger", "job_runs", "outbox_published", "sagas_finished")
 
 
 @register(Tags.compatibility)

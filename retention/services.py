@@ -34,6 +34,18 @@ class Outcome:
         return self.deleted / self.seconds if self.seconds else 0.0
 
 
+ANALYZE_AFTER = 10_000  # rows deleted: PostgreSQL's statistics (estimated counts) refreshed
+
+
+def analyze(table: str) -> None:
+    """Refresh the statistics the admin's estimated counts read, after a big prune (else its
+    last pages would be past the end until autovacuum's next ANALYZE)."""
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute(f'ANALYZE "{table}"')  # noqa: S608 (a model's own table)
+
+
 def window(rule: registry.Rule) -> int:
     return settings.RETENTION_DAYS[rule.days]
 
@@ -95,7 +107,14 @@ def prune(*, only: list[str] | None = None, batch: int | None = None,
     for rule in registry.rules():
         if only and rule.name not in only:
             continue
-        left = None if budget is None else max(0.0, budget - (time.monotonic() - started))
-        outcomes.append(prune_rule(rule, batch=batch, budget=left, progress=progress))
+        left = None if budget is None else budget - (time.monotonic() - started)
+        if left is not None and left <= 0:  # spent: this rule waits for the next pass
+            outcomes.append(Outcome(rule=rule.name, label=rule.label, days=window(rule),
+                                    complete=False))
+            continue
+        outcome = prune_rule(rule, batch=batch, budget=left, progress=progress)
+        if outcome.deleted >= ANALYZE_AFTER and rule.model is not None:
+            analyze(rule.model._meta.db_table)
+        outcomes.append(outcome)
     tallies.fold()
     return outcomes

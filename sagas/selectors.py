@@ -8,7 +8,7 @@ from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from common.db import db_now, snapshot
+from common.db import snapshot
 from dashboard import audit
 from sagas.models import Saga, State
 from travel.models import FlightBooking
@@ -110,7 +110,7 @@ def live_sagas():
 def settled(after: int, limit: int) -> tuple[dict[int, str], int]:
     """The audit's step: judge the next `limit` sagas created long enough ago; the ones not
     ok (unfinished included: looked at again until they end) and the last id judged."""
-    cutoff = db_now() - timedelta(seconds=settings.AUDIT_SETTLE_SECONDS)
+    cutoff = audit.settled_before(settings.AUDIT_SETTLE_SECONDS)
     last = after
     for i, created in (Saga.objects.filter(pk__gt=after).order_by("pk")
                        .values_list("pk", "created_at")[:limit]):

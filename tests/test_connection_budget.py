@@ -17,7 +17,7 @@ from tests.helpers import wait_until
 from users import services
 from users.models import EmailSend, Mode
 
-pytestmark = [pytest.mark.cluster, pytest.mark.any_broker]
+pytestmark = [pytest.mark.cluster, pytest.mark.any_broker, pytest.mark.beside_lab]
 W = 2  # workers per cluster
 
 # program -> (its connections' names, at most how many): the table of docs/production.md

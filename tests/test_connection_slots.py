@@ -20,7 +20,7 @@ from tests.helpers import wait_until
 from users import services
 from users.models import EmailSend, Mode, User
 
-pytestmark = [pytest.mark.cluster, pytest.mark.any_broker]
+pytestmark = [pytest.mark.cluster, pytest.mark.any_broker, pytest.mark.beside_lab]
 ROLE = "reliable_slots"
 
 

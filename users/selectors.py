@@ -48,6 +48,12 @@ class Verdict:
     LOST_BY_STORE = "lost by store"  # outbox: published, then a store lost the job
 
 
+# Findings that cannot change (reconciliation never touches dual-write; a duplicate stays one):
+# kept as evidence and counted, not judged again at every look.
+DUAL_WRITE_LOST = "lost (dual-write)"
+FINAL = (DUAL_WRITE_LOST, Verdict.DUPLICATED)
+
+
 @dataclass
 class Judged:
     id: int
@@ -124,6 +130,13 @@ def judge(users, *, in_redis: set[int], unpushed: frozenset[int] = frozenset()) 
         return [found[i] for i, *_ in rows]
     now = db_now()
     recent = now - timedelta(seconds=PUBLISHED_GRACE_SECONDS)
+    # The audit saw these sent, then their ledger rows were pruned (prunable_sends)
+    pruned_before = now - timedelta(days=settings.RETENTION_DAYS["email_ledger"])
+    ok = audit.passed(AUDIT, [i for i, *_, joined in waiting if joined < pruned_before])
+    for i, name, mode, joined in list(waiting):
+        if i in ok:
+            found[i] = Judged(i, name, mode, Verdict.SENT, "its ledger row was pruned")
+            waiting.remove((i, name, mode, joined))
     ids = [i for i, *_ in waiting]
     in_pg = _email_user_ids(queued_tasks())
     in_hands = {int(k.split(":")[1]) for k in JobRun.objects.pending().filter(
@@ -145,7 +158,8 @@ def judge(users, *, in_redis: set[int], unpushed: frozenset[int] = frozenset()) 
                  else "in a worker's hands" if i in in_hands else "")
         if not where and message is not None and message.state == MessageState.PENDING:
             where = "waiting in the outbox"
-        elif not where and message is not None and message.published_at >= recent:
+        elif (not where and message is not None and message.published_at is not None
+              and message.published_at >= recent):
             where = "just published"
         elif not where and mode == Mode.DUAL_WRITE and joined >= recent and i not in unpushed:
             where = "on its way to a Redis worker"  # being pushed, or prefetched by a worker
@@ -171,14 +185,27 @@ def judge_now(users, *, unpushed: frozenset[int] = frozenset()) -> list[Judged]:
 
 def recheck_findings() -> list[int]:
     """The audit's findings that are ok now (sent after all)."""
-    return [j.id for j in judge_now(User.objects.filter(pk__in=audit.findings(AUDIT)))
-            if j.verdict == Verdict.SENT]
+    return [j.id for j in judge_now(User.objects.filter(
+        pk__in=audit.findings(AUDIT, final=FINAL))) if j.verdict == Verdict.SENT]
 
 
 def live_users():
-    """The users a look judges: ahead of the audit's watermark, and its findings."""
+    """The users a look judges: ahead of the audit's watermark, and its findings that can
+    still change."""
     return User.objects.filter(Q(pk__gt=audit.position(AUDIT))
-                               | Q(pk__in=audit.findings(AUDIT)))
+                               | Q(pk__in=audit.findings(AUDIT, final=FINAL)))
+
+
+def final_findings() -> list[Judged]:
+    """The findings that cannot change, as verdicts (counted from the audit's table)."""
+    if audit.position(AUDIT) == 0:  # inside audit.everything(): every user is judged anyway
+        return []
+    verdicts = dict(audit.found(AUDIT, FINAL).values_list("subject", "verdict"))
+    users = User.objects.filter(pk__in=audit.found(AUDIT, FINAL).values("subject"))
+    return [Judged(i, name, mode, Verdict.LOST if verdicts[i] == DUAL_WRITE_LOST
+                   else Verdict.DUPLICATED)
+            for i, name, mode in users.order_by("pk").values_list("pk", "username",
+                                                                  "signup_mode")]
 
 
 def signup_stats() -> list[ModeStats]:
@@ -187,7 +214,7 @@ def signup_stats() -> list[ModeStats]:
     with snapshot():
         users = tallies.totals("signups.")
         emails = tallies.totals("welcome_emails.")
-        judged = judge(live_users(), in_redis=in_redis)
+        judged = judge(live_users(), in_redis=in_redis) + final_findings()
     stats = {m: ModeStats(mode=m, users=users.get(f"signups.{m}", 0),
                           emails=emails.get(f"welcome_emails.{m}", 0)) for m in Mode.values}
     lists = {Verdict.LOST: "lost", Verdict.IN_FLIGHT: "in_flight",
@@ -207,7 +234,7 @@ def settled(after: int, limit: int) -> tuple[dict[int, str], int]:
     """The audit's step (dashboard.audit.advance): judge the next `limit` users after id
     `after` that joined long enough ago that no transaction still writing one with a lower id
     can be open; returns the ones not sent, and the last id judged."""
-    cutoff = db_now() - timedelta(seconds=settings.AUDIT_SETTLE_SECONDS)
+    cutoff = audit.settled_before(settings.AUDIT_SETTLE_SECONDS)
     settled_ids = []
     for i, joined in (User.objects.filter(pk__gt=after).order_by("pk")
                       .values_list("pk", "date_joined")[:limit]):
@@ -217,7 +244,8 @@ def settled(after: int, limit: int) -> tuple[dict[int, str], int]:
     if not settled_ids:
         return {}, after
     judged = judge_now(User.objects.filter(pk__gt=after, pk__lte=settled_ids[-1]))
-    return {j.id: j.verdict for j in judged if j.verdict != Verdict.SENT}, settled_ids[-1]
+    return {j.id: DUAL_WRITE_LOST if (j.verdict, j.mode) == (Verdict.LOST, Mode.DUAL_WRITE)
+            else j.verdict for j in judged if j.verdict != Verdict.SENT}, settled_ids[-1]
 
 
 def email_outcome(user: User, *, unpushed: bool = False) -> Judged:
@@ -264,5 +292,9 @@ def prunable_sends(sends):
         if isinstance(payload, dict):
             waiting.add(payload.get("user_id"))
     waiting.discard(None)
+    parked = [int(k.split(":")[1]) for k in JobRun.objects.parked().filter(
+        key__startswith="email:").values_list("key", flat=True)]  # a person may retry it
     return (sends.filter(user_id__lte=audit.position(AUDIT))
-            .exclude(user_id__in=[*waiting, *audit.findings(AUDIT)]))
+            .exclude(user_id__in=[*waiting, *parked])
+            .exclude(user_id__in=audit.found(AUDIT, [*FINAL, Verdict.LOST, Verdict.IN_FLIGHT,
+                                                     Verdict.LOST_BY_STORE]).values("subject")))

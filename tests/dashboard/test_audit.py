@@ -50,8 +50,9 @@ def test_the_audit_passes_settled_users_and_keeps_what_was_not_sent(db, settle):
     services.audit_welcome_emails()
     assert audit.position(USERS) == kate.pk, "up to the last settled user, not the young one"
     assert dict(Finding.objects.values_list("subject", "verdict")) == {
-        matt.pk: "lost", kate.pk: "lost"}
-    assert set(live_users().values_list("username", flat=True)) == {"matt", "kate", "young"}
+        matt.pk: "lost (dual-write)", kate.pk: "lost"}
+    # matt's loss is final (nothing sends a dual-write email again): counted, not judged again
+    assert set(live_users().values_list("username", flat=True)) == {"kate", "young"}
     assert checks() == {"dual_write_lost_email": ["matt"], "reliable_signups_lost_email": ["kate"]}
 
     services.send_welcome_email(user_id=kate.pk)  # reconciled after all
@@ -99,3 +100,42 @@ def test_the_saga_audit_keeps_unfinished_and_broken_sagas(db, settle):
     assert set(Finding.objects.filter(audit=SAGAS).values_list("subject", flat=True)) == {
         broken.pk}
     assert done.pk < running.pk
+
+
+def test_a_dead_outbox_message_is_a_lost_email(db, settle):
+    """The relay gave up on it (a person retries it): lost, a violation, not a crash."""
+    from outbox.models import OutboxMessage
+    from outbox.services import publish
+
+    otto = user("otto", Mode.OUTBOX, sent=False)
+    message = publish(topic=services.WELCOME_TOPIC, payload={"user_id": otto.pk})
+    OutboxMessage.objects.filter(pk=message.pk).update(dead_at=Now())
+    assert checks() == {"reliable_signups_lost_email": ["otto"], "outbox_dead": [str(message.pk)]}
+    services.audit_welcome_emails()
+    assert list(Finding.objects.values_list("verdict", flat=True)) == ["lost"]
+
+
+def test_a_full_sweep_after_the_ledger_was_pruned_raises_no_false_alarm(db, settings, capsys):
+    from retention import services as retention
+
+    settings.AUDIT_SETTLE_SECONDS = 60
+    settings.RETENTION_DAYS = {**settings.RETENTION_DAYS, "email_ledger": 30}
+    old = user("old", Mode.QUE, sent=True, minutes_ago=40 * 24 * 60)
+    EmailSend.objects.filter(user=old).update(sent_at=Now() - timedelta(days=40))
+    services.audit_welcome_emails()
+    (outcome,) = retention.prune(only=["email_ledger"])
+    assert outcome.deleted == 1
+    call_command("check_consistency", "--full", "--json")  # exit 0: the audit saw it sent
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+    assert checks() == {}
+
+
+def test_final_findings_are_counted_not_judged_again(db, settle):
+    from users.selectors import live_users, signup_stats
+
+    for i in range(3):
+        user(f"dw{i}", Mode.DUAL_WRITE, sent=False)
+    services.audit_welcome_emails()
+    assert not live_users().exists(), "nothing left to judge at every look"
+    (dual,) = [s for s in signup_stats() if s.mode == Mode.DUAL_WRITE]
+    assert (dual.users, dual.lost_count, dual.lost) == (3, 3, ["dw0", "dw1", "dw2"])

@@ -21,7 +21,7 @@ from users import services
 from users.models import EmailSend, Mode, User
 
 # the verdicts are the claim, whatever carries the jobs: not run again on the ORM broker
-pytestmark = [pytest.mark.cluster, pytest.mark.any_broker]
+pytestmark = [pytest.mark.cluster, pytest.mark.any_broker, pytest.mark.beside_lab]
 SIGNUPS = 60
 VIOLATION = re.compile(r'class="check-(\w+)" data-status="violation"')
 

@@ -62,10 +62,15 @@ def test_published_messages_go_after_their_window_in_batches_and_nothing_else(db
 
 def test_a_budget_stops_the_pass_and_the_next_one_goes_on(db, settings):
     settings.RETENTION_DAYS = {**settings.RETENTION_DAYS, "outbox_published": 7}
+    from retention import registry
+
     messages(6, published_days_ago=8)
-    (first,) = retention.prune(only=["outbox_published"], batch=2, budget=1e-9)
+    rule = registry.rule("outbox_published")
+    first = retention.prune_rule(rule, batch=2, budget=1e-9)  # one batch, then the budget
     assert (first.deleted, first.complete) == (2, False)
     assert not Pruned.objects.get(rule="outbox_published").complete
+    (spent,) = retention.prune(only=["outbox_published"], batch=2, budget=-1)
+    assert (spent.deleted, spent.complete) == (0, False), "a pass with nothing left waits"
     (second,) = retention.prune(only=["outbox_published"], batch=2)
     assert (second.deleted, second.complete) == (4, True)
 

@@ -23,6 +23,7 @@ def sync(name: str, *args: str) -> None:
 
 @pytest.mark.cluster
 @pytest.mark.any_broker  # the report is the claim, whatever carries the jobs
+@pytest.mark.beside_lab  # it waits on three processes: make test runs it in its second pass
 @pytest.mark.parametrize("mode", Mode.values)
 def test_with_the_workers_running_the_email_is_reported_sent(
     mode, qcluster, redis_cluster, start_process, capsys

@@ -10,10 +10,17 @@ BEGIN
         INSERT INTO dashboard_tally (name, delta) VALUES ('signups.' || NEW.signup_mode, 1);
     ELSIF TG_OP = 'DELETE' AND OLD.signup_mode <> '' THEN
         INSERT INTO dashboard_tally (name, delta) VALUES ('signups.' || OLD.signup_mode, -1);
+    ELSIF TG_OP = 'UPDATE' AND OLD.signup_mode IS DISTINCT FROM NEW.signup_mode THEN
+        IF OLD.signup_mode <> '' THEN
+            INSERT INTO dashboard_tally (name, delta) VALUES ('signups.' || OLD.signup_mode, -1);
+        END IF;
+        IF NEW.signup_mode <> '' THEN
+            INSERT INTO dashboard_tally (name, delta) VALUES ('signups.' || NEW.signup_mode, 1);
+        END IF;
     END IF;
     RETURN NULL;
 END $$;
-CREATE TRIGGER users_signup_tally AFTER INSERT OR DELETE ON users_user
+CREATE TRIGGER users_signup_tally AFTER INSERT OR DELETE OR UPDATE OF signup_mode ON users_user
     FOR EACH ROW EXECUTE FUNCTION users_signup_tally();
 
 -- every email sent, ever: pruning the ledger (RETAIN_EMAIL_LEDGER_DAYS) does not uncount it
