@@ -252,6 +252,7 @@ def _cookies(response: http.client.HTTPResponse) -> dict[str, str]:
 
 @pytest.mark.cluster
 @pytest.mark.any_broker
+@pytest.mark.beside_lab  # it waits on gunicorn: make test's second pass
 def test_gunicorn_serves_the_admin_and_its_css(transactional_db, tmp_path):
     """`make run`'s web program with DEBUG=0, on the test database: collectstatic, gunicorn
     under supervisord, whitenoise for the CSS, HTTPS rules, a login, the access log."""

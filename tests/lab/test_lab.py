@@ -28,6 +28,7 @@ pytestmark = [
 ]
 RUN = "tests.pgbroker.tasks.run"
 REDELIVERY_BOUND = 10.0  # seconds: docs/guarantees.md
+JOB_SECONDS = 3.0  # each job's length: a taken-back job waits for a worker of the other host
 BACK_BOUND = 10.0  # a healed host serves again within this
 # How long the faults last: short in `make test`; the long runs are
 # LAB_PARTITION_SECONDS=60 LAB_PAUSE_SECONDS=120 pytest tests/lab (as root).
@@ -119,7 +120,7 @@ def test_a_worker_host_cut_off_from_postgresql_has_its_jobs_run_elsewhere_never_
     the_lab, history
 ):
     keys = [f"j{i}" for i in range(12)]
-    enqueue(history, keys, seconds=3.0)
+    enqueue(history, keys, seconds=JOB_SECONDS)
     victim = busy_host(history)
     owner = owner_of(victim)
     running = history.running_on(victim)
@@ -138,7 +139,9 @@ def test_a_worker_host_cut_off_from_postgresql_has_its_jobs_run_elsewhere_never_
             lambda: all(any(h != victim and t > cut for _, h, _, t in history.runs("start", k))
                         for k in running) and time.time(),
             timeout=30, interval=0.05, message="the victim's jobs to run elsewhere")
-        assert elsewhere - cut <= REDELIVERY_BOUND, \
+        # taken back within the bound; then it starts when a worker of the other host is
+        # done with the job it was running (the victim's keep their place in the queue)
+        assert elsewhere - cut <= REDELIVERY_BOUND + JOB_SECONDS, \
             f"ran elsewhere {elsewhere - cut:.1f} s after the cut"
         assert history.overlaps() == []
         time.sleep(max(0.0, cut + PARTITION_SECONDS - time.time()))

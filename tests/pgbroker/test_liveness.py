@@ -184,6 +184,7 @@ def test_a_postgresql_restart_loses_no_job_and_runs_none_twice_at_once(qcluster,
     qcluster.wait_for_log("database back after")
 
 
+@pytest.mark.beside_lab  # a 6 s job: make test's second pass
 def test_a_job_running_long_while_its_worker_lives_is_never_given_to_another_worker(
     transactional_db, start_process, events
 ):

@@ -137,6 +137,7 @@ def test_a_compensation_that_kills_its_coordinator_every_time_ends_stuck(
 
 @pytest.mark.cluster
 @pytest.mark.any_broker
+@pytest.mark.beside_lab  # 12 s of waiting on processes: make test's second pass
 def test_a_coordinator_that_lost_its_lock_is_fenced_off_once_recovery_takes_over(
     transactional_db, start_process
 ):
