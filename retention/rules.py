@@ -50,8 +50,8 @@ def _mail_size() -> tuple[int, datetime | None]:
 
 def register_builtin() -> None:
     registry.register(registry.Rule(
-        name="sessions", label="expired sessions", days="sessions", queryset=_sessions,
-        age_field="expire_date", order=900))
+        name="sessions", label="sessions (dated by their expiry)", days="sessions",
+        queryset=_sessions, age_field="expire_date", order=900))
     registry.register(registry.Rule(
         name="mail_files", label="mail files", days="mail_files", delete=_delete_mail_files,
         size=_mail_size, order=910))

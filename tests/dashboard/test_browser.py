@@ -25,6 +25,9 @@ pytestmark = [
 # Playwright's sync API runs an event loop in this thread; the ORM calls below are plain
 # synchronous test code, so Django's async-safety guard does not apply.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+# The web server runs the product's settings: the suite's throwaway app (tests/settings.py)
+# must not show on the README's screenshots.
+PRODUCT = {"DJANGO_SETTINGS_MODULE": "project.settings"}
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage"]
 
@@ -45,7 +48,7 @@ def live_stack(transactional_db, start_process):
     start_process("relay_outbox", "--follow", name="relay", ready="relaying", **env)
     start_process("recover_sagas", "--follow", name="recoverer", ready="recovering", **env)
     start_process("runserver", f"127.0.0.1:{port}", "--noreload", name="web",
-                  ready="Quit the server", **env)
+                  ready="Quit the server", **env, **PRODUCT)
     User.objects.create_superuser(username="admin", password="s3cret-pass")
     return f"http://127.0.0.1:{port}"
 
@@ -162,7 +165,7 @@ def test_the_talk_from_the_dashboard(live_stack, page, shots):
 def web(transactional_db, start_process):
     port = free_port()
     start_process("runserver", f"127.0.0.1:{port}", "--noreload", name="web",
-                  ready="Quit the server")
+                  ready="Quit the server", **PRODUCT)
     User.objects.create_superuser(username="admin", password="s3cret-pass")
     return f"http://127.0.0.1:{port}"
 
