@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import logging
 import multiprocessing
 import os
 import pydoc
@@ -613,6 +614,17 @@ class Dispatcher:
                            "unstarted job(s)", slot.process.pid, len(slot.jobs))
             while slot.jobs:
                 self._handed_back(slot.jobs.popleft(), give_back=1, why=KEY_LOST)
+        elif slot.jobs and slot.process.exitcode == 0 and slot.timer.value in (0, -2):
+            # django-q2's worker ends itself only between jobs: recycled (-2), or after the
+            # job that timed out (0), whose result it sent first. What is still in its pipe
+            # never started: back to the queue, no attempt charged.
+            recycled = slot.timer.value == -2
+            logger.log(logging.INFO if recycled else logging.CRITICAL,
+                       "worker %s ended itself (%s): handing back %s unstarted job(s)",
+                       slot.process.pid, "recycled" if recycled else "after a timeout",
+                       len(slot.jobs))
+            while slot.jobs:
+                self._handed_back(slot.jobs.popleft(), give_back=1)
         elif slot.jobs:
             why = WORKER_DIED.format(pid=slot.process.pid, how=how)
             history.record("died", f"pg:{slot.jobs[0].id}" if self.native else "",
