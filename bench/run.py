@@ -20,6 +20,7 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
+from bench.report import write_table  # noqa: E402
 from devtools.local_redis import default_redis_url, with_db  # noqa: E402
 from experiments.scratch import scratch_database  # noqa: E402
 
@@ -283,13 +284,7 @@ def main() -> None:
         if not only or name in only:
             bench()
             assert Task.objects.filter(success=False).count() == 0, f"{name}: failed tasks"
-    lines = ["| what | result | notes |", "|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} |" for a, b, c in ROWS]
-    table = "\n".join(lines)
-    print("\n" + table)
-    out = BASE_DIR / "var" / "bench.md"
-    out.write_text(table + "\n")
-    print(f"\n(written to {out.relative_to(BASE_DIR)})")
+    write_table(ROWS, "bench.md")
     connection.close()
 
 

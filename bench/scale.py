@@ -31,6 +31,7 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
+from bench.report import write_table  # noqa: E402
 from devtools.local_redis import default_redis_url, with_db  # noqa: E402
 from experiments.scratch import scratch_database  # noqa: E402
 
@@ -284,13 +285,7 @@ def main() -> None:
            p50_p95(looks(watcher, "/admin/dashboard/panels/")), f"p50 / p95 of {LOOKS}")
 
     steady(retention)
-    lines = ["| what | result | notes |", "|---|---|---|"]
-    lines += [f"| {a} | {b} | {c} |" for a, b, c in ROWS]
-    table = "\n".join(lines)
-    print("\n" + table)
-    out_file = BASE_DIR / "var" / "bench-scale.md"
-    out_file.write_text(table + "\n")
-    print(f"\n(written to {out_file.relative_to(BASE_DIR)})")
+    write_table(ROWS, "bench-scale.md")
     connection.close()
     scratch_database("reliable_scale", drop_only=True)  # a gigabyte: not kept
 

@@ -88,6 +88,22 @@ def settled_before(settle_seconds: float):
         return cur.fetchone()[0]
 
 
+def last_settled(rows, *, after: int, limit: int, born: str) -> int:
+    """The last id of `rows` (a queryset) after `after`, at most `limit` of them, whose `born`
+    time (when the row was written) is before `settled_before()`; stops at the first one
+    that is not (the ids after it are not settled either). `after` when none is."""
+    from django.conf import settings
+
+    cutoff = settled_before(settings.AUDIT_SETTLE_SECONDS)
+    last = after
+    for i, when in (rows.filter(pk__gt=after).order_by("pk")
+                    .values_list("pk", born)[:limit]):
+        if when >= cutoff:
+            break
+        last = i
+    return last
+
+
 def advance(name: str, *, settled: Judge, batch: int = 5000, most: int = 200_000) -> int:
     """Move `name`'s watermark over the rows that settled, `batch` at a time, at most `most`
     rows per call. `settled(after, limit)` judges the next rows (in a snapshot of its own) and

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.conf import settings
 from django.db.models import Count, Q
 from django.utils import timezone
 
@@ -110,13 +109,7 @@ def live_sagas():
 def settled(after: int, limit: int) -> tuple[dict[int, str], int]:
     """The audit's step: judge the next `limit` sagas created long enough ago; the ones not
     ok (unfinished included: looked at again until they end) and the last id judged."""
-    cutoff = audit.settled_before(settings.AUDIT_SETTLE_SECONDS)
-    last = after
-    for i, created in (Saga.objects.filter(pk__gt=after).order_by("pk")
-                       .values_list("pk", "created_at")[:limit]):
-        if created >= cutoff:
-            break
-        last = i
+    last = audit.last_settled(Saga.objects.all(), after=after, limit=limit, born="created_at")
     if last == after:
         return {}, after
     verdicts = judge_now(Saga.objects.filter(pk__gt=after, pk__lte=last))

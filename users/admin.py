@@ -1,11 +1,10 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
-from django.db.models import Count, OuterRef, Subquery
-from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 
 from common.admin import BigTableAdminMixin, ReadOnlyAdminMixin
 from users.models import EmailSend, User
+from users.selectors import with_email_count
 
 
 @admin.register(User)
@@ -15,10 +14,7 @@ class UserAdmin(BigTableAdminMixin, DjangoUserAdmin):
     fieldsets = [*DjangoUserAdmin.fieldsets, ("Signup", {"fields": ["signup_mode"]})]
 
     def get_queryset(self, request: HttpRequest):
-        # per row of the page (a subquery), not a GROUP BY over every user before the LIMIT
-        sends = (EmailSend.objects.filter(user=OuterRef("pk")).order_by().values("user")
-                 .annotate(n=Count("pk")).values("n"))
-        return super().get_queryset(request).annotate(_emails=Coalesce(Subquery(sends), 0))
+        return with_email_count(super().get_queryset(request), "_emails")
 
     @admin.display(description="welcome emails", ordering="_emails")
     def welcome_emails(self, obj: User) -> int:

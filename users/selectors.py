@@ -234,18 +234,12 @@ def settled(after: int, limit: int) -> tuple[dict[int, str], int]:
     """The audit's step (dashboard.audit.advance): judge the next `limit` users after id
     `after` that joined long enough ago that no transaction still writing one with a lower id
     can be open; returns the ones not sent, and the last id judged."""
-    cutoff = audit.settled_before(settings.AUDIT_SETTLE_SECONDS)
-    settled_ids = []
-    for i, joined in (User.objects.filter(pk__gt=after).order_by("pk")
-                      .values_list("pk", "date_joined")[:limit]):
-        if joined >= cutoff:  # too young: the ids after it are not settled either
-            break
-        settled_ids.append(i)
-    if not settled_ids:
+    last = audit.last_settled(User.objects.all(), after=after, limit=limit, born="date_joined")
+    if last == after:
         return {}, after
-    judged = judge_now(User.objects.filter(pk__gt=after, pk__lte=settled_ids[-1]))
+    judged = judge_now(User.objects.filter(pk__gt=after, pk__lte=last))
     return {j.id: DUAL_WRITE_LOST if (j.verdict, j.mode) == (Verdict.LOST, Mode.DUAL_WRITE)
-            else j.verdict for j in judged if j.verdict != Verdict.SENT}, settled_ids[-1]
+            else j.verdict for j in judged if j.verdict != Verdict.SENT}, last
 
 
 def email_outcome(user: User, *, unpushed: bool = False) -> Judged:
@@ -256,14 +250,20 @@ def email_outcome(user: User, *, unpushed: bool = False) -> Judged:
     return judged
 
 
+def with_email_count(users, name: str):
+    """`users` with each one's emails sent as `name`: a subquery per row, so a page of users
+    (LIMIT) costs its rows, not a GROUP BY over every user."""
+    sends = (EmailSend.objects.filter(user=OuterRef("pk")).order_by().values("user")
+             .annotate(n=Count("pk")).values("n"))
+    return users.annotate(**{name: Coalesce(Subquery(sends), 0)})
+
+
 def system_state(*, limit: int = 50) -> dict:
     """The talk's `make db-show`: the last `limit` users and their emails, every user counted,
     the outbox, the queue."""
     stats = signup_stats()
-    sends = (EmailSend.objects.filter(user=OuterRef("pk")).order_by().values("user")
-             .annotate(n=Count("pk")).values("n"))
-    users = list(User.objects.exclude(signup_mode="").order_by("-id")
-                 .annotate(emails=Coalesce(Subquery(sends), 0))[:limit])
+    users = list(with_email_count(User.objects.exclude(signup_mode="").order_by("-id"),
+                                  "emails")[:limit])
     users.reverse()
     outbox = outbox_counts()
     queue = queue_counts()
