@@ -5,7 +5,7 @@ from contextlib import contextmanager
 
 import psycopg
 
-from pgbroker.store import connection_params as _params
+from pgbroker.connection import connection_params as _params
 
 
 def connection_params(alias: str = "default") -> dict:

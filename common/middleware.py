@@ -8,7 +8,7 @@ import time
 from django.http import HttpRequest, HttpResponse
 from django.template.loader import render_to_string
 
-from pgbroker.store import no_slot
+from pgbroker.connection import no_slot
 
 logger = logging.getLogger(__name__)
 RETRY_AFTER = 5  # seconds

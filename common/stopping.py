@@ -34,7 +34,7 @@ class Outage:
         self.reason = ""
 
     def failed(self, error: BaseException) -> None:
-        from pgbroker.store import no_slot
+        from pgbroker.connection import no_slot
 
         self.failures += 1
         reason = "no slot" if no_slot(error) else type(error).__name__

@@ -17,7 +17,7 @@ from django.utils import timezone
 from faults.services import scoped
 from jobs.models import JobRun, RunState
 from jobs.selectors import uses_pgbroker
-from pgbroker.store import no_slot
+from pgbroker.connection import no_slot
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

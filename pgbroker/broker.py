@@ -3,7 +3,7 @@
 Producers use it through `async_task()`: one INSERT (a stored function) on the `orm` alias,
 inside the caller's transaction when there is one. Consumers are this app's cluster
 (`manage.py qcluster`, pgbroker.cluster), which claims, acknowledges and recovers jobs itself
-through pgbroker.store; django-q2's stock cluster cannot run this broker (it has no notion
+through pgbroker.cluster; django-q2's stock cluster cannot run this broker (it has no notion
 of a job's owner being alive), and `dequeue()` says so.
 """
 
@@ -20,9 +20,13 @@ from django_q.conf import Conf
 
 from pgbroker.models import Job
 
+CHANNEL = "pgbroker"  # the enqueue function's NOTIFY to an idle cluster (payload: the queue)
+ENQUEUE_LOCK_CLASS = 29026  # the enqueue function's shared lock: pg_advisory_xact_lock_shared
+
 STOCK_CLUSTER = (
-    "the PostgreSQL broker is consumed by this project's `manage.py qcluster` (pgbroker), "
-    "not by django-q2's stock cluster"
+    "pgbroker's queue is consumed by pgbroker's own cluster: run `manage.py qcluster` with "
+    '"pgbroker" before "django_q" in INSTALLED_APPS (django-q2\'s cluster cannot hold a job '
+    "only while its worker lives)"
 )
 
 
@@ -96,6 +100,8 @@ class PostgresBroker(Broker):
             return cur.fetchone()[0]
 
     def dequeue(self):
+        """Refused, in one line: a job taken here would belong to no cluster's key (liveness,
+        pgbroker.cluster), so nothing could tell when to take it back."""
         raise NotImplementedError(STOCK_CLUSTER)
 
     def _jobs(self):

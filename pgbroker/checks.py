@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import math
 
+from django.apps import apps
 from django.conf import settings
-from django.core.checks import Tags, Warning, register
+from django.core.checks import Error, Tags, Warning, register
 from django.db import DEFAULT_DB_ALIAS
 
 W001 = "reliable.W001"
 W002 = "reliable.W002"
 W004 = "reliable.W004"
+E001 = "pgbroker.E001"
 
 
 def _cluster() -> dict:
@@ -61,3 +63,16 @@ def check_queue_settings(app_configs=None, **kwargs) -> list[Warning]:
                  "connection pool.",
             id=W004))
     return found
+
+
+@register(Tags.compatibility)
+def check_app_order(app_configs=None, **kwargs) -> list[Error]:
+    """`manage.py qcluster` is the first installed app's: pgbroker's only before django_q.
+    django-q2's own cluster cannot consume pgbroker's queue (its dequeue() refuses)."""
+    names = [config.name for config in apps.get_app_configs()]
+    if "django_q" in names and names.index("pgbroker") > names.index("django_q"):
+        return [Error(
+            "pgbroker comes after django_q in INSTALLED_APPS, so `manage.py qcluster` starts "
+            "django-q2's own cluster, which cannot take jobs from pgbroker's queue.",
+            hint='List "pgbroker" before "django_q" in INSTALLED_APPS.', id=E001)]
+    return []

@@ -27,6 +27,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from pgbroker.connection import host_name
+
 CLOCK_MONOTONIC = 1
 SYS_CLOCK_GETTIME = {"x86_64": 228, "aarch64": 113}.get(platform.machine())
 
@@ -58,8 +60,6 @@ def directory() -> str:
 
 
 def host() -> str:
-    from pgbroker.store import host_name
-
     return host_name()
 
 

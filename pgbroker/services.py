@@ -6,9 +6,8 @@ from django.db import connections, transaction
 from django.db.models import QuerySet
 from django.db.models.functions import Now
 
-from pgbroker.broker import alias
+from pgbroker.broker import CHANNEL, alias
 from pgbroker.models import Job
-from pgbroker.store import CHANNEL
 
 
 def retry_parked(*, jobs: QuerySet[Job], by: str = "") -> int:

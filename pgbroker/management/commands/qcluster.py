@@ -21,6 +21,6 @@ class Command(OneLineErrors, BaseCommand):
         settings.SECRET_KEY  # noqa: B018 (payloads are signed with it: fail now, not per task)
         if cluster_name:
             os.environ["Q_CLUSTER_NAME"] = cluster_name
-        from pgbroker.cluster import Cluster
+        from pgbroker.cluster import MainProcess
 
-        sys.exit(Cluster().run())
+        sys.exit(MainProcess().run())

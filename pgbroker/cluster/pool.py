@@ -1,0 +1,99 @@
+"""The workers as the dispatcher sees them: a `Slot` per worker process, how one is started,
+and django-q2's guard against a job that outlives its timeout."""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+
+from django_q.conf import Conf
+
+from pgbroker.cluster.messages import Claimed
+from pgbroker.cluster.worker import WorkerSetup, worker_main
+
+PIPELINE = 2  # jobs in one worker's pipe: the running one and the next
+PIPELINE_FAST = 8  # ... while the worker's last jobs each took under FAST_JOB seconds
+FAST_JOB = 0.01
+PIPELINE_MAX_BYTES = 16_384  # a larger job waits for a free worker (well inside a pipe buffer)
+
+
+def mp_context():
+    return multiprocessing.get_context("fork")
+
+
+def exit_description(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+@dataclass
+class Slot:
+    """One worker and the jobs in its pipe: the first is running, the next waits behind it
+    so the worker never idles while its result travels back. While the worker's recent jobs
+    are fast, a few more wait behind (a round trip per job would cost more than the job)."""
+
+    number: int
+    process: multiprocessing.process.BaseProcess
+    conn: Connection
+    timer: object  # the raw c_float behind the worker's timer Value (read without its lock)
+    jobs: deque[Claimed] = field(default_factory=deque)
+    since: float = 0.0  # wall clock: when the running job started, for the dashboard
+    stopped: bool = False  # STOP sent
+    lost: bool = False  # the worker lost the cluster's key: none of its jobs started
+    fenced: bool = False  # killed by the fence (the database stopped answering)
+    recent: deque[float] = field(default_factory=lambda: deque(maxlen=2))  # last durations
+
+    @property
+    def room(self) -> int:
+        if self.stopped or not self.process.is_alive():
+            return 0
+        fast = len(self.recent) == 2 and max(self.recent) < FAST_JOB
+        return max(0, (PIPELINE_FAST if fast else PIPELINE) - len(self.jobs))
+
+    @property
+    def running(self) -> Claimed | None:
+        return self.jobs[0] if self.jobs else None
+
+    def takes(self, job: Claimed) -> bool:
+        """May `job` go into this worker's pipe now? Behind a running job only a small one:
+        a large one could fill the pipe while the worker, still busy, is itself blocked
+        sending a large result back (both ends would wait forever)."""
+        return self.room > 0 and (not self.jobs or len(job.payload) <= PIPELINE_MAX_BYTES)
+
+
+def spawn(number: int, *, setup: WorkerSetup, close_fds: Iterable[int]) -> Slot:
+    """Start worker `number`; it closes `close_fds` (what the dispatcher holds) at once."""
+    ours, theirs = mp_context().Pipe(duplex=True)
+    timer = mp_context().Value("f", -1)
+    process = mp_context().Process(
+        target=worker_main, name=f"Worker-{number}",
+        args=(theirs, timer, Conf.TIMEOUT, os.getpid(), list(close_fds), setup))
+    process.daemon = Conf.DAEMONIZE_WORKERS
+    process.start()
+    theirs.close()
+    return Slot(number=number, process=process, conn=ours, timer=timer.get_obj())
+
+
+def guard(slots: Iterable[Slot], elapsed: float) -> None:
+    """django-q2's guard: a worker still busy `timeout + 3` s after it started is killed
+    (its own SIGALRM normally stops the task at `timeout`)."""
+    for slot in slots:
+        value = slot.timer.value
+        if value > 0 and slot.process.is_alive():
+            value -= elapsed
+            slot.timer.value = max(value, 0.0)
+            if value <= 0:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(slot.process.pid, signal.SIGKILL)

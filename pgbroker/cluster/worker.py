@@ -1,0 +1,200 @@
+"""A worker process: django-q2's own worker loop, fed by the dispatcher through a pipe of its
+own (`TaskPipe`, its task queue) and answering on the same pipe (`ResultPipe`, its result
+queue). With the PostgreSQL broker the worker holds its cluster's key (WorkerKey) and starts a
+job only while it holds it."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import pydoc
+import signal
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from django_q.conf import Conf, logger
+from django_q.signals import post_execute
+from django_q.signing import BadSignature, SignedPackage
+from django_q.utils import get_func_repr
+from django_q.worker import worker as django_q_worker
+from picklefield.fields import dbsafe_encode
+
+from pgbroker import history
+from pgbroker.broker import alias
+from pgbroker.cluster.messages import (
+    STOP,
+    BadPackage,
+    Done,
+    KeyLost,
+    NoSlotForKey,
+    RunJob,
+)
+from pgbroker.cluster.workerkey import WorkerKey
+from pgbroker.cluster.writer import result_line
+from pgbroker.connection import NoSlot
+
+BAD_PACKAGE = ("the task package could not be read ({error}): it was signed with another "
+               "SECRET_KEY or Q_CLUSTER name, or it is not a django-q2 package")
+KEY_LOST_EXIT = 75
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """What a job source asks of its workers."""
+
+    owner: int | None = None  # hold this cluster key while running (the PostgreSQL source)
+    rows: bool = False  # build django_q_task rows here (the PostgreSQL source COPYs them)
+
+    def history_name(self, job_id: int | str, task: dict) -> str:
+        return f"pg:{job_id}" if self.owner is not None else f"q:{task['id']}"
+
+
+def die_with_parent(parent: int) -> None:
+    """Linux: receive SIGKILL when the parent exits (a no-op elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before prctl: follow it now
+        os._exit(1)
+
+
+def error_summary(result: object) -> str:
+    text = str(result)
+    return text if len(text) <= 2000 else text[:1000] + "\n...\n" + text[-1000:]
+
+
+class TaskPipe:
+    """A worker's task queue: its own end of its own pipe (django-q2's worker reads .get())."""
+
+    def __init__(self, conn: Connection, setup: WorkerSetup, key: WorkerKey | None) -> None:
+        self.conn = conn
+        self.setup = setup
+        self.key = key
+        self.functions: dict[str, object] = {}
+        self.recording = bool(history.directory())
+
+    def get(self) -> dict | str:
+        while True:
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                return STOP  # the dispatcher is gone
+            if message == STOP:
+                return STOP
+            job: RunJob = message
+            try:
+                held = self.key is None or self.key.holds_for(job.job_id)
+            except NoSlot as e:  # no session, no key: the job goes back unstarted
+                try:
+                    self.conn.send(NoSlotForKey(job.job_id, str(e)))
+                except OSError:
+                    return STOP  # the dispatcher is gone
+                continue
+            if not held:
+                with contextlib.suppress(OSError):
+                    self.conn.send(KeyLost(job.job_id))
+                return STOP  # a new worker takes the next job with a key of its own
+            try:
+                task = SignedPackage.loads(job.package)
+            except (TypeError, BadSignature) as e:
+                self.conn.send(BadPackage(job.job_id, BAD_PACKAGE.format(error=e)))
+                continue
+            task["cluster"] = Conf.CLUSTER_NAME
+            task["ack_id"] = job.job_id
+            if self.recording:
+                self._record_start(task, job)
+            func = task["func"]
+            if isinstance(func, str):  # django-q2's worker would import it for every task
+                task["func_name"] = func
+                task["func"] = self.functions.get(func) or self._locate(func)
+            return task
+
+    def _record_start(self, task: dict, job: RunJob) -> None:
+        waited = job.waited
+        if waited is not None and job.claimed_t:  # due-to-claim (database) + claim-to-start
+            waited += time.monotonic() - job.claimed_t
+        owner = self.setup.owner
+        history.start(self.setup.history_name(job.job_id, task), attempt=job.attempt,
+                      owner=f"{owner:x}" if owner else None, waited=waited,
+                      func=task["func"] if isinstance(task["func"], str)
+                      else task.get("func_name"), cluster=Conf.CLUSTER_NAME)
+
+    def _locate(self, name: str):
+        func = pydoc.locate(name)
+        if func is not None:
+            self.functions[name] = func
+        return func or name  # not found: the worker reports it as the task's failure
+
+
+class ResultPipe:
+    """A worker's result queue. Where the source writes rows itself (PostgreSQL), the worker
+    prepares the row here, so the dispatcher only batches rows it does not have to build;
+    a task that needs django-q2's monitor logic (a chain, a hook, a cached result, a
+    post_execute listener, a save limit) goes back whole."""
+
+    def __init__(self, conn: Connection, setup: WorkerSetup, key: WorkerKey | None) -> None:
+        self.conn = conn
+        self.setup = setup
+        self.key = key
+
+    def put(self, task: dict) -> None:
+        job_id = task.get("ack_id")
+        success = bool(task["success"])
+        if history.directory():
+            history.record("end", self.setup.history_name(job_id, task), ok=success)
+        if self.key is not None:
+            self.key.done()
+        ack = success or bool(task.get("ack_failure", False))
+        error = "" if success else error_summary(task["result"])
+        whole = (not self.setup.rows or Conf.SAVE_LIMIT > 0 or task.get("chain")
+                 or task.get("hook") or task.get("cached") or post_execute.has_listeners())
+        if whole:
+            if "func_name" in task:  # as django-q2 stores it: the dotted path
+                task["func"] = task.pop("func_name")
+            self.conn.send(Done(job_id, success, ack, None, task, error))
+            return
+        row = None
+        if task.get("save", Conf.SAVE_LIMIT >= 0) or not success:
+            func = task.get("func_name") or get_func_repr(task["func"]) or ""
+            row = result_line((
+                task["id"], str(task["name"])[:100], func[:256], None, pickled(task["args"]),
+                pickled(task["kwargs"]), pickled(task["result"]), _short(task.get("group")),
+                task["started"], task["stopped"], success, _short(task.get("cluster"))))
+        self.conn.send(Done(job_id, success, ack, row, None, error))
+
+
+def pickled(value) -> str:
+    return dbsafe_encode(value, False, None, False)
+
+
+def _short(value) -> str | None:
+    return None if value is None else str(value)[:100]
+
+
+def key_lost(job: int | str | None, why: str) -> None:
+    """A worker whose cluster's key is gone (WorkerKey): whatever it runs may be running
+    elsewhere already, or soon. Exit now, in the middle of it; its dispatcher hands back the
+    rest. (A SIGCONT handler calls this too: Python runs it before one more instruction of
+    the job.)"""
+    history.record("died", f"pg:{job}" if job is not None else "", worker=os.getpid(),
+                   how=why)
+    logger.critical("worker %s: %s; exiting", os.getpid(), why)
+    os._exit(KEY_LOST_EXIT)
+
+
+def worker_main(conn: Connection, timer, timeout, parent: int, close_fds: list[int],
+                setup: WorkerSetup) -> None:
+    die_with_parent(parent)
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for fd in close_fds:  # the dispatcher's database sockets and the other workers' pipes
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    key = None
+    if setup.owner is not None:
+        key = WorkerKey(alias=alias(), owner=setup.owner, on_lost=key_lost)
+        signal.signal(signal.SIGCONT, lambda signum, frame: key.check_after_stop())
+    django_q_worker(TaskPipe(conn, setup, key), ResultPipe(conn, setup, key), timer, timeout)
