@@ -133,7 +133,7 @@ test-deps: ## Debian's chromium (browser tests) and faketime (clock skew), with 
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "missing:$$missing: the tests that need them are skipped (sudo apt-get install$$missing)"; fi; }
 
-screenshots: $(STAMP) test-deps ## re-take the README's screenshots (docs/*.png) with the browser test
+screenshots: $(STAMP) test-deps ## re-take the screenshots of README.md and docs/ (docs/*.png) with the browser test
 	@SCREENSHOT_DIR=docs $(STORES) $(VENV)/bin/pytest -q tests/dashboard/test_browser.py
 
 lint: $(STAMP) ## ruff

@@ -1,6 +1,6 @@
 """Settings, read from the environment with safe development defaults (common/env.py parses
-every variable: a bad value stops startup with one line naming it). The README's
-"Configuration" lists them all; docs/production.md says how to run with DEBUG off.
+every variable: a bad value stops startup with one line naming it).
+docs/configuration.md lists them all; docs/production.md says how to run with DEBUG off.
 
 DEBUG          "1"/"true" (default) or "0"/"false"
 SECRET_KEY     required when DEBUG is off; in development one is generated once into var/

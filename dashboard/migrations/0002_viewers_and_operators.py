@@ -1,7 +1,7 @@
 """The two groups of common.permissions: "Viewers" look (the dashboard, its panels and every
 page of the project's models, read-only), "Operators" also operate (the dashboard's controls,
 the admin's actions, django-q2's queue and schedules). Add a user with the admin's Groups or
-Users page, or `manage.py shell` (README: "Who may do what"); the user must be staff too."""
+Users page, or `manage.py shell` (docs/permissions.md); the user must be staff too."""
 
 from django.contrib.auth.management import create_permissions
 from django.db import migrations

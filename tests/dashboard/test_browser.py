@@ -1,7 +1,8 @@
 """The whole talk from the dashboard, in a real Chromium, against a real server, cluster,
 relay and recoverer on the test database.
 
-Screenshots go to $SCREENSHOT_DIR (the README's images: `make screenshots`), else to tmp.
+Screenshots go to $SCREENSHOT_DIR (docs/*.png, the images of README.md and docs/:
+`make screenshots`), else to tmp.
 """
 
 import os
@@ -26,7 +27,7 @@ pytestmark = [
 # synchronous test code, so Django's async-safety guard does not apply.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 # The web server runs the product's settings: the suite's throwaway app (tests/settings.py)
-# must not show on the README's screenshots.
+# must not show on the screenshots in docs/.
 PRODUCT = {"DJANGO_SETTINGS_MODULE": "project.settings"}
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage"]
