@@ -14,11 +14,12 @@ import contextvars
 from collections.abc import Iterator
 
 from django.db import connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils.module_loading import import_string
 from django_q.brokers import Broker
 from django_q.conf import Conf
 
-from pgbroker.models import Job
+from pgbroker.models import Job, JobQuerySet
 
 CHANNEL = "pgbroker"  # the enqueue function's NOTIFY to an idle cluster (payload: the queue)
 ENQUEUE_LOCK_CLASS = 29026  # the enqueue function's shared lock: pg_advisory_xact_lock_shared
@@ -82,9 +83,9 @@ def batched_enqueue() -> Iterator[Batch]:
         _batch.reset(token)
 
 
-class PostgresBroker(Broker):
+class PostgresBroker(Broker):  # type: ignore[misc]  # django-q2 has no type hints
     @staticmethod
-    def get_connection(list_key: str | None = None):
+    def get_connection(list_key: str | None = None) -> BaseDatabaseWrapper:
         return connections[alias()]
 
     def enqueue(self, task: str) -> int | None:
@@ -97,35 +98,37 @@ class PostgresBroker(Broker):
         with connections[alias()].cursor() as cur:
             cur.execute("SELECT pgbroker_enqueue(%s, %s)",
                         [self.list_key or Conf.CLUSTER_NAME, task])
-            return cur.fetchone()[0]
+            (job_id,) = cur.fetchone()
+            return int(job_id)
 
-    def dequeue(self):
+    def dequeue(self) -> list[tuple[int, str]]:
         """Refused, in one line: a job taken here would belong to no cluster's key (liveness,
         pgbroker.cluster), so nothing could tell when to take it back."""
         raise NotImplementedError(STOCK_CLUSTER)
 
-    def _jobs(self):
+    def _jobs(self) -> JobQuerySet:
         return Job.objects.using(alias()).filter(queue=self.list_key)
 
     def queue_size(self) -> int:
-        return self._jobs().ready().count()
+        return int(self._jobs().ready().count())
 
     def lock_size(self) -> int:
-        return self._jobs().claimed().count()
+        return int(self._jobs().claimed().count())
 
-    def purge_queue(self):
-        return self._jobs().delete()
+    def purge_queue(self) -> int:
+        deleted, _ = self._jobs().delete()
+        return deleted
 
-    def delete_queue(self):
+    def delete_queue(self) -> int:
         return self.purge_queue()
 
-    def delete(self, task_id) -> None:
+    def delete(self, task_id: int | str) -> None:
         Job.objects.using(alias()).filter(pk=task_id).delete()
 
-    def acknowledge(self, task_id) -> None:
+    def acknowledge(self, task_id: int | str) -> None:
         self.delete(task_id)
 
-    def fail(self, task_id) -> None:
+    def fail(self, task_id: int | str) -> None:
         self.delete(task_id)
 
     def ping(self) -> bool:
@@ -134,6 +137,4 @@ class PostgresBroker(Broker):
         return True
 
     def info(self) -> str:
-        if not self._info:
-            self._info = f"PostgreSQL (pgbroker) on {alias()}"
-        return self._info
+        return f"PostgreSQL (pgbroker) on {alias()}"

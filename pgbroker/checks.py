@@ -5,10 +5,11 @@ Each finding names what goes wrong in production and how to fix it (the hint).""
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from django.apps import apps
 from django.conf import settings
-from django.core.checks import Error, Tags, Warning, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.db import DEFAULT_DB_ALIAS
 
 W001 = "reliable.W001"
@@ -17,14 +18,14 @@ W004 = "reliable.W004"
 E001 = "pgbroker.E001"
 
 
-def _cluster() -> dict:
+def _cluster() -> dict[str, Any]:
     return getattr(settings, "Q_CLUSTER", {}) or {}
 
 
 @register(Tags.compatibility, deploy=False)
-def check_queue_settings(app_configs=None, **kwargs) -> list[Warning]:
+def check_queue_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     q = _cluster()
-    found: list[Warning] = []
+    found: list[CheckMessage] = []
     alias = q.get("orm")
     if alias and alias != DEFAULT_DB_ALIAS:
         found.append(Warning(
@@ -66,7 +67,7 @@ def check_queue_settings(app_configs=None, **kwargs) -> list[Warning]:
 
 
 @register(Tags.compatibility)
-def check_app_order(app_configs=None, **kwargs) -> list[Error]:
+def check_app_order(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """`manage.py qcluster` is the first installed app's: pgbroker's only before django_q.
     django-q2's own cluster cannot consume pgbroker's queue (its dequeue() refuses)."""
     names = [config.name for config in apps.get_app_configs()]

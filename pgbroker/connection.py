@@ -5,6 +5,7 @@ slot left from any other failure."""
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 from django.conf import settings
 from django.db import connections
@@ -46,11 +47,11 @@ def host_name() -> str:
     return getattr(settings, "HOST_NAME", "") or socket.gethostname()
 
 
-def connection_params(alias: str) -> dict:
+def connection_params(alias: str) -> dict[str, Any]:
     """psycopg keyword arguments for `alias` as Django would connect (OPTIONS included),
     with a connect timeout, and timeouts on both sides so a vanished peer is noticed in
     seconds (pgbroker.timing), unless Django's OPTIONS set them already."""
-    params = connections[alias].get_connection_params()
+    params: dict[str, Any] = connections[alias].get_connection_params()
     # application_name: each caller names its own connection ("pgbroker worker", "side")
     for key in ("cursor_factory", "context", "prepare_threshold", "application_name"):
         params.pop(key, None)

@@ -24,6 +24,7 @@ import os
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 
@@ -47,7 +48,7 @@ def monotonic() -> float:
     ts = _Timespec()
     if _libc.syscall(SYS_CLOCK_GETTIME, CLOCK_MONOTONIC, ctypes.byref(ts)) != 0:
         return time.monotonic()
-    return ts.sec + ts.nsec / 1e9
+    return float(ts.sec + ts.nsec / 1e9)
 
 
 _fd: int | None = None
@@ -63,7 +64,7 @@ def host() -> str:
     return host_name()
 
 
-def record(event: str, job: str, **fields) -> None:
+def record(event: str, job: str, **fields: Any) -> None:
     """Append one event; a no-op when the history is off."""
     global _fd, _path
     where = directory()
@@ -72,6 +73,7 @@ def record(event: str, job: str, **fields) -> None:
     path = Path(where) / f"{host()}.jsonl"
     if _fd is None or _path != path or os.getpid() != _pid:
         _open(path)
+    assert _fd is not None
     line = {"e": event, "job": job, "host": host(), "pid": os.getpid(),
             "t": monotonic(), "wall": time.time(), **fields}
     os.write(_fd, (json.dumps(line, default=str) + "\n").encode())
@@ -84,11 +86,11 @@ def _open(path: Path) -> None:
     _path, _pid = path, os.getpid()
 
 
-def start(job: str, **fields) -> None:
+def start(job: str, **fields: Any) -> None:
     record("start", job, ppid=os.getppid(), pgid=os.getpgid(0), **fields)
 
 
-def read(where: str | Path) -> list[dict]:
+def read(where: str | Path) -> list[dict[str, Any]]:
     """Every event of every host's file, in time order (a torn last line is skipped)."""
     events = []
     for path in sorted(Path(where).glob("*.jsonl")):

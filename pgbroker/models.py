@@ -3,7 +3,7 @@ from django.db.models import Q
 from django.db.models.functions import Now
 
 
-class JobQuerySet(models.QuerySet):
+class JobQuerySet(models.QuerySet["Job"]):
     def parked(self) -> "JobQuerySet":
         return self.filter(parked_at__isnull=False)
 

@@ -17,6 +17,7 @@ import ast
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from django import db
 from django.db import transaction
@@ -39,14 +40,14 @@ class Declared:
     func: str
     schedule_type: str = Schedule.MINUTES
     minutes: int | None = None
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 _declared: dict[str, Declared] = {}
 
 
 def register(name: str, func: str, *, schedule_type: str = Schedule.MINUTES,
-             minutes: int | None = None, **extra) -> None:
+             minutes: int | None = None, **extra: Any) -> None:
     """Declare a schedule this app relies on: the cluster creates it when it is missing."""
     _declared[name] = Declared(name, func, schedule_type, minutes, extra)
 
@@ -103,16 +104,18 @@ def run_due(*, broker: Broker) -> dict[str, int]:
     return counts
 
 
-def _parse(s: Schedule) -> tuple[tuple, dict]:
+def _parse(s: Schedule) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """django-q2's reading of a schedule's args and kwargs (Python literals)."""
-    args: tuple = ()
-    kwargs: dict = {}
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = {}
     if s.kwargs:
         try:
             kwargs = ast.literal_eval(s.kwargs)
         except (SyntaxError, ValueError):
-            parsed = ast.parse(f"f({s.kwargs})").body[0].value.keywords
-            kwargs = {k.arg: ast.literal_eval(k.value) for k in parsed}
+            call = ast.parse(f"f({s.kwargs})", mode="eval").body
+            parsed = call.keywords if isinstance(call, ast.Call) else []
+            kwargs = {k.arg: ast.literal_eval(k.value) for k in parsed
+                      if k.arg is not None}
     if s.args:
         args = ast.literal_eval(s.args)
         if type(args) is not tuple:

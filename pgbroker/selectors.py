@@ -6,9 +6,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.db import models
-from django.db.models import Count, Q
+from django.db.models import Count, Q, QuerySet
 from django.db.models.functions import Now
 from django.utils import timezone
 from django_q.conf import Conf
@@ -34,8 +35,8 @@ class JobView:
     queue: str
     func: str
     name: str
-    args: tuple
-    kwargs: dict
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
     state: str
     why: str
     attempts: int
@@ -44,9 +45,10 @@ class JobView:
     since: float | None = None
 
 
-def decode(payload: str) -> dict | None:
+def decode(payload: str) -> dict[str, Any] | None:
     try:
-        return SignedPackage.loads(payload)
+        task: dict[str, Any] = SignedPackage.loads(payload)
+        return task
     except Exception:  # signed with another key or not a package: shown, not read
         return None
 
@@ -57,9 +59,12 @@ def clock(when: datetime | float) -> str:
     return timezone.localtime(when).strftime("%H:%M:%S")
 
 
-def _running(clusters: list[Cluster]) -> dict[int, tuple[int | None, float | None, str]]:
-    """job id -> (worker pid, since, "running"/"prefetched") from the clusters' snapshots."""
-    where: dict[int, tuple[int | None, float | None, str]] = {}
+Running = tuple[int | None, float | None, str]  # worker pid, since, "running"/"prefetched"
+
+
+def _running(clusters: list[Cluster]) -> dict[int, Running]:
+    """job id -> where it runs, from the clusters' snapshots."""
+    where: dict[int, Running] = {}
     for cluster in clusters:
         for w in cluster.workers or []:
             if w.get("job"):
@@ -69,11 +74,14 @@ def _running(clusters: list[Cluster]) -> dict[int, tuple[int | None, float | Non
     return where
 
 
-def explain(job: Job, *, clusters: dict[int, Cluster], where: dict, now: datetime) -> JobView:
+def explain(job: Job, *, clusters: dict[int, Cluster], where: dict[int, Running],
+            now: datetime) -> JobView:
     task = decode(job.payload) or {}
     max_attempts = Conf.MAX_ATTEMPTS
     of = f" of {max_attempts}" if max_attempts > 0 else ""
-    pid = since = None
+    pid: int | None = None
+    since: float | None = None
+    state: str
     if job.parked_at is not None:
         state = State.PARKED
         why = f"parked at {clock(job.parked_at)} after {job.attempts} attempt(s): " \
@@ -85,8 +93,8 @@ def explain(job: Job, *, clusters: dict[int, Cluster], where: dict, now: datetim
             state = State.ORPHANED
             why = "its cluster is gone: another cluster takes it back within seconds"
         elif state == State.RUNNING:
-            why = f"running in worker {pid} since {clock(since)}" + (
-                f" ({time.time() - since:.0f} s)" if since else "")
+            why = f"running in worker {pid}" + (
+                f" since {clock(since)} ({time.time() - since:.0f} s)" if since else "")
         else:
             why = f"claimed by cluster {cluster.owner:x} (pid {cluster.pid} on " \
                   f"{cluster.host}), waiting for a free worker"
@@ -106,12 +114,12 @@ def explain(job: Job, *, clusters: dict[int, Cluster], where: dict, now: datetim
                    attempts=job.attempts, run_at=job.run_at, worker_pid=pid, since=since)
 
 
-def _clusters() -> tuple[dict[int, Cluster], dict]:
+def _clusters() -> tuple[dict[int, Cluster], dict[int, Running]]:
     clusters = {c.owner: c for c in Cluster.objects.all()}
     return clusters, _running(list(clusters.values()))
 
 
-_snapshot: tuple[float, tuple] = (0.0, ({}, {}))
+_snapshot: tuple[float, tuple[dict[int, Cluster], dict[int, Running]]] = (0.0, ({}, {}))
 
 
 def view(job: Job) -> JobView:
@@ -123,7 +131,7 @@ def view(job: Job) -> JobView:
     return explain(job, clusters=clusters, where=where, now=timezone.now())
 
 
-def job_views(jobs=None) -> list[JobView]:
+def job_views(jobs: QuerySet[Job] | None = None) -> list[JobView]:
     clusters, where = _clusters()
     qs = (jobs if jobs is not None else Job.objects.all()).order_by("id")
     now = timezone.now()

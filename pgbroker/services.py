@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from django.db import connections, transaction
-from django.db.models import QuerySet
 from django.db.models.functions import Now
 
 from pgbroker.broker import CHANNEL, alias
-from pgbroker.models import Job
+from pgbroker.models import Job, JobQuerySet
 
 
-def retry_parked(*, jobs: QuerySet[Job], by: str = "") -> int:
+def retry_parked(*, jobs: JobQuerySet, by: str = "") -> int:
     """Give parked jobs a fresh set of attempts, due now. Jobs that are no longer parked (a
     double submit, another person) are left alone. Returns how many were retried."""
     note = f"retried from the admin{f' by {by}' if by else ''} after: "

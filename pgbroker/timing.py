@@ -34,6 +34,7 @@ With the defaults: stopped by 2.6 s, taken back from 6 s on, running again by ab
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 TICK = 0.25  # the dispatcher's housekeeping: liveness sweep, heartbeat, reconnect
 WATCH = 0.1  # how often the dispatcher's watchdog looks at its last round trip
@@ -74,7 +75,7 @@ class Timing:
     def redelivery_bound(self) -> float:
         return self.server_timeout_ms / 1000 + KEEPALIVE_INTERVAL + GRACE + TICK
 
-    def client_options(self) -> dict:
+    def client_options(self) -> dict[str, Any]:
         """libpq's connection keywords: the client side, and the server side as `options`."""
         server = (f"-c tcp_keepalives_idle={KEEPALIVE_IDLE} "
                   f"-c tcp_keepalives_interval={KEEPALIVE_INTERVAL} "
@@ -87,7 +88,7 @@ class Timing:
                 "tcp_user_timeout": self.client_timeout_ms, "options": server}
 
 
-def with_options(params: dict, timing: Timing) -> dict:
+def with_options(params: dict[str, Any], timing: Timing) -> dict[str, Any]:
     """`params` (libpq keywords) with the timeouts set where they are not set already; the
     server-side ones are added in front of any `options` given (a later -c wins)."""
     merged = dict(params)

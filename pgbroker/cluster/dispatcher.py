@@ -10,6 +10,7 @@ Where jobs come from and where outcomes go is its JobSource's business.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import random
@@ -18,6 +19,8 @@ import threading
 import time
 from collections import deque
 from multiprocessing.connection import wait
+from types import FrameType
+from typing import Any
 
 from django import db
 from django_q.brokers import Broker, get_broker
@@ -40,7 +43,7 @@ from pgbroker.cluster.messages import (
 )
 from pgbroker.cluster.pool import Slot, exit_description, guard, spawn
 from pgbroker.cluster.postgres import PostgresSource
-from pgbroker.cluster.sources import BrokerSource, JobSource
+from pgbroker.cluster.sources import BrokerSource, JobSource, Workers
 from pgbroker.cluster.worker import die_with_parent
 from pgbroker.scheduler import Scheduler
 from pgbroker.timing import TICK
@@ -49,16 +52,16 @@ WORKER_DIED = "worker {pid} died ({how}) while running it"
 KEY_LOST = "handed back unstarted: its worker no longer held the cluster's key"
 
 
-def source_for(broker: Broker, wake_fd: int) -> JobSource:
+def source_for(broker: Broker, *, wake_fd: int, workers: Workers) -> JobSource:
     if isinstance(broker, PostgresBroker):
         return PostgresSource(broker=broker, alias=alias(), owner=random.getrandbits(62) + 1,
-                              wake_fd=wake_fd)
-    return BrokerSource(broker, wake_fd)
+                              wake_fd=wake_fd, workers=workers)
+    return BrokerSource(broker, wake_fd=wake_fd, workers=workers)
 
 
 class Dispatcher:
     def __init__(self, *, cluster_id: str, parent: int, broker: Broker | None = None,
-                 heartbeat=None, run_once: bool = False) -> None:
+                 heartbeat: ctypes.c_double | None = None, run_once: bool = False) -> None:
         self.parent = parent
         self.run_once = run_once
         self.heartbeat = heartbeat  # a shared double: monotonic time of the last loop turn
@@ -73,7 +76,7 @@ class Dispatcher:
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
         os.set_blocking(self.wake_r, False)
-        self.source = source_for(self.broker, self.wake_w)
+        self.source = source_for(self.broker, wake_fd=self.wake_w, workers=self)
 
     # --- life cycle -----------------------------------------------------------------------
 
@@ -82,7 +85,7 @@ class Dispatcher:
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGTERM, self._stop_requested)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the main process too
-        self.source.start(pid=self.pid, workers=self)
+        self.source.start(pid=self.pid)
         db.connections.close_all()
         for number in range(Conf.WORKERS):
             self.slots.append(self._spawn(number))
@@ -96,7 +99,7 @@ class Dispatcher:
             self.source.stop()
         logger.info("Q Cluster %s has stopped.", self.name)
 
-    def _stop_requested(self, signum, frame) -> None:
+    def _stop_requested(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
 
     def _loop(self) -> None:
@@ -125,7 +128,7 @@ class Dispatcher:
                 return
 
     def _wait(self) -> None:
-        objects: list = [self.wake_r]
+        objects: list[Any] = [self.wake_r]
         for slot in self.slots:
             if not slot.conn.closed:
                 objects += [slot.conn, slot.process.sentinel]
@@ -286,17 +289,16 @@ class Dispatcher:
     def held_ids(self) -> list[int | str]:
         return [j.id for j in self.buffer] + [j.id for s in self.slots for j in s.jobs]
 
-    def keep_only(self, ours: set) -> None:
+    def keep_only(self, ours: set[int | str]) -> None:
         self.buffer = deque(j for j in self.buffer if j.id in ours)
         for slot in self.slots:
             if any(j.id not in ours for j in slot.jobs):
                 logger.critical("jobs of worker %s were taken back while we were away: "
                                 "stopping it", slot.process.pid)
                 slot.jobs = deque(j for j in slot.jobs if j.id in ours)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(slot.process.pid, signal.SIGKILL)
+                slot.kill()
 
-    def snapshot(self) -> list[dict]:
+    def snapshot(self) -> list[dict[str, Any]]:
         return [{"pid": s.process.pid, "job": s.running.id if s.running else None,
                  "since": s.since if s.running else None,
                  "next": [j.id for j in list(s.jobs)[1:]]} for s in self.slots] + [

@@ -39,7 +39,7 @@ class Flusher:
         with self.cond:
             return not self.pending and not self.writing
 
-    def ids(self) -> set[int]:
+    def ids(self) -> set[int | str]:
         """Jobs finished and not yet written."""
         with self.cond:
             return self.pending.ids() | (self.batch.ids() if self.writing else set())

@@ -7,9 +7,6 @@ order and the formula).
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import threading
 import time
 
@@ -47,8 +44,7 @@ class Fence(threading.Thread):
                                     "%s (job %s) before another cluster may take it over",
                                     silent, slot.process.pid, slot.running.id)
                     slot.fenced = True
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(slot.process.pid, signal.SIGKILL)
+                    slot.kill()
                     # now, not when the loop (maybe blocked on the dead peer) notices it
                     history.record("died", f"pg:{slot.running.id}", worker=slot.process.pid,
                                    how="stopped by the fence")

@@ -4,6 +4,7 @@ but a signal; it keeps one dispatcher (pgbroker.cluster.dispatcher) alive."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
 import os
 import select
@@ -11,6 +12,7 @@ import signal
 import time
 import traceback
 from dataclasses import dataclass, field
+from types import FrameType
 
 from django import db
 from django.conf import settings
@@ -24,7 +26,8 @@ HANG = 10.0  # a dispatcher whose loop has not turned for this long is hung: the
 # kills it (and so its workers), and another cluster takes its jobs back (PGBROKER_HANG_SECONDS)
 
 
-def dispatcher_main(cluster_id: str, parent: int, heartbeat, run_once: bool = False) -> None:
+def dispatcher_main(cluster_id: str, parent: int, heartbeat: ctypes.c_double,
+                    run_once: bool = False) -> None:
     try:
         Dispatcher(cluster_id=cluster_id, parent=parent, heartbeat=heartbeat,
                    run_once=run_once).run()
@@ -43,7 +46,8 @@ class MainProcess:
     stopping: bool = False
     process: multiprocessing.process.BaseProcess | None = None
     started: list[float] = field(default_factory=list)
-    heartbeat: object = None  # the dispatcher's last loop turn (a shared double, monotonic)
+    # the dispatcher's last loop turn (a double shared with it, monotonic)
+    heartbeat: ctypes.c_double = field(default_factory=lambda: ctypes.c_double(0.0))
     last_turn: float = field(default_factory=time.monotonic)  # this process's last check
     resumed_at: float = 0.0  # when this process last found it had been stopped
     hang: float = field(default_factory=lambda: float(getattr(settings, "PGBROKER_HANG_SECONDS",
@@ -66,12 +70,12 @@ class MainProcess:
                     self._pace()
                 if self.stopping:
                     return 0
-                self._start()
+                self.process = self._start()
             with contextlib.suppress(InterruptedError):
                 select.select([self.process.sentinel], [], [], 0.5)
-            self._check_hung()
+            self._check_hung(self.process)
 
-    def _check_hung(self) -> None:
+    def _check_hung(self, process: multiprocessing.process.BaseProcess) -> None:
         """A dispatcher that is stopped (SIGSTOP, a debugger) or stuck holds its claimed jobs
         and its workers hold its key: nobody else may run them. Past HANG, kill it: its
         workers die with it, its key is freed, and its jobs are taken back. Time this process
@@ -81,13 +85,13 @@ class MainProcess:
             self.resumed_at = now
         self.last_turn = now
         silent = now - max(self.heartbeat.value, self.resumed_at)
-        if self.stopping or silent < self.hang or not self.process.is_alive():
+        if self.stopping or silent < self.hang or not process.is_alive() or not process.pid:
             return
         logger.critical("the dispatcher (pid %s) has not turned its loop for %.0f s: "
-                        "killing it", self.process.pid, silent)
+                        "killing it", process.pid, silent)
         with contextlib.suppress(ProcessLookupError):
-            os.kill(self.process.pid, signal.SIGKILL)
-        history.record("died", "", children_of=self.process.pid, how="its dispatcher hung")
+            os.kill(process.pid, signal.SIGKILL)
+        history.record("died", "", children_of=process.pid, how="its dispatcher hung")
 
     def _pace(self) -> None:
         now = time.monotonic()
@@ -95,20 +99,21 @@ class MainProcess:
         if len(self.started) >= 5:  # crashing at once, again and again: slow down
             time.sleep(2)
 
-    def _start(self) -> None:
+    def _start(self) -> multiprocessing.process.BaseProcess:
         db.connections.close_all()
         cluster_id = os.urandom(16).hex()
-        self.heartbeat = mp_context().Value("d", time.monotonic(), lock=False)
-        self.process = mp_context().Process(
+        self.heartbeat = mp_context().RawValue(ctypes.c_double, time.monotonic())
+        process = mp_context().Process(
             target=dispatcher_main, name="Dispatcher",
             args=(cluster_id, os.getpid(), self.heartbeat, self.run_once))
-        self.process.start()
+        process.start()
         self.started.append(time.monotonic())
+        return process
 
-    def _stop(self, signum, frame) -> None:
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
         if not self.stopping:
             logger.info("Q Cluster stopping.")
         self.stopping = True
-        if self.process is not None and self.process.is_alive():
+        if self.process is not None and self.process.is_alive() and self.process.pid:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.process.pid, signal.SIGTERM)

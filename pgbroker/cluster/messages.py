@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 STOP = "STOP"  # django-q2's worker reads tasks until this
 
@@ -59,7 +59,7 @@ class Done(NamedTuple):
     success: bool
     ack: bool
     row: bytes | None
-    task: dict | None
+    task: dict[str, Any] | None
     error: str
 
 

@@ -4,6 +4,7 @@ and django-q2's guard against a job that outlives its timeout."""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import multiprocessing
 import os
 import signal
@@ -11,6 +12,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from multiprocessing.context import ForkContext
 
 from django_q.conf import Conf
 
@@ -23,7 +25,7 @@ FAST_JOB = 0.01
 PIPELINE_MAX_BYTES = 16_384  # a larger job waits for a free worker (well inside a pipe buffer)
 
 
-def mp_context():
+def mp_context() -> ForkContext:
     return multiprocessing.get_context("fork")
 
 
@@ -47,7 +49,7 @@ class Slot:
     number: int
     process: multiprocessing.process.BaseProcess
     conn: Connection
-    timer: object  # the raw c_float behind the worker's timer Value (read without its lock)
+    timer: ctypes._SimpleCData[float]  # the worker's timer, read and written without its lock
     jobs: deque[Claimed] = field(default_factory=deque)
     since: float = 0.0  # wall clock: when the running job started, for the dashboard
     stopped: bool = False  # STOP sent
@@ -61,6 +63,11 @@ class Slot:
             return 0
         fast = len(self.recent) == 2 and max(self.recent) < FAST_JOB
         return max(0, (PIPELINE_FAST if fast else PIPELINE) - len(self.jobs))
+
+    def kill(self) -> None:
+        if self.process.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGKILL)
 
     @property
     def running(self) -> Claimed | None:
@@ -95,5 +102,4 @@ def guard(slots: Iterable[Slot], elapsed: float) -> None:
             value -= elapsed
             slot.timer.value = max(value, 0.0)
             if value <= 0:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(slot.process.pid, signal.SIGKILL)
+                slot.kill()

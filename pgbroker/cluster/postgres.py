@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from typing import Any
 
 import psycopg
 from django_q.brokers import Broker
@@ -33,7 +34,8 @@ def backoff(attempts: int) -> float:
 
 
 class PostgresSource(JobSource):
-    def __init__(self, *, broker: Broker, alias: str, owner: int, wake_fd: int) -> None:
+    def __init__(self, *, broker: Broker, alias: str, owner: int, wake_fd: int,
+                 workers: Workers) -> None:
         self.broker = broker
         self.owner = owner
         queue = broker.list_key
@@ -44,17 +46,16 @@ class PostgresSource(JobSource):
         self.flusher = Flusher(Writer(alias=alias, owner=owner), wake_fd)
         self.outcome = Outcome()
         self.fence: Fence | None = None
-        self.workers: Workers | None = None
+        self.workers = workers
         self.pid = 0
         self.down_since: float | None = None
-        self.slot_outage: list | None = None  # [since, jobs that waited]: no connection slot
+        self.slot_outage: tuple[float, int] | None = None  # no connection slot: since, jobs
         self.next_publish = 0.0
 
     # --- life cycle -----------------------------------------------------------------------
 
-    def start(self, *, pid: int, workers: Workers) -> None:
+    def start(self, *, pid: int) -> None:
         self.pid = pid
-        self.workers = workers
         self.session.connect(pid=pid)
 
     def started(self) -> None:
@@ -94,10 +95,10 @@ class PostgresSource(JobSource):
     def deadline(self) -> float | None:
         return self.claiming.deadline()
 
-    def wait_objects(self) -> list:
+    def wait_objects(self) -> list[Any]:
         return [self.session] if self.session.up else []
 
-    def after_wait(self, ready: list) -> None:
+    def after_wait(self, ready: list[Any]) -> None:
         if self.session.up and self.session in ready:
             try:
                 self.session.drain_notifications()
@@ -179,12 +180,14 @@ class PostgresSource(JobSource):
         full server parks nothing. Said once per outage."""
         self.outcome.retry.append((job_id, NO_SLOT_WAIT, 1, NO_SLOT_WHY.format(error=error)))
         if self.slot_outage is None:
-            self.slot_outage = [time.monotonic(), 0]
+            self.slot_outage = (time.monotonic(), 0)
             logger.error("PostgreSQL has no connection slot for a worker (%s): its jobs wait "
                          "and go on when one frees; no attempt is counted", error)
-        self.slot_outage[1] += 1
+        self.slot_outage = (self.slot_outage[0], self.slot_outage[1] + 1)
 
     def _slots_again(self) -> None:
+        if self.slot_outage is None:
+            return
         since, jobs = self.slot_outage
         self.slot_outage = None
         logger.warning("PostgreSQL has connection slots again: %d job attempt(s) waited %.1f s "

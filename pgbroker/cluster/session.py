@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import psycopg
 
@@ -76,7 +77,7 @@ UPDATE pgbroker_job
 """
 
 
-def dispatcher_params(alias: str) -> dict:
+def dispatcher_params(alias: str) -> dict[str, Any]:
     """The dispatcher's session: its own statements are short; one that waits (a lock, a
     server in trouble) is cancelled, so the dispatcher stays responsive."""
     params = connection_params(alias)
@@ -100,7 +101,7 @@ class DispatcherSession:
         self.queue = queue
         self.owner = owner
         self.params = dispatcher_params(alias)
-        self.conn: psycopg.Connection | None = None
+        self.conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self.woken = False
         # when a statement last came back from the server (monotonic): the fence's clock
         self.last_ok = time.monotonic()
@@ -111,11 +112,17 @@ class DispatcherSession:
     def up(self) -> bool:
         return self.conn is not None and not self.conn.closed and not self.conn.broken
 
-    def fileno(self) -> int:
-        return self.conn.fileno()
+    @property
+    def _conn(self) -> psycopg.Connection[tuple[Any, ...]]:
+        if self.conn is None:
+            raise psycopg.OperationalError("the dispatcher's session is closed")
+        return self.conn
 
-    def _execute(self, sql: str, params=None) -> psycopg.Cursor:
-        cur = self.conn.execute(sql, params)
+    def fileno(self) -> int:
+        return self._conn.fileno()
+
+    def _execute(self, sql: str, params: Any = None) -> psycopg.Cursor[tuple[Any, ...]]:
+        cur = self._conn.execute(sql, params)
         self.last_ok = time.monotonic()
         return cur
 
@@ -127,8 +134,9 @@ class DispatcherSession:
         conn = psycopg.connect(**self.params, autocommit=True,
                                application_name=f"pgbroker {self.queue}")
         try:
-            if not conn.execute("SELECT pg_try_advisory_lock_shared(%s)",
-                                [self.owner]).fetchone()[0]:
+            row = conn.execute("SELECT pg_try_advisory_lock_shared(%s)",
+                               [self.owner]).fetchone()
+            if not (row and row[0]):
                 raise OwnerKeyTaken(f"owner key {self.owner:x} is being taken back by "
                                     "another cluster")
             conn.add_notify_handler(self._notified)
@@ -161,7 +169,7 @@ class DispatcherSession:
 
     def drain_notifications(self) -> None:
         """The socket is readable while no query runs: read what the server sent."""
-        pgconn = self.conn.pgconn
+        pgconn = self._conn.pgconn
         pgconn.consume_input()
         while (n := pgconn.notifies()) is not None:
             if n.extra.decode() == self.queue:
@@ -175,7 +183,9 @@ class DispatcherSession:
         self.woken = False
         rows = self._execute(CLAIM, {"queue": self.queue, "n": n, "owner": self.owner})
         now = time.monotonic()
-        return sorted((Claimed(*row, claimed_t=now) for row in rows), key=lambda c: c.id)
+        return [Claimed(id=id_, payload=payload, attempts=attempts, last_error=error,
+                        waited=waited, claimed_t=now)
+                for id_, payload, attempts, error, waited in sorted(rows)]
 
     def set_idle(self, idle: bool) -> None:
         self._execute("UPDATE pgbroker_cluster SET idle = %s WHERE owner = %s",
@@ -184,17 +194,17 @@ class DispatcherSession:
     def no_enqueue_in_flight(self) -> bool:
         row = self._execute(NO_ENQUEUE_IN_FLIGHT,
                             {"cls": ENQUEUE_LOCK_CLASS, "queue": self.queue}).fetchone()
-        return bool(row[0])
+        return bool(row and row[0])
 
     def seconds_to_next_run(self) -> float | None:
-        (seconds,) = self._execute(NEXT_RUN_AT, [self.queue]).fetchone()
-        return None if seconds is None else max(0.0, float(seconds))
+        row = self._execute(NEXT_RUN_AT, [self.queue]).fetchone()
+        return None if row is None or row[0] is None else max(0.0, float(row[0]))
 
-    def still_ours(self, ids: Iterable[int]) -> set[int]:
+    def still_ours(self, ids: Iterable[int | str]) -> set[int | str]:
         rows = self._execute(STILL_OURS, [list(ids), self.owner])
         return {row[0] for row in rows}
 
-    def hand_back_unknown(self, known: Iterable[int]) -> list[int]:
+    def hand_back_unknown(self, known: Iterable[int | str]) -> list[int]:
         """Free the jobs with our key that are not in `known` (every job we hold, run or
         have finished and not yet written); returns their ids."""
         note = (f"handed back at {time.strftime('%H:%M:%S')}: claimed while the connection "
@@ -204,7 +214,7 @@ class DispatcherSession:
 
     # --- liveness ---------------------------------------------------------------------------
 
-    def publish(self, *, idle: bool, workers: Sequence[dict]) -> None:
+    def publish(self, *, idle: bool, workers: Sequence[dict[str, Any]]) -> None:
         self._execute(
             "UPDATE pgbroker_cluster SET seen_at = now(), idle = %s, workers = %s "
             "WHERE owner = %s", [idle, json.dumps(list(workers)), self.owner])
@@ -215,7 +225,7 @@ class DispatcherSession:
 
     def take_back(self, dead: int) -> int:
         """Free every job of a dead owner (whose key the caller holds) and forget it."""
-        with self.conn.transaction():
+        with self._conn.transaction():
             n = self._execute(
                 TAKE_BACK, [f"taken back at {time.strftime('%H:%M:%S')}: cluster {dead:x} "
                             f"died (its database session ended)", dead]).rowcount

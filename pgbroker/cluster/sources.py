@@ -15,7 +15,7 @@ import queue as stdqueue
 import threading
 import time
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 from django import db
 from django_q.brokers import Broker
@@ -23,6 +23,7 @@ from django_q.conf import Conf, logger
 from django_q.monitor import save_cached, save_task
 
 from pgbroker.cluster.messages import Claimed, Done
+from pgbroker.cluster.pool import Slot
 from pgbroker.cluster.worker import WorkerSetup
 from pgbroker.connection import host_name
 
@@ -31,13 +32,13 @@ PUBLISH_EVERY = 1.0
 STAT_TTL = 3  # seconds a published stat lives unless renewed
 
 
-def save(task: dict, broker: Broker) -> None:
+def save(task: dict[str, Any], broker: Broker) -> None:
     """A finished task sent whole: saved as django-q2's monitor saves it (a cached result to
     the cache, with async_iter's and groups' bookkeeping; else the database; chains go on)."""
     (save_cached if task.get("cached") else save_task)(task, broker)
 
 
-def last_line(error) -> str:
+def last_line(error: object) -> str:
     """The line of a job's error worth a log line: a traceback's last (the exception)."""
     return (str(error).strip().splitlines() or [""])[-1][:300]
 
@@ -49,13 +50,14 @@ class Workers(Protocol):
     slots_lock: threading.Lock
 
     @property
-    def slots(self) -> list: ...  # pgbroker.cluster.pool.Slot
+    def slots(self) -> list[Slot]: ...
 
     def held_ids(self) -> list[int | str]: ...  # jobs buffered or in a worker's pipe
 
-    def snapshot(self) -> list[dict]: ...  # [{pid, job, since, next}] per worker, + buffer
+    # [{pid, job, since, next}] per worker, and one for the buffer
+    def snapshot(self) -> list[dict[str, Any]]: ...
 
-    def keep_only(self, ours: set) -> None: ...  # drop (and stop) jobs no longer ours
+    def keep_only(self, ours: set[int | str]) -> None: ...  # drop (and stop) jobs no longer ours
 
 
 class JobSource:
@@ -63,7 +65,7 @@ class JobSource:
 
     setup: WorkerSetup = WorkerSetup()
 
-    def start(self, *, pid: int, workers: Workers) -> None:
+    def start(self, *, pid: int) -> None:
         """The dispatcher is about to spawn its workers (and begins right after)."""
 
     def started(self) -> None:
@@ -84,11 +86,11 @@ class JobSource:
         """When to look again if no event comes (monotonic)."""
         return None
 
-    def wait_objects(self) -> list:
+    def wait_objects(self) -> list[Any]:
         """More to wait on while the dispatcher has room (a socket that brings NOTIFYs)."""
         return []
 
-    def after_wait(self, ready: list) -> None:
+    def after_wait(self, ready: list[Any]) -> None:
         """The wait returned `ready`."""
 
     def take(self, room: int) -> list[Claimed]:
@@ -138,19 +140,18 @@ class BrokerSource(JobSource):
     feeding a small buffer; results are saved and acknowledged the stock way. Delivery after
     a crash is the broker's own (the ORM broker's lease; Redis has none)."""
 
-    def __init__(self, broker: Broker, wake_fd: int) -> None:
+    def __init__(self, broker: Broker, *, wake_fd: int, workers: Workers) -> None:
         self.broker = broker
         self.buffer: stdqueue.Queue[Claimed] = stdqueue.Queue(
             maxsize=max(Conf.QUEUE_LIMIT or 1, 1))
         self.stop_event = threading.Event()
         self.wake_fd = wake_fd
-        self.workers: Workers | None = None
+        self.workers = workers
         self.next_publish = 0.0
         self.empty = False  # the last dequeue brought nothing
         self.thread = threading.Thread(target=self._pull, name="dequeue", daemon=True)
 
-    def start(self, *, pid: int, workers: Workers) -> None:
-        self.workers = workers
+    def start(self, *, pid: int) -> None:
         self.thread.start()
 
     def _pull(self) -> None:
@@ -184,17 +185,17 @@ class BrokerSource(JobSource):
         return self.empty and self.buffer.empty()
 
     def take(self, room: int) -> list[Claimed]:
-        jobs = []
+        jobs: list[Claimed] = []
         with contextlib.suppress(stdqueue.Empty):
             while len(jobs) < room:
                 jobs.append(self.buffer.get_nowait())
         return jobs
 
     def finished(self, job: Claimed | None, done: Done) -> None:
-        save(done.task, self.broker)  # at max_attempts, save_task acknowledges (the ORM's way)
+        task = done.task or {}  # a broker's workers send every task whole
+        save(task, self.broker)  # at max_attempts, save_task acknowledges (the ORM's way)
         if not done.success:
-            logger.warning("job %s failed: %s", done.task.get("name"),
-                           last_line(done.task.get("result")))
+            logger.warning("job %s failed: %s", task.get("name"), last_line(task.get("result")))
         if done.ack:
             self.broker.acknowledge(done.job_id)
 

@@ -13,6 +13,8 @@ import signal
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from multiprocessing.sharedctypes import Synchronized
+from typing import Any
 
 from django_q.conf import Conf, logger
 from django_q.signals import post_execute
@@ -47,7 +49,7 @@ class WorkerSetup:
     owner: int | None = None  # hold this cluster key while running (the PostgreSQL source)
     rows: bool = False  # build django_q_task rows here (the PostgreSQL source COPYs them)
 
-    def history_name(self, job_id: int | str, task: dict) -> str:
+    def history_name(self, job_id: int | str, task: dict[str, Any]) -> str:
         return f"pg:{job_id}" if self.owner is not None else f"q:{task['id']}"
 
 
@@ -75,7 +77,7 @@ class TaskPipe:
         self.functions: dict[str, object] = {}
         self.recording = bool(history.directory())
 
-    def get(self) -> dict | str:
+    def get(self) -> dict[str, Any] | str:
         while True:
             try:
                 message = self.conn.recv()
@@ -85,7 +87,7 @@ class TaskPipe:
                 return STOP
             job: RunJob = message
             try:
-                held = self.key is None or self.key.holds_for(job.job_id)
+                held = self.key is None or self.key.holds_for(int(job.job_id))
             except NoSlot as e:  # no session, no key: the job goes back unstarted
                 try:
                     self.conn.send(NoSlotForKey(job.job_id, str(e)))
@@ -97,7 +99,7 @@ class TaskPipe:
                     self.conn.send(KeyLost(job.job_id))
                 return STOP  # a new worker takes the next job with a key of its own
             try:
-                task = SignedPackage.loads(job.package)
+                task: dict[str, Any] = SignedPackage.loads(job.package)
             except (TypeError, BadSignature) as e:
                 self.conn.send(BadPackage(job.job_id, BAD_PACKAGE.format(error=e)))
                 continue
@@ -111,7 +113,7 @@ class TaskPipe:
                 task["func"] = self.functions.get(func) or self._locate(func)
             return task
 
-    def _record_start(self, task: dict, job: RunJob) -> None:
+    def _record_start(self, task: dict[str, Any], job: RunJob) -> None:
         waited = job.waited
         if waited is not None and job.claimed_t:  # due-to-claim (database) + claim-to-start
             waited += time.monotonic() - job.claimed_t
@@ -121,7 +123,7 @@ class TaskPipe:
                       func=task["func"] if isinstance(task["func"], str)
                       else task.get("func_name"), cluster=Conf.CLUSTER_NAME)
 
-    def _locate(self, name: str):
+    def _locate(self, name: str) -> object:
         func = pydoc.locate(name)
         if func is not None:
             self.functions[name] = func
@@ -139,8 +141,8 @@ class ResultPipe:
         self.setup = setup
         self.key = key
 
-    def put(self, task: dict) -> None:
-        job_id = task.get("ack_id")
+    def put(self, task: dict[str, Any]) -> None:
+        job_id: int | str = task["ack_id"]
         success = bool(task["success"])
         if history.directory():
             history.record("end", self.setup.history_name(job_id, task), ok=success)
@@ -165,11 +167,11 @@ class ResultPipe:
         self.conn.send(Done(job_id, success, ack, row, None, error))
 
 
-def pickled(value) -> str:
-    return dbsafe_encode(value, False, None, False)
+def pickled(value: object) -> str:
+    return str(dbsafe_encode(value, False, None, False))
 
 
-def _short(value) -> str | None:
+def _short(value: object) -> str | None:
     return None if value is None else str(value)[:100]
 
 
@@ -184,8 +186,8 @@ def key_lost(job: int | str | None, why: str) -> None:
     os._exit(KEY_LOST_EXIT)
 
 
-def worker_main(conn: Connection, timer, timeout, parent: int, close_fds: list[int],
-                setup: WorkerSetup) -> None:
+def worker_main(conn: Connection, timer: Synchronized[float], timeout: int | None, parent: int,
+                close_fds: list[int], setup: WorkerSetup) -> None:
     die_with_parent(parent)
     signal.set_wakeup_fd(-1)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -196,5 +198,6 @@ def worker_main(conn: Connection, timer, timeout, parent: int, close_fds: list[i
     key = None
     if setup.owner is not None:
         key = WorkerKey(alias=alias(), owner=setup.owner, on_lost=key_lost)
-        signal.signal(signal.SIGCONT, lambda signum, frame: key.check_after_stop())
+        check = key.check_after_stop
+        signal.signal(signal.SIGCONT, lambda signum, frame: check())
     django_q_worker(TaskPipe(conn, setup, key), ResultPipe(conn, setup, key), timer, timeout)

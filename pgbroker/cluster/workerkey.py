@@ -6,6 +6,7 @@ import contextlib
 import select
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import psycopg
 
@@ -30,14 +31,14 @@ class WorkerKey:
                  on_lost: Callable[[int | None, str], None]) -> None:
         self.owner = owner
         self.params = connection_params(alias)
-        self.conn: psycopg.Connection | None = None
+        self.conn: psycopg.Connection[tuple[Any, ...]] | None = None
         self.on_lost = on_lost  # (the job it was running, why): exits the worker
         self.mutex = threading.Lock()
         self.in_main = False  # the worker's own thread is inside holds_for()
         self.current: int | None = None  # the job the worker runs now
         self.lost = False
 
-    def _take(self, job_id: int | None) -> psycopg.Connection | None:
+    def _take(self, job_id: int | None) -> psycopg.Connection[tuple[Any, ...]] | None:
         """A new session holding the key shared, provided `job_id` is still this cluster's.
         NoSlot when PostgreSQL refused the session for want of a connection slot."""
         try:
@@ -48,10 +49,11 @@ class WorkerKey:
                 raise NoSlot(str(e).strip().splitlines()[-1].strip()) from None
             return None
         try:
-            held = conn.execute(
+            row = conn.execute(
                 "SELECT pg_try_advisory_lock_shared(%(o)s) AND (%(id)s::bigint IS NULL OR "
                 "EXISTS (SELECT 1 FROM pgbroker_job WHERE id = %(id)s AND owner = %(o)s))",
-                {"o": self.owner, "id": job_id}).fetchone()[0]
+                {"o": self.owner, "id": job_id}).fetchone()
+            held = bool(row and row[0])
         except psycopg.Error:
             held = False
         if not held:
@@ -87,8 +89,9 @@ class WorkerKey:
     def _again(self, job_id: int | None) -> bool:
         """The session ended: take the key again for `job_id` (the mutex is held). Without a
         slot the key is not held: the worker must stop."""
-        with contextlib.suppress(psycopg.Error):
-            self.conn.close()
+        if self.conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self.conn.close()
         try:
             self.conn = self._take(job_id)
         except NoSlot:
@@ -101,6 +104,8 @@ class WorkerKey:
     def _watch(self) -> None:
         while True:
             conn = self.conn
+            if conn is None:
+                return
             with contextlib.suppress(OSError, ValueError, psycopg.Error):
                 select.select([conn.fileno()], [], [])
             with self.mutex:

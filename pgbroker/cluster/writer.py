@@ -38,14 +38,15 @@ class Outcome:
     """What one flush writes, in one transaction."""
 
     results: list[bytes] = field(default_factory=list)  # django_q_task rows, COPY lines
-    done: list[int] = field(default_factory=list)
-    retry: list[tuple[int, float, int, str]] = field(default_factory=list)  # id, delay, give back
-    park: list[tuple[int, str]] = field(default_factory=list)
+    done: list[int | str] = field(default_factory=list)
+    # id, delay, attempts given back, error
+    retry: list[tuple[int | str, float, int, str]] = field(default_factory=list)
+    park: list[tuple[int | str, str]] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.results or self.done or self.retry or self.park)
 
-    def ids(self) -> set[int]:
+    def ids(self) -> set[int | str]:
         return {*self.done, *(r[0] for r in self.retry), *(p[0] for p in self.park)}
 
     def merge(self, other: Outcome) -> None:
@@ -80,7 +81,7 @@ ON CONFLICT (id) DO UPDATE
 """
 
 
-def _copy_text(value) -> str:
+def _copy_text(value: object) -> str:
     if value is None:
         return "\\N"
     if value is True or value is False:
@@ -91,7 +92,7 @@ def _copy_text(value) -> str:
             .replace("\r", "\\r"))
 
 
-def result_line(row: tuple) -> bytes:
+def result_line(row: tuple[object, ...]) -> bytes:
     """One result row in COPY's text format. Workers build these, so the dispatcher only joins
     bytes."""
     return ("\t".join(_copy_text(v) for v in row) + "\n").encode()
@@ -122,6 +123,7 @@ class Writer:
 
     def flush(self, outcome: Outcome) -> None:
         self.connect()
+        assert self.conn is not None
         with self.conn.transaction(), self.conn.cursor() as cur:
             if outcome.results:
                 with cur.copy(f"COPY pgbroker_results ({RESULT_COLUMNS}) FROM STDIN") as copy:
