@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
 
 
 class DashboardConfig(AppConfig):
@@ -6,9 +7,11 @@ class DashboardConfig(AppConfig):
     verbose_name = "Dashboard"
 
     def ready(self) -> None:
-        from dashboard import infrastructure
+        from dashboard import groups, infrastructure
         from pgbroker import scheduler as schedules
 
         infrastructure.register()
         # the tallies' change rows folded into one row per counter: a sum stays a few rows
         schedules.register("fold tallies", "dashboard.tasks.fold_tallies", minutes=1)
+        # after auth's create_permissions (connected first, auth's ready ran before this one)
+        post_migrate.connect(groups.give_views, dispatch_uid="dashboard.groups.give_views")

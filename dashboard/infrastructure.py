@@ -1,8 +1,11 @@
 """What the infrastructure apps (outbox, jobs and the queues, Redis, faults) show on the
-dashboard: registered by DashboardConfig.ready, like any other app's (users/dashboard.py)."""
+dashboard: registered by DashboardConfig.ready, like any other app's (users/dashboard.py).
+The faults' panel and controls (arm a fault point, break Redis) only while the faults app is
+installed (FAULTS_ENABLED, project/settings.py)."""
 
 from __future__ import annotations
 
+from django.apps import apps
 from django.contrib import messages
 
 from dashboard import registry
@@ -64,10 +67,20 @@ def register() -> None:
                        lambda snap: {"queue": queue_counts()}, order=40),
         registry.Panel("redis", "admin/dashboard/redis.html",
                        lambda snap: {"redis": redis_status()}, order=50),
-        registry.Panel("faults", "admin/dashboard/faults.html",
-                       lambda snap: {"faults": armed_faults()}, order=70),
     ]:
         registry.register_panel(panel)
+    registry.register_control(
+        registry.Control("relay", "", lambda data: run_now("outbox.tasks.relay_outbox",
+                                                           "Relayed the outbox"),
+                         button="Relay the outbox now", order=70))
+    if apps.is_installed("faults"):
+        register_faults()
+
+
+def register_faults() -> None:
+    registry.register_panel(
+        registry.Panel("faults", "admin/dashboard/faults.html",
+                       lambda snap: {"faults": armed_faults()}, order=70))
     for control in [
         registry.Control("fault", "Arm a fault point", arm_fault, form=FaultForm,
                          button="Arm / disarm", order=20,
@@ -75,8 +88,5 @@ def register() -> None:
                                           "times": 3}),
         registry.Control("redis", "Break Redis", break_redis, form=RedisForm, order=40,
                          initial=lambda: {"action": stores.Action.STOP}),
-        registry.Control("relay", "", lambda data: run_now("outbox.tasks.relay_outbox",
-                                                           "Relayed the outbox"),
-                         button="Relay the outbox now", order=70),
     ]:
         registry.register_control(control)

@@ -9,7 +9,10 @@ with its data under var/pg/. PostgreSQL refuses to run as root, so as root it ru
 `postgres` system user with its data under /tmp/reliable-pg-<hash of the checkout path>/,
 which that user can reach and which two clones never share.
 
-With DATABASE_URL set, nothing here starts or stops anything.
+With DATABASE_URL set, nothing here starts or stops anything (the project's cluster). Another
+cluster lives under LOCAL_PG_DIR (relative to the project, default var/pg), or under the
+`where` the functions take: the experiments' own (var/experiment-pg, experiments/servers.py),
+the only one an experiment restarts.
 
     python3 devtools/local_postgres.py start|stop|status|reset|url
     python3 devtools/local_postgres.py restart [fast|immediate]
@@ -50,6 +53,7 @@ class Cluster:
     log_file: Path
     port: int
     run_as: str | None  # system user to run the server as (root case), or None for ourselves
+    where: str = ""  # the project's directory for it (var/pg): a link to `root` as root
 
     @property
     def url(self) -> str:
@@ -61,18 +65,24 @@ def is_root() -> bool:
     return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
-def cluster() -> Cluster:
+DEFAULT_DIR = "var/pg"
+
+
+def cluster(where: str | None = None) -> Cluster:
+    """The cluster under `where` (default: LOCAL_PG_DIR, else var/pg), relative to the project."""
+    where = where or os.environ.get("LOCAL_PG_DIR") or DEFAULT_DIR
     port = int(os.environ.get("PGPORT_LOCAL", "54329"))
+    # var/pg's key is the checkout's path alone, as it always was; another cluster's has `where`
+    key = hashlib.sha1((str(BASE_DIR) if where == DEFAULT_DIR else f"{BASE_DIR}/{where}")
+                       .encode()).hexdigest()[:10]
     if is_root():
-        key = hashlib.sha1(str(BASE_DIR).encode()).hexdigest()[:10]
         root = Path("/tmp") / f"reliable-pg-{key}"
         run_as = "postgres"
     else:
-        root = BASE_DIR / "var" / "pg"
+        root = BASE_DIR / where
         run_as = None
     socket_dir = root / "run"
     if len(str(socket_dir)) + 16 > SOCKET_PATH_LIMIT:
-        key = hashlib.sha1(str(BASE_DIR).encode()).hexdigest()[:10]
         socket_dir = Path("/tmp") / f"reliable-pg-sock-{key}"
     return Cluster(
         root=root,
@@ -81,11 +91,17 @@ def cluster() -> Cluster:
         log_file=root / "server.log",
         port=port,
         run_as=run_as,
+        where=where,
     )
 
 
 def default_database_url() -> str:
     return cluster().url
+
+
+def available() -> bool:
+    """Can a cluster be started here: the server programs are installed, or can be (root)?"""
+    return find_bindir() is not None or (is_root() and shutil.which("apt-get") is not None)
 
 
 def find_bindir() -> Path | None:
@@ -144,7 +160,7 @@ def _prepare_dirs(c: Cluster) -> None:
         d.chmod(0o700)
     if c.run_as:
         # Point var/pg at the real location so people can find the logs.
-        link = BASE_DIR / "var" / "pg"
+        link = BASE_DIR / (c.where or DEFAULT_DIR)
         link.parent.mkdir(parents=True, exist_ok=True)
         if not link.exists() and not link.is_symlink():
             link.symlink_to(c.root)
@@ -194,12 +210,13 @@ def is_running(c: Cluster, bindir: Path) -> bool:
     return r.returncode == 0
 
 
-def start() -> bool:
-    """Start the cluster (initdb first if needed) and create the database. True if we started it."""
-    if os.environ.get("DATABASE_URL"):
+def start(where: str | None = None) -> bool:
+    """Start the cluster (initdb first if needed) and create the database. True if we started it.
+    `where`: another cluster than the project's (DATABASE_URL does not concern it)."""
+    if where is None and os.environ.get("DATABASE_URL"):
         say("DATABASE_URL is set: using that server, starting nothing")
         return False
-    c = cluster()
+    c = cluster(where)
     bindir = ensure_bindir()
     initdb(c, bindir)
     started = False
@@ -230,14 +247,15 @@ def create_database(c: Cluster, bindir: Path) -> None:
         subprocess.run([*psql, "-c", f'CREATE DATABASE "{DB_NAME}"'], check=True)
 
 
-def stop(*, quiet: bool = False) -> None:
-    if os.environ.get("DATABASE_URL"):
+def stop(where: str | None = None, *, quiet: bool = False) -> None:
+    if where is None and os.environ.get("DATABASE_URL"):
         say("DATABASE_URL is set: nothing to stop")
         return
-    c = cluster()
+    c = cluster(where)
     bindir = find_bindir()
     if bindir is None or not is_running(c, bindir):
-        say("not running")
+        if not quiet:
+            say("not running")
         return
     if not quiet:
         say("stopping PostgreSQL")
@@ -245,14 +263,14 @@ def stop(*, quiet: bool = False) -> None:
          check=True, stdout=subprocess.DEVNULL)
 
 
-def restart(*, mode: str = "fast") -> None:
+def restart(where: str | None = None, *, mode: str = "fast") -> None:
     """Restart the running cluster (`immediate`: a crash and recovery, as in a power cut)."""
-    if os.environ.get("DATABASE_URL"):
+    if where is None and os.environ.get("DATABASE_URL"):
         raise LocalPostgresError("DATABASE_URL is set: this script restarts only its own cluster")
-    c = cluster()
+    c = cluster(where)
     bindir = ensure_bindir()
     if not is_running(c, bindir):
-        raise LocalPostgresError("the project-local PostgreSQL is not running")
+        raise LocalPostgresError(f"the project-local PostgreSQL under {c.where} is not running")
     r = _run([str(bindir / "pg_ctl"), "restart", "-w", "-t", "60", "-m", mode,
               "-D", str(c.data_dir), "-l", str(c.log_file)], c, stdout=subprocess.DEVNULL)
     if r.returncode != 0:
@@ -265,7 +283,7 @@ def reset() -> None:
     if c.root.exists():
         say(f"removing {c.root}")
         shutil.rmtree(c.root)
-    link = BASE_DIR / "var" / "pg"
+    link = BASE_DIR / c.where
     if link.is_symlink():
         link.unlink()
 

@@ -7,7 +7,10 @@ Debian's `redis-server`, listening on a unix socket only (no TCP), with its data
 file under var/redis/ and append-only persistence on (`appendfsync everysec`). As root it is
 installed with apt when missing; otherwise it says what to install.
 
-With REDIS_URL pointing at another server, nothing here starts or stops anything.
+With REDIS_URL pointing at another server, nothing here starts or stops anything (the
+project's server). Another server lives under LOCAL_REDIS_DIR, or under the `where` the functions
+take: the experiments' own (var/experiment-redis, experiments/servers.py), the only one an
+experiment restarts.
 
     python3 devtools/local_redis.py start|stop|status|url|install
     python3 devtools/local_redis.py run -- CMD...  # start if needed, run CMD, stop if we did
@@ -55,10 +58,10 @@ class Server:
         return f"unix://{self.socket}?db=0"
 
 
-def server() -> Server:
+def server(where: str | None = None) -> Server:
     """var/redis/, or LOCAL_REDIS_DIR (relative to the project): a second local server, for
-    tests that stop theirs while others run (`make test`'s browser pass)."""
-    root = BASE_DIR / (os.environ.get("LOCAL_REDIS_DIR") or "var/redis")
+    tests that stop theirs while others run (`make test`'s browser pass); or `where`."""
+    root = BASE_DIR / (where or os.environ.get("LOCAL_REDIS_DIR") or "var/redis")
     sock = root / "redis.sock"
     if len(str(sock)) > SOCKET_PATH_LIMIT:
         key = hashlib.sha1(str(root).encode()).hexdigest()[:10]
@@ -93,6 +96,12 @@ def external() -> bool:
 
 def say(msg: str) -> None:
     print(f"[local_redis] {msg}", flush=True)
+
+
+def available() -> bool:
+    """Can a server be started here: redis-server is installed, or can be (root, apt)?"""
+    return shutil.which("redis-server") is not None or (
+        hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get") is not None)
 
 
 def ensure_installed() -> str:
@@ -175,12 +184,13 @@ def write_conf(s: Server) -> None:
     )
 
 
-def start() -> bool:
-    """Start the server if it is not running. True if this call started it."""
-    if external():
+def start(where: str | None = None) -> bool:
+    """Start the server if it is not running. True if this call started it. `where`: another
+    server than the project's (REDIS_URL does not concern it)."""
+    if where is None and external():
         say("REDIS_URL is set: using that server, starting nothing")
         return False
-    s = server()
+    s = server(where)
     if is_running(s):
         return False
     binary = ensure_installed()
@@ -199,12 +209,12 @@ def start() -> bool:
     return True
 
 
-def stop(*, quiet: bool = False) -> None:
+def stop(where: str | None = None, *, quiet: bool = False) -> None:
     """Stop the server (SIGTERM: it writes its append-only file and exits)."""
-    if external():
+    if where is None and external():
         say("REDIS_URL is set: nothing to stop")
         return
-    s = server()
+    s = server(where)
     pid = pid_of(s)
     if pid is None:
         if not quiet:

@@ -1,7 +1,9 @@
 """Run one experiment inside its own process, on its scratch database (`default` here):
 start the real processes, spread the plan's load over time, inject its events, wait for the
 system to quiesce, check the whole history, and record it all in the project's database (the
-`results` alias). `manage.py experiment` starts this process (experiments.services)."""
+`results` alias). `manage.py experiment` starts this process (experiments.services). It restarts
+only the servers its parent started for it, named in its environment (experiments.servers), or
+the lab's."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -24,6 +26,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, connectio
 from django.utils import timezone
 
 from devtools import lab, local_postgres, local_redis
+from experiments import servers
 from experiments.models import Experiment, Status
 from experiments.plan import PAUSE_SECONDS, Event, Params, Plan, make_plan
 from experiments.processes import Supervised
@@ -34,16 +37,6 @@ STALL_LIMIT = 5.0  # seconds without progress while work is pending: a failed ru
 QUIESCE_GRACE = 60.0
 RECONCILE_EVERY = 1.0
 DB_ERRORS = (OperationalError, InterfaceError, DatabaseError, psycopg.Error)
-
-
-@contextlib.contextmanager
-def _env_without(name: str) -> Iterator[None]:
-    saved = os.environ.pop(name, None)
-    try:
-        yield
-    finally:
-        if saved is not None:
-            os.environ[name] = saved
 
 
 def _reset_connections() -> None:
@@ -117,6 +110,7 @@ class Runner:
         shutil.rmtree(self.history_dir, ignore_errors=True)
         env["JOB_HISTORY_DIR"] = str(self.history_dir)
         self.lab = bool(self.params.hosts)
+        self.own = servers.Own.from_env(os.environ)  # the servers it may restart
         redis = {"Q_CLUSTER_NAME": settings.REDIS_CLUSTER}
         if self.lab:  # every worker host: both clusters; the relay host: relay and recoverer
             workers = [f"w{i}" for i in range(1, self.params.hosts + 1)]
@@ -154,6 +148,9 @@ class Runner:
     # --- the run ----------------------------------------------------------------------------
 
     def run(self) -> dict:
+        refused = servers.not_ours(self.params, self.own)
+        if refused:  # before anything runs
+            raise RuntimeError(refused)
         self.recorder.update(status=Status.RUNNING, started_at=timezone.now(), pid=os.getpid(),
                              phase="starting")
         call_command("migrate", verbosity=0)
@@ -281,15 +278,14 @@ class Runner:
             lab.restart_postgres(mode="immediate")
             _reset_connections()
             self.recorder.event(t, "pg_restart", "db", note="immediate mode on the db host")
-        elif event.kind == "pg_restart":
-            if os.environ.get("EXPERIMENT_LOCAL_PG") != "1":
-                self.recorder.event(t, "pg_restart", note="skipped: DATABASE_URL is not ours")
-                return
+        elif event.kind == "pg_restart":  # the PostgreSQL started for this run, never another
+            if not self.own.pg:  # run() refused such a plan already
+                raise RuntimeError(servers.not_ours(self.params, self.own))
             self.faults["pg_restart"] += 1
-            with _env_without("DATABASE_URL"):
-                local_postgres.restart(mode="immediate")
+            local_postgres.restart(self.own.pg, mode="immediate")
             _reset_connections()
-            self.recorder.event(t, "pg_restart", note="immediate mode (a crash and recovery)")
+            self.recorder.event(t, "pg_restart", "db", note="immediate mode (a crash and "
+                                "recovery) of the run's own PostgreSQL")
         elif event.kind == "terminate":
             def terminate() -> int:
                 with connections["default"].cursor() as cur:
@@ -336,14 +332,14 @@ class Runner:
             lab.restart_redis()
             self.faults["redis_restart"] += 1
             self.recorder.event(t, "redis_restart", "redis", note="stopped and started")
-        elif event.kind == "redis_restart":
-            if local_redis.external():
-                self.recorder.event(t, "redis_restart", note="skipped: REDIS_URL is not ours")
-                return
-            local_redis.stop(quiet=True)
-            local_redis.start()
+        elif event.kind == "redis_restart":  # the Redis started for this run, never another
+            if not self.own.redis:  # run() refused such a plan already
+                raise RuntimeError(servers.not_ours(self.params, self.own))
+            local_redis.stop(self.own.redis, quiet=True)
+            local_redis.start(self.own.redis)
             self.faults["redis_restart"] += 1
-            self.recorder.event(t, "redis_restart", note="stopped and started")
+            self.recorder.event(t, "redis_restart", "redis",
+                                note="the run's own Redis stopped and started")
 
     def _kill_target(self, target: str) -> tuple[Supervised | None, str]:
         if target in ("worker", "dispatcher", "cluster"):

@@ -6,15 +6,15 @@ from __future__ import annotations
 import os
 
 
-def scratch_database(name: str, *, drop_only: bool = False) -> str:
-    """Drop and create database `name` on the project's PostgreSQL; return its URL.
-    `drop_only`: drop it, create nothing."""
+def scratch_database(name: str, *, drop_only: bool = False, base: str = "") -> str:
+    """Drop and create database `name` on the project's PostgreSQL (or on the one whose URL
+    `base` is); return its URL. `drop_only`: drop it, create nothing."""
     import dj_database_url
     import psycopg
 
     from devtools.local_postgres import default_database_url
 
-    base = os.environ.get("DATABASE_URL") or default_database_url()
+    base = base or os.environ.get("DATABASE_URL") or default_database_url()
     head, _, _ = base.rpartition("/")
     cfg = dj_database_url.parse(base)
     params = {"dbname": "postgres", "user": cfg["USER"], "host": cfg["HOST"],

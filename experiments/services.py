@@ -1,9 +1,12 @@
 """Start experiments and run them to the end (the parent side of a run).
 
-`start_experiment()` records the request; `execute()` creates the run's scratch database and
-starts the runner (experiments.runner) in a process of its own, with the scratch database as
-its `default` and the project's database as `results`; `launch()` does that in the background
-(the admin's start button)."""
+`start_experiment()` records the request; `execute()` starts the servers of its own the run
+restarts (experiments.servers), creates the run's scratch database and starts the runner
+(experiments.runner) in a process of its own, with the scratch database as its `default` and
+the project's database as `results`; `launch()` does that in the background (the admin's start
+button). Experiments run only where fault injection is on (FAULTS_ENABLED, which the
+experiments app needs to be installed at all): the runner is told so, never switched on by
+it."""
 
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from common.db import database_url
 from common.errors import OperationError
 from devtools import lab, local_redis
 from devtools.processes import alive
+from experiments import servers
 from experiments.models import Experiment, Status
 from experiments.plan import Params, make_plan, params_for
 from experiments.scratch import scratch_database
@@ -29,6 +33,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 ALREADY_RUNNING = ("experiment {id} is still running (pid {pid}): one at a time, they share "
                    "Redis and the machine")
 EXPERIMENT_REDIS_DB = 13
+FAULTS_OFF = ("fault injection is off (FAULTS_ENABLED is false): an experiment injects faults, "
+              "so it runs only where they are enabled")
 
 
 class ExperimentError(OperationError):
@@ -41,6 +47,10 @@ def start_experiment(*, preset: str | None = None, seed: int | None = None,
     seed = int.from_bytes(os.urandom(4), "big") if seed is None else seed
     params = params_for(preset=preset, seed=seed, **overrides)
     make_plan(params)  # a plan that cannot be made is refused now, not in the background
+    _switches()
+    refused = servers.refusal(params)
+    if refused:
+        raise ExperimentError(refused)
     if params.hosts and os.geteuid() != 0:
         raise ExperimentError(f"{params.hosts} simulated host(s) need root (network "
                               "namespaces, devtools/lab.py): run it as root, or without --hosts")
@@ -53,6 +63,15 @@ def start_experiment(*, preset: str | None = None, seed: int | None = None,
                 Experiment.objects.filter(pk=other.pk).update(
                     status=Status.FAILED, error="its process is gone", finished_at=timezone.now())
         return Experiment.objects.create(preset=preset or "", params=params.as_dict(), seed=seed)
+
+
+def _switches() -> dict[str, str]:
+    """What the runner's environment says of the switches: this process's own (the experiments
+    app is installed here), which must have fault injection on: the runner's processes inject
+    faults."""
+    if not settings.FAULTS_ENABLED:
+        raise ExperimentError(FAULTS_OFF)
+    return {"FAULTS_ENABLED": "1", "EXPERIMENTS_ENABLED": "1"}
 
 
 def command_line(experiment: Experiment) -> str:
@@ -91,24 +110,35 @@ def execute(experiment: Experiment, *, out=None) -> Experiment:
 
 
 def _execute(experiment: Experiment, *, out=None, lab_state: dict | None = None) -> Experiment:
+    out = out or sys.stdout
+    try:
+        switches = _switches()
+    except ExperimentError as e:
+        raise _fail(experiment, str(e)) from e
+    try:
+        with servers.started(Params.from_dict(experiment.params), out=out) as own:
+            connection.close()  # nothing to hold open while the runner works
+            return _run(experiment, own=own, switches=switches, out=out, lab_state=lab_state)
+    except servers.ServersError as e:
+        raise _fail(experiment, str(e)) from e
+
+
+def _run(experiment: Experiment, *, own: servers.Own, switches: dict[str, str], out,
+         lab_state: dict | None) -> Experiment:
     name = f"reliable_experiment_{experiment.pk}"
     if lab_state:  # the lab's own database and Redis, fresh for this run
         scratch, redis = lab.database_url(lab_state), lab.redis_url(lab_state)
     else:
         try:
-            scratch = scratch_database(name)
+            scratch = scratch_database(name, base=own.pg_url)
         except Exception as e:
             raise _fail(experiment, f"could not create the scratch database {name}: "
                                     f"{e}") from e
-        redis = local_redis.with_db(settings.REDIS_URL, EXPERIMENT_REDIS_DB)
+        redis = local_redis.with_db(own.redis_url or settings.REDIS_URL, EXPERIMENT_REDIS_DB)
     env = {**os.environ, "DATABASE_URL": scratch, "RESULTS_DATABASE_URL": database_url(),
-           "REDIS_URL": redis,
-           "FAULTS_ENABLED": "1", "RECONCILE_AFTER_SECONDS": "2",
+           "REDIS_URL": redis, **switches, **own.env(), "RECONCILE_AFTER_SECONDS": "2",
            "SAGA_LEASE_SECONDS": "2", "Q_TIMEOUT": "10", "OUTBOX_POLL_SECONDS": "1",
-           "EXPERIMENT_LOCAL_PG": "0" if os.environ.get("DATABASE_URL") else "1",
            "LOG_LEVEL": "ERROR", "PYTHONUNBUFFERED": "1"}
-    connection.close()  # the runner may restart PostgreSQL under us
-    out = out or sys.stdout
     with subprocess.Popen([sys.executable, "manage.py", "experiment", "--runner",
                            str(experiment.pk)], cwd=BASE_DIR, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, bufsize=1) as runner:
@@ -126,11 +156,13 @@ def _execute(experiment: Experiment, *, out=None, lab_state: dict | None = None)
         pass  # the lab's database goes with the lab
     elif experiment.passed:
         with contextlib.suppress(Exception):  # a leftover scratch database is only disk space
-            scratch_database(name, drop_only=True)
+            scratch_database(name, drop_only=True, base=own.pg_url)
     else:
+        where = (f" (on the experiment's own PostgreSQL, stopped: LOCAL_PG_DIR={own.pg} "
+                 "python3 devtools/local_postgres.py start)" if own.pg else "")
         Experiment.objects.filter(pk=experiment.pk).update(
             error=(experiment.error + "\n" if experiment.error else "")
-            + f"its scratch database is kept for a look: {scratch}")
+            + f"its scratch database is kept for a look: {scratch}{where}")
         experiment.refresh_from_db()
     return experiment
 

@@ -29,6 +29,9 @@ class Fault(models.Model):
     last_fired_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        # Named, so faults.services (which code everywhere imports to pass its fault points)
+        # loads while the app is not installed (FAULTS_ENABLED off): the model is then unused.
+        app_label = "faults"
         constraints = [
             models.UniqueConstraint(fields=["point", "scope"], name="fault_point_scope_unique")
         ]

@@ -7,7 +7,11 @@ SECRET_KEY     required when DEBUG is off; in development one is generated once 
 ALLOWED_HOSTS  comma-separated; required when DEBUG is off (default with DEBUG: localhost)
 DATABASE_URL   PostgreSQL to use (default: the project-local cluster, devtools/local_postgres.py)
 REDIS_URL      Redis to use (default: the project-local server, devtools/local_redis.py)
-FAULTS_ENABLED fault injection on/off (default: on with DEBUG, off without)
+FAULTS_ENABLED      the faults app: fault points, breaking Redis, their admin page, command
+                    and dashboard controls (default: on with DEBUG, off without)
+EXPERIMENTS_ENABLED the experiments app: its admin pages and `manage.py experiment` (default:
+                    on with DEBUG and faults, off without); it needs FAULTS_ENABLED
+With DEBUG off, django_extensions (reset_db, print_settings, runscript...) is not installed.
 
 With DEBUG off the HTTPS settings are on (`check --deploy` is clean): SSL redirect, HSTS,
 secure cookies; SECURE_SSL_REDIRECT=0, SECURE_COOKIES=0, SECURE_HSTS_SECONDS=0 relax them for a
@@ -63,6 +67,16 @@ SECURE_HSTS_SECONDS = env.integer("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.boolean("SECURE_HSTS_INCLUDE_SUBDOMAINS", not DEBUG)
 SECURE_HSTS_PRELOAD = env.boolean("SECURE_HSTS_PRELOAD", not DEBUG)
 
+# --- development machinery: on with DEBUG, off without, unless switched on explicitly ---------
+# (docs/production.md, "Development machinery"). An app switched off is not installed: no admin
+# page, command, dashboard control or URL of it exists; code elsewhere that passes a fault point
+# runs on (faults.services.fire() does nothing while FAULTS_ENABLED is off).
+FAULTS_ENABLED = env.boolean("FAULTS_ENABLED", DEBUG)
+EXPERIMENTS_ENABLED = env.boolean("EXPERIMENTS_ENABLED", DEBUG and FAULTS_ENABLED)
+if EXPERIMENTS_ENABLED and not FAULTS_ENABLED:
+    raise env.EnvError("EXPERIMENTS_ENABLED is on but FAULTS_ENABLED is off: an experiment "
+                       "injects faults; set FAULTS_ENABLED=1 too, or EXPERIMENTS_ENABLED=0")
+
 INSTALLED_APPS = [
     "project.apps.ReliableAdminConfig",  # django.contrib.admin, plus the dashboard
     "django.contrib.auth",
@@ -70,10 +84,10 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
-    "django_extensions",
+    *(["django_extensions"] if DEBUG else []),  # reset_db, print_settings, runscript...
     "pgbroker",  # before django_q: its qcluster command replaces django-q2's
     "django_q",
-    "faults",
+    *(["faults"] if FAULTS_ENABLED else []),
     "jobs",
     "users",
     "outbox",
@@ -81,7 +95,7 @@ INSTALLED_APPS = [
     "sagas",
     "dashboard",
     "retention",
-    "experiments",
+    *(["experiments"] if EXPERIMENTS_ENABLED else []),
 ]
 
 MIDDLEWARE = [
@@ -290,7 +304,6 @@ HOST_NAME = env.text("HOST_NAME", "")
 # Where every job attempt is written down for checking afterwards (pgbroker/history.py); off
 # when empty. Experiments set it.
 JOB_HISTORY_DIR = env.text("JOB_HISTORY_DIR", "")
-FAULTS_ENABLED = env.boolean("FAULTS_ENABLED", DEBUG)
 OUTBOX_BATCH_SIZE = env.integer("OUTBOX_BATCH_SIZE", 100, low=1, high=10_000)
 OUTBOX_MAX_ATTEMPTS = env.integer("OUTBOX_MAX_ATTEMPTS", 5, low=1, high=1000)
 OUTBOX_POLL_SECONDS = env.number("OUTBOX_POLL_SECONDS", 5, low=0.01, high=3600)

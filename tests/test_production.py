@@ -1,13 +1,17 @@
 """The production profile (docs/production.md): DEBUG off needs only SECRET_KEY and
 ALLOWED_HOSTS and passes `check --deploy`; every environment setting is checked by
-common/env.py and a bad one is one line; the development key is born 0600; fault injection is
-refused with DEBUG off; `make run`'s web program is gunicorn + whitenoise with DEBUG off; the
-Makefile passes make's variables to commands without splicing them into shell text."""
+common/env.py and a bad one is one line; the development key is born 0600; with DEBUG off the
+development machinery (fault injection, experiments, django_extensions) is not installed: no
+command, admin page or dashboard control of it exists until FAULTS_ENABLED /
+EXPERIMENTS_ENABLED switch it on; `make run`'s web program is gunicorn + whitenoise with DEBUG
+off; the Makefile passes make's variables to commands without splicing them into shell
+text."""
 
 from __future__ import annotations
 
 import configparser
 import http.client
+import json
 import math
 import os
 import re
@@ -19,7 +23,9 @@ import sys
 import threading
 from pathlib import Path
 
+import django_extensions
 import pytest
+from django.core.management import find_commands
 
 from common import env
 from devtools import supervise
@@ -31,7 +37,8 @@ KEY = secrets.token_urlsafe(50)  # as docs/production.md makes one
 PRODUCTION = {"DEBUG": "0", "SECRET_KEY": KEY, "ALLOWED_HOSTS": "example.com"}
 # What the tests' own environment might set and a production run must not inherit (the
 # browser tests set DJANGO_ALLOW_ASYNC_UNSAFE for Playwright: check --deploy refuses it).
-OURS = ("DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "FAULTS_ENABLED", "SECURE_SSL_REDIRECT",
+OURS = ("DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "FAULTS_ENABLED", "EXPERIMENTS_ENABLED",
+        "SECURE_SSL_REDIRECT",
         "SECURE_COOKIES", "SECURE_HSTS_SECONDS", "TRUST_X_FORWARDED_PROTO", "STATIC_ROOT",
         "DJANGO_ALLOW_ASYNC_UNSAFE")
 
@@ -189,18 +196,181 @@ def test_a_bad_environment_value_stops_manage_py_with_one_line():
     assert result.stderr.count("\n") == 1
 
 
-def test_faults_arm_is_refused_with_debug_off_and_writes_nothing(db):
+# --- the development machinery, off with DEBUG off -----------------------------------------
+
+SWITCHES = {"FAULTS_ENABLED": "1", "EXPERIMENTS_ENABLED": "1"}
+# Every command of the development machinery, read from the code: the faults app's, the
+# experiments app's and django_extensions' (reset_db, print_settings, runscript, ...).
+MACHINERY = {
+    "faults": {"faults"},
+    "experiments": {"experiment"},
+    "django_extensions": set(find_commands(str(Path(django_extensions.__file__).parent
+                                                / "management"))),
+}
+
+
+def _commands(environ: dict[str, str]) -> set[str]:
+    result = _manage("help", "--commands", environ=environ)
+    assert result.returncode == 0, result.stderr
+    return set(result.stdout.split())
+
+
+def test_debug_off_has_no_command_of_the_development_machinery_until_switched_on():
+    assert {"faults", "experiment"} <= _commands(_environ())  # development: all of it
+    assert {"reset_db", "print_settings", "runscript"} <= MACHINERY["django_extensions"]
+    production = _commands(_environ(**PRODUCTION))
+    assert {"migrate", "qcluster", "relay_outbox", "prune", "create_user"} <= production
+    assert not production & set().union(*MACHINERY.values())
+    switched_on = _commands(_environ(**PRODUCTION, **SWITCHES))
+    assert switched_on - production == MACHINERY["faults"] | MACHINERY["experiments"]
+    only_faults = _commands(_environ(**PRODUCTION, FAULTS_ENABLED="1"))
+    assert only_faults - production == MACHINERY["faults"]
+
+
+@pytest.mark.parametrize("command", [["faults", "arm", "signup.part2", "--action", "raise"],
+                                     ["faults", "redis", "stop"],
+                                     ["experiment", "--preset", "smoke"],
+                                     ["print_settings"], ["show_urls"]])
+def test_debug_off_a_command_of_the_machinery_is_unknown(command):
+    result = _manage(*command, environ=_environ(subprocess_env(), **PRODUCTION))
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"Unknown command: '{command[0]}'"), result.stderr
+
+
+def test_faults_arm_needs_faults_enabled_with_debug_off(db):
     environ = _environ(subprocess_env(), **PRODUCTION)
     result = _manage("faults", "arm", "signup.part2", "--action", "raise", environ=environ)
     assert result.returncode == 1
-    assert result.stderr.strip() == ("CommandError: fault injection is off (FAULTS_ENABLED is "
-                                     "false): arming would have no effect")
     assert not Fault.objects.filter(point="signup.part2").exclude(action="").exists()
     # Only an explicit FAULTS_ENABLED=1 turns it on with DEBUG off.
     result = _manage("faults", "arm", "signup.part2", "--action", "raise",
                      environ={**environ, "FAULTS_ENABLED": "1"})
     assert result.returncode == 0, result.stderr
     assert Fault.objects.filter(point="signup.part2", action="raise").exists()
+
+
+def test_experiments_without_faults_are_refused_in_one_line():
+    result = _manage("check", environ=_environ(**PRODUCTION, EXPERIMENTS_ENABLED="1"))
+    assert result.returncode == 1
+    assert result.stderr == ("EXPERIMENTS_ENABLED is on but FAULTS_ENABLED is off: an "
+                             "experiment injects faults; set FAULTS_ENABLED=1 too, or "
+                             "EXPERIMENTS_ENABLED=0\n")
+    # with DEBUG on too: an explicit FAULTS_ENABLED=0 leaves experiments off by default
+    result = _manage("help", "--commands", environ=_environ(FAULTS_ENABLED="0"))
+    assert result.returncode == 0, result.stderr
+    assert "experiment" not in result.stdout.split()
+
+
+# What a signed-in superuser gets from the admin in a process with DEBUG off (Django's test
+# client inside `manage.py shell`, on the test database): {path: [status, page]}. Static files
+# are named as in development (no collectstatic manifest needed: the pages are the question).
+PROBE = """
+import json, os
+from django.conf import settings
+from django.test import Client, override_settings
+from users.models import User
+
+plain = {**settings.STORAGES, "staticfiles": {
+    "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}
+with override_settings(STORAGES=plain):
+    client = Client(HTTP_HOST="example.com")
+    client.force_login(User.objects.get(username="boundary"))
+    seen = {}
+    for method, path in json.loads(os.environ["PROBE"]):
+        r = getattr(client, method)(path, secure=True)
+        seen[f"{method} {path}"] = [r.status_code, r.content.decode()]
+print("PROBE " + json.dumps(seen))
+"""
+PAGES = {  # the development machinery's pages: 404 while it is not installed
+    "faults": ["/admin/faults/", "/admin/faults/fault/", "/admin/faults/fault/list-points/"],
+    "experiments": ["/admin/experiments/", "/admin/experiments/experiment/",
+                    "/admin/experiments/experiment/start/"],
+}
+# the dashboard's fault panel, its controls (arm a fault point, break Redis), the talk's steps
+DASHBOARD_FAULTS = ['id="panel-faults"', 'id="fault-form"', 'id="redis-form"',
+                    'id="talk-steps"']
+
+
+def _probe(environ: dict[str, str], requests: list[tuple[str, str]]) -> dict[str, list]:
+    result = _manage("shell", "-c", PROBE, environ={**environ, "PROBE": json.dumps(requests)})
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith("PROBE "))
+    return json.loads(line.removeprefix("PROBE "))
+
+
+def test_debug_off_the_admin_and_the_dashboard_have_no_page_or_control_of_the_machinery(
+    transactional_db,
+):
+    User.objects.create_superuser(username="boundary", email="b@example.com", password="x" + KEY)
+    requests = [("get", path) for paths in PAGES.values() for path in paths]
+    requests += [("get", "/admin/"), ("get", "/admin/dashboard/"),
+                 ("post", "/admin/dashboard/do/fault/"), ("post", "/admin/dashboard/do/redis/")]
+    production = _environ(subprocess_env(), **PRODUCTION)
+
+    seen = _probe(production, requests)
+    for paths in PAGES.values():
+        for path in paths:
+            assert seen[f"get {path}"][0] == 404, path
+    index = seen["get /admin/"][1]
+    assert seen["get /admin/"][0] == 200
+    assert 'href="/admin/users/' in index  # the index itself, with the project's apps
+    assert 'href="/admin/faults/' not in index
+    assert 'href="/admin/experiments/' not in index
+    status, dashboard = seen["get /admin/dashboard/"]
+    assert status == 200
+    assert 'id="signup-form"' in dashboard
+    assert 'id="panel-redis"' in dashboard
+    assert not [marker for marker in DASHBOARD_FAULTS if marker in dashboard]
+    # a control that is not registered is no control: refused, nothing armed or stopped
+    assert seen["post /admin/dashboard/do/fault/"][0] == 403
+    assert seen["post /admin/dashboard/do/redis/"][0] == 403
+
+    seen = _probe({**production, **SWITCHES}, requests[:-2])  # switched on: all of it is back
+    for path in [*PAGES["faults"][:2], *PAGES["experiments"][:2]]:
+        assert seen[f"get {path}"][0] == 200, path
+    index = seen["get /admin/"][1]
+    assert 'href="/admin/faults/' in index
+    assert 'href="/admin/experiments/' in index
+    dashboard = seen["get /admin/dashboard/"][1]
+    assert [marker for marker in DASHBOARD_FAULTS if marker in dashboard] == DASHBOARD_FAULTS
+
+
+def test_debug_off_migrates_without_the_machinery_and_with_it_later(transactional_db):
+    """A database made with DEBUG off has no fault or experiment table; switching them on
+    later migrates them in (no migration of another app depends on them), and the Viewers and
+    Operators groups get their view permissions (dashboard.groups)."""
+    from experiments.scratch import scratch_database
+
+    name = "test_reliable_boundary"
+    url = scratch_database(name)
+    try:
+        environ = _environ(subprocess_env(), **PRODUCTION, DATABASE_URL=url)
+        result = _manage("migrate", "--no-input", "-v", "0", environ=environ)
+        assert result.returncode == 0, result.stderr
+        tables = _sql(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        assert "users_user" in tables
+        assert not [t for t in tables if t.startswith(("faults_", "experiments_"))]
+        result = _manage("migrate", "--no-input", "-v", "0", environ={**environ, **SWITCHES})
+        assert result.returncode == 0, result.stderr
+        assert {"faults_fault", "experiments_experiment"} <= set(_sql(
+            url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"))
+        granted = _sql(url, """
+            SELECT g.name || ' ' || p.codename FROM auth_group g
+              JOIN auth_group_permissions gp ON gp.group_id = g.id
+              JOIN auth_permission p ON p.id = gp.permission_id
+              JOIN django_content_type c ON c.id = p.content_type_id
+             WHERE c.app_label IN ('faults', 'experiments')""")
+        assert sorted(granted) == ["Operators view_experiment", "Operators view_fault",
+                                   "Viewers view_experiment", "Viewers view_fault"]
+    finally:
+        scratch_database(name, drop_only=True)
+
+
+def _sql(url: str, query: str) -> list[str]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return [row[0] for row in conn.execute(query)]
 
 
 # --- make run's web program ------------------------------------------------------------------

@@ -41,7 +41,9 @@ class Command(OneLineErrors, BaseCommand):
                             help="SIGKILLs of a random process: a worker, a dispatcher or a "
                                  "whole cluster (PostgreSQL or Redis), the relay, the recoverer")
         parser.add_argument("--pg-restarts", type=rule("pg_restarts"), dest="pg_restarts",
-                            help="immediate-mode restarts of the project-local PostgreSQL")
+                            help="immediate-mode restarts of the scratch database's "
+                                 "PostgreSQL, one the experiment starts for the run (never the "
+                                 "project's)")
         parser.add_argument("--terminations", type=rule("terminations"),
                             help="pg_terminate_backend of every session on the scratch database")
         parser.add_argument("--pauses", type=rule("pauses"),
@@ -49,7 +51,8 @@ class Command(OneLineErrors, BaseCommand):
                                  "window")
         parser.add_argument("--redis-restarts", type=rule("redis_restarts"),
                             dest="redis_restarts",
-                            help="stop and start the project-local Redis")
+                            help="stop and start a Redis the experiment starts for the run "
+                                 "(never the project's)")
         parser.add_argument("--fault-rate", type=rule("fault_rate"), dest="fault_rate",
                             help="share (0-1) of signups and sagas carrying a random raise or "
                                  "crash of their own")
