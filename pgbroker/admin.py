@@ -1,4 +1,8 @@
-"""The queue, read-only: every job with its state and, when it is not running, why."""
+"""The queue, read-only: every job with its state and, when it is not running, why.
+
+pgbroker imports nothing from the project that uses it (it is a package of its own): who may
+retry follows Django's `pgbroker.change_job` permission here; a project that has a rule of its
+own re-registers these ModelAdmins with it (this project does, in jobs/admin.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +11,6 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html
 
-from common.admin import ReadOnlyAdminMixin
 from pgbroker import selectors, services
 from pgbroker.models import Cluster, Job
 from pgbroker.selectors import State
@@ -29,6 +32,23 @@ class StateFilter(admin.SimpleListFilter):
     def queryset(self, request, queryset):
         choice = self.CHOICES.get(self.value())
         return choice[1](queryset) if choice else queryset
+
+
+class ReadOnlyAdminMixin:
+    """Look, never add, change or delete; act only through the admin actions that declare
+    `permissions=["operate"]` (retry parked jobs)."""
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_operate_permission(self, request: HttpRequest, obj=None) -> bool:
+        return request.user.has_perm("pgbroker.change_job")
 
 
 class ReadOnly(ReadOnlyAdminMixin, admin.ModelAdmin):
