@@ -10,6 +10,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.functional import cached_property
 
+from common.db import estimated_rows
 from common.permissions import OperateAdminMixin
 
 SECONDS = "%Y-%m-%d %H:%M:%S"
@@ -104,8 +105,6 @@ class EstimatedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        from common.db import estimated_rows
-
         rows = self.object_list
         if isinstance(rows, models.QuerySet) and not rows.query.where:
             estimate = estimated_rows(rows.model._meta.db_table)

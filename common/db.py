@@ -2,8 +2,10 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from urllib.parse import quote
 
 import psycopg
+from django.db import connections, transaction
 
 from pgbroker.connection import connection_params as _params
 
@@ -17,10 +19,6 @@ def connection_params(alias: str = "default") -> dict:
 def database_url(alias: str = "default") -> str:
     """A postgresql:// URL for `alias` as configured now (the test database included), for a
     process that must reach the same database."""
-    from urllib.parse import quote
-
-    from django.db import connections
-
     s = connections[alias].settings_dict
     host = quote(s["HOST"] or "", safe="")
     user = quote(s["USER"] or "", safe="")
@@ -31,8 +29,6 @@ def database_url(alias: str = "default") -> str:
 
 def program_name(alias: str = "default") -> str:
     """What this process is, as pg_stat_activity shows its Django connection (settings)."""
-    from django.db import connections
-
     return connections[alias].settings_dict.get("OPTIONS", {}).get("application_name", "")
 
 
@@ -46,8 +42,6 @@ def db_now(using: str = "default"):
     """The database's clock (`now()`: the transaction's start inside one). Every time that one
     process writes and another compares is read from it, so hosts whose clocks disagree still
     agree on what is due, expired or old."""
-    from django.db import connections
-
     with connections[using].cursor() as cur:
         cur.execute("SELECT now()")
         return cur.fetchone()[0]
@@ -62,8 +56,6 @@ def snapshot(using: str = "default") -> Iterator[None]:
 
     Inside a transaction already open (a test's, or a caller's), the caller's transaction
     decides: PostgreSQL takes the isolation level only as a transaction's first statement."""
-    from django.db import connections, transaction
-
     conn = connections[using]
     if conn.in_atomic_block:
         yield
@@ -78,8 +70,6 @@ def estimated_rows(table: str, using: str = "default") -> int:
     """How many rows `table` holds, from PostgreSQL's statistics (pg_class.reltuples, what
     ANALYZE or autovacuum last counted): free to read where count(*) reads the whole table.
     Counted exactly when the table was never analyzed."""
-    from django.db import connections
-
     with connections[using].cursor() as cur:
         cur.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(%s)",
                     [table])

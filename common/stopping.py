@@ -3,6 +3,8 @@
 import signal
 import time
 
+from pgbroker.connection import no_slot
+
 
 class StopFlag:
     """Becomes true on SIGTERM or SIGINT: a loop checks it between units of work."""
@@ -34,8 +36,6 @@ class Outage:
         self.reason = ""
 
     def failed(self, error: BaseException) -> None:
-        from pgbroker.connection import no_slot
-
         self.failures += 1
         reason = "no slot" if no_slot(error) else type(error).__name__
         if self.since is None:

@@ -7,6 +7,7 @@ class DashboardConfig(AppConfig):
     verbose_name = "Dashboard"
 
     def ready(self) -> None:
+        # imported here, not at the top: apps.py is loaded before any app's models are
         from dashboard import groups, infrastructure
         from pgbroker import scheduler as schedules
 

@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
-from django.db import transaction
+from django.conf import settings
+from django.db import connection, transaction
 from django.utils import timezone
 
 from dashboard.models import Finding, Watermark
@@ -76,8 +77,6 @@ def settled_before(settle_seconds: float):
     """The time before which rows have settled, by the database's clock: `settle_seconds` ago,
     or earlier while a transaction that has written something and began before that is still
     open (it may yet commit a row with a lower id than rows already visible)."""
-    from django.db import connection
-
     with connection.cursor() as cur:
         cur.execute("""
             SELECT least(now() - make_interval(secs => %s),
@@ -92,8 +91,6 @@ def last_settled(rows, *, after: int, limit: int, born: str) -> int:
     """The last id of `rows` (a queryset) after `after`, at most `limit` of them, whose `born`
     time (when the row was written) is before `settled_before()`; stops at the first one
     that is not (the ids after it are not settled either). `after` when none is."""
-    from django.conf import settings
-
     cutoff = settled_before(settings.AUDIT_SETTLE_SECONDS)
     last = after
     for i, when in (rows.filter(pk__gt=after).order_by("pk")

@@ -5,18 +5,39 @@ Stopping and starting work on the project-local Redis only (devtools/local_redis
 REDIS_URL pointing elsewhere they refuse, rather than shut down a server we do not own.
 Refusing writes uses Redis's own `min-replicas-to-write`: with no replica attached, every
 write (RPUSH, and the cluster's BLPOP) is answered NOREPLICAS.
+
+The queue to break is registered by the app that owns it (jobs/apps.py registers
+`jobs.queues.redis_queue`): faults sits below jobs and imports nothing of it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import redis
+from django_q.brokers.redis_broker import Redis as RedisBroker
 
 from devtools import local_redis
 from faults.services import FAULTS_DISABLED, FaultError, enabled
-from jobs.queues import redis_queue
 
 NOT_OURS = "REDIS_URL points at a Redis this project did not start: stop and start it yourself"
 DOWN = "Redis is down: {error}"
+NO_QUEUE = "no Redis queue is registered (jobs registers its own in JobsConfig.ready)"
+
+_queue: Callable[[], RedisBroker] | None = None
+
+
+def register_queue(queue: Callable[[], RedisBroker]) -> None:
+    """The Redis queue to break: a callable returning a django-q2 Redis broker, whose
+    `connection` the actions use and whose `list_key` "lose its queued jobs" empties."""
+    global _queue
+    _queue = queue
+
+
+def redis_queue() -> RedisBroker:
+    if _queue is None:
+        raise FaultError(NO_QUEUE)
+    return _queue()
 
 
 class Action:

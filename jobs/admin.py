@@ -16,6 +16,9 @@ from common.permissions import OperatorsEditAdminMixin
 from jobs import services
 from jobs.models import JobRun, RunState
 from jobs.selectors import uses_pgbroker
+from pgbroker import admin as pgbroker_admin
+from pgbroker.models import Cluster, Job
+from pgbroker.selectors import decode
 
 
 class RunStateFilter(StateFilter):
@@ -49,9 +52,6 @@ def _task_ids_in_queue() -> set[str]:
     """The django-q2 task ids that still have a job in the PostgreSQL queue (waiting, running,
     waiting for a retry or parked): the queue retries those itself."""
     if uses_pgbroker():
-        from pgbroker.models import Job
-        from pgbroker.selectors import decode
-
         packages = (decode(p) for p in Job.objects.values_list("payload", flat=True).iterator())
         return {p.get("id") for p in packages if p}
     ids = set()
@@ -115,8 +115,21 @@ class QueueAdmin(OperatorsEditAdminMixin, q_admin.QueueAdmin):
     allow_add = False
 
 
+# pgbroker's own pages (its queue and its clusters), with this project's rules as every other
+# log and queue page has them: times to the second, retry for operators (common.permissions).
+# pgbroker, a package of its own, knows neither (its retry follows `pgbroker.change_job`).
+
+class PgbrokerJobAdmin(ReadOnlyAdminMixin, pgbroker_admin.JobAdmin):
+    pass
+
+
+class PgbrokerClusterAdmin(ReadOnlyAdminMixin, pgbroker_admin.ClusterAdmin):
+    pass
+
+
 for model, model_admin in [(Schedule, ScheduleAdmin), (Success, SuccessAdmin),
-                           (Failure, FailureAdmin), (OrmQ, QueueAdmin)]:
-    if admin.site.is_registered(model):  # as django-q2 registered them (OrmQ: if it did)
+                           (Failure, FailureAdmin), (OrmQ, QueueAdmin),
+                           (Job, PgbrokerJobAdmin), (Cluster, PgbrokerClusterAdmin)]:
+    if admin.site.is_registered(model):  # as django-q2 and pgbroker registered them
         admin.site.unregister(model)
         admin.site.register(model, model_admin)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib import messages
+from django_q.tasks import async_task, fetch
 
 
 @dataclass(frozen=True)
@@ -22,8 +23,6 @@ def run_on_cluster(func: str, *, wait_seconds: float | None = None) -> ClusterRu
     The admin's "do it now" buttons use this rather than running the work in the web
     process, where an armed crash fault would take the web server down with it.
     """
-    from django_q.tasks import async_task, fetch
-
     wait = settings.CLUSTER_WAIT_SECONDS if wait_seconds is None else wait_seconds
     task = fetch(async_task(func), wait=int(wait * 1000))
     if task is None:

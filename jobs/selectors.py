@@ -7,10 +7,14 @@ import json
 from dataclasses import dataclass
 
 import redis
+from django.conf import settings
 from django.utils import timezone
+from django_q.conf import Conf
 from django_q.models import Failure, OrmQ
+from django_q.signing import SignedPackage
 
 from jobs.models import JobRun
+from jobs.queues import redis_queue
 from pgbroker import selectors as pg
 from pgbroker.broker import configured
 from pgbroker.models import Job
@@ -102,11 +106,6 @@ class RedisStatus:
 
 def redis_status() -> RedisStatus:
     """Is Redis up, how deep is the Redis cluster's list, which clusters serve it."""
-    from django.conf import settings
-    from django_q.conf import Conf
-
-    from jobs.queues import redis_queue
-
     queue = redis_queue()
     try:
         conn = queue.connection
@@ -123,10 +122,6 @@ def redis_status() -> RedisStatus:
 
 def redis_queued_tasks() -> list[QueuedTask]:
     """The jobs waiting in Redis, decoded ([] when Redis is down: nothing can be read)."""
-    from django_q.signing import SignedPackage
-
-    from jobs.queues import redis_queue
-
     queue = redis_queue()
     try:
         packages = queue.connection.lrange(queue.list_key, 0, -1)

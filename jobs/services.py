@@ -13,6 +13,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F, QuerySet
 from django.utils import timezone
+from django_q.tasks import async_task
 
 from faults.services import scoped
 from jobs.models import JobRun, RunState
@@ -100,8 +101,6 @@ def retry_parked(*, runs: QuerySet[JobRun]) -> int:
     """Give the parked jobs among `runs` a fresh set of attempts and enqueue each again. Rows
     are re-read locked: a job no longer parked (a second click, another person) is left
     alone, so a double submit enqueues nothing twice. Returns how many were retried."""
-    from django_q.tasks import async_task
-
     with transaction.atomic():
         parked = list(runs.parked().select_for_update())
         for run in parked:

@@ -6,6 +6,7 @@ class OutboxConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # imported here, not at the top: apps.py is loaded before any app's models are
         from faults.points import register
         from outbox.models import OutboxMessage, RelayAttempt
         from pgbroker import scheduler as schedules

@@ -20,6 +20,7 @@ from common.sideconn import side_cursor
 from faults import services as faults
 from faults.services import fire
 from jobs.queues import RedisUnavailable, Store, enqueue, redis_batch
+from jobs.selectors import queued_tasks, redis_queued_tasks, redis_status
 from outbox import topics
 from outbox.models import WAITING_PREFIX, OutboxMessage, RelayAttempt
 from outbox.topics import PermanentError
@@ -260,8 +261,6 @@ def reconcile(*, topic: str, older_than: float) -> int:
     within a day) whose work never happened and whose job is not waiting in its store: a store
     lost it (a Redis crash, a Redis cluster killed with the job in hand). Needs the topic's
     `done`; skipped while the store cannot be read. Returns how many."""
-    from jobs.selectors import queued_tasks, redis_queued_tasks, redis_status
-
     spec = topics.get(topic)
     if spec is None or spec.done is None:
         return 0

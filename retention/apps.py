@@ -6,9 +6,9 @@ class RetentionConfig(AppConfig):
     verbose_name = "Retention"
 
     def ready(self) -> None:
+        # imported here, not at the top: apps.py is loaded before any app's models are
         from pgbroker import scheduler as schedules
-        from retention import checks, dashboard, rules  # noqa: F401 (checks: registers)
+        from retention import checks, rules  # noqa: F401 (checks: registers)
 
         rules.register_builtin()
-        dashboard.register()
         schedules.register("prune", "retention.tasks.prune", minutes=10)

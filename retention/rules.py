@@ -6,13 +6,13 @@ from datetime import datetime
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib.sessions.models import Session
+from django.utils import timezone
 
 from retention import registry
 
 
 def _sessions():
-    from django.contrib.sessions.models import Session
-
     return Session.objects.all()
 
 
@@ -39,8 +39,6 @@ def _delete_mail_files(cutoff: datetime, batch: int) -> int:
 
 
 def _mail_size() -> tuple[int, datetime | None]:
-    from django.utils import timezone
-
     files = mail_files()
     if not files:
         return 0, None

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -40,8 +40,6 @@ ANALYZE_AFTER = 10_000  # rows deleted: PostgreSQL's statistics (estimated count
 def analyze(table: str) -> None:
     """Refresh the statistics the admin's estimated counts read, after a big prune (else its
     last pages would be past the end until autovacuum's next ANALYZE)."""
-    from django.db import connection
-
     with connection.cursor() as cur:
         cur.execute(f'ANALYZE "{table}"')  # noqa: S608 (a model's own table)
 
@@ -97,11 +95,9 @@ def prune_rule(rule: registry.Rule, *, batch: int | None = None, budget: float |
 def prune(*, only: list[str] | None = None, batch: int | None = None,
           budget: float | None = None,
           progress: Callable[[Outcome], None] | None = None) -> list[Outcome]:
-    """Every rule (or the ones named), then the dashboard's tallies folded. `budget`: seconds
-    for the whole pass, shared by the rules in turn (the schedule's pass must end well within
-    its task timeout); what is left waits for the next pass."""
-    from dashboard import tallies
-
+    """Every rule (or the ones named). `budget`: seconds for the whole pass, shared by the
+    rules in turn (the schedule's pass must end well within its task timeout); what is left
+    waits for the next pass."""
     started = time.monotonic()
     outcomes = []
     for rule in registry.rules():
@@ -116,5 +112,4 @@ def prune(*, only: list[str] | None = None, batch: int | None = None,
         if outcome.deleted >= ANALYZE_AFTER and rule.model is not None:
             analyze(rule.model._meta.db_table)
         outcomes.append(outcome)
-    tallies.fold()
     return outcomes

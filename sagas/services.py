@@ -15,10 +15,13 @@ from django_q.tasks import async_task
 
 from common import validate
 from common.db import db_now
+from dashboard import audit
 from faults import services as faults
 from sagas.coordinator import RUN_SAGA_TASK, SagaError, append_event, lease_seconds
 from sagas.definitions import DEFINITIONS, TRIP
 from sagas.models import ACTIVE_STATES, Event, Saga, SagaLog
+from sagas.selectors import AUDIT, recheck_findings, settled
+from travel.services import MODELS
 
 __all__ = ["SagaError", "start_saga", "start_trip", "wait_for"]
 
@@ -126,9 +129,6 @@ def wait_for(*, saga_id: int, timeout: float, poll: float = 0.2,
 def audit_sagas() -> str:
     """The audit's pass (every minute): move its watermark over the sagas that settled, keep
     the ones not ok (or not ended) as findings, forget those ok since (dashboard.audit)."""
-    from dashboard import audit
-    from sagas.selectors import AUDIT, recheck_findings, settled
-
     moved = audit.advance(AUDIT, settled=settled)
     forgotten = audit.forget(AUDIT, recheck_findings())
     return f"audit of sagas: moved {moved} ids, {forgotten} finding(s) ok now"
@@ -137,10 +137,6 @@ def audit_sagas() -> str:
 def prune_finished_sagas(cutoff, batch: int) -> int:
     """One transaction (retention): up to `batch` sagas that ended before `cutoff`, with their
     log and bookings; only sagas the audit has judged, never one of its findings."""
-    from dashboard import audit
-    from sagas.selectors import AUDIT
-    from travel.services import MODELS
-
     batch = max(1, batch // 10)  # a saga is a dozen rows
     with transaction.atomic():
         ids = list(Saga.objects.finished().filter(updated_at__lt=cutoff,

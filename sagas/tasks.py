@@ -1,6 +1,6 @@
 """django-q2 entry points for the saga coordinator."""
 
-from sagas import coordinator, recovery
+from sagas import coordinator, recovery, services
 
 
 def run_saga(*, saga_id: int) -> str:
@@ -14,6 +14,4 @@ def recover_sagas() -> str:
 
 
 def audit_sagas() -> str:
-    from sagas import services
-
     return services.audit_sagas()

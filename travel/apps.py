@@ -7,6 +7,7 @@ class TravelConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        # imported here, not at the top: apps.py is loaded before any app's models are
         from faults.points import register
         from travel.services import MODELS
 

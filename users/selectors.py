@@ -27,10 +27,10 @@ from common.db import db_now, snapshot
 from dashboard import audit, tallies
 from jobs.models import JobRun
 from jobs.selectors import queue_counts, queued_tasks, redis_queued_tasks, redis_status
-from outbox.models import MessageState, OutboxMessage
+from outbox.models import PUBLISHED_TALLY, MessageState, OutboxMessage
 from outbox.selectors import outbox_counts
 from users.models import EmailSend, Mode, User
-from users.services import EMAIL_STORE, SEND_EMAIL_TASK, WELCOME_TOPIC, email_job_key
+from users.welcome import EMAIL_STORE, SEND_EMAIL_TASK, WELCOME_TOPIC, email_job_key
 
 # A published message's job normally runs within milliseconds; one still not done after this
 # long was lost by its store (Redis), and reconciliation will publish it again. The same grace
@@ -266,6 +266,7 @@ def system_state(*, limit: int = 50) -> dict:
                                   "emails")[:limit])
     users.reverse()
     outbox = outbox_counts()
+    published = tallies.totals(PUBLISHED_TALLY).get(PUBLISHED_TALLY, 0)
     queue = queue_counts()
     redis = redis_status()
     return {
@@ -273,7 +274,7 @@ def system_state(*, limit: int = 50) -> dict:
         "modes": [{"mode": s.mode, "users": s.users, "emails": s.emails, "lost": s.lost_count,
                    "in_flight": s.in_flight_count, "duplicated": s.duplicated_count,
                    "lost_by_store": s.lost_by_store_count} for s in stats],
-        "outbox": {"pending": outbox.pending, "published": outbox.published, "dead": outbox.dead},
+        "outbox": {"pending": outbox.pending, "published": published, "dead": outbox.dead},
         "queue": {"queued": queue.queued, "failed": queue.failed},
         "redis": {"up": redis.up, "queued": redis.depth, "workers": redis.workers},
     }
@@ -284,8 +285,6 @@ def prunable_sends(sends):
     """The ledger rows among `sends` that may go (retention): a key stays while a copy of its
     job is queued or its outbox message is pending (a duplicate can still arrive), while the
     audit has not judged its user, and while its user is a finding (the evidence)."""
-    from outbox.models import OutboxMessage
-
     waiting = users_with_email_job(include_parked=True)
     for payload in OutboxMessage.objects.pending().filter(topic=WELCOME_TOPIC).values_list(
             "payload", flat=True):

@@ -16,17 +16,19 @@ from django.db import transaction
 from common import validate
 from common.db import db_now
 from common.errors import OperationError
+from dashboard import audit
 from faults import services as faults
+from jobs.models import JobRun
 from jobs.queues import RedisUnavailable, Store, enqueue
-from outbox.services import publish
+from outbox.services import publish, reconcile
 from outbox.topics import PermanentError
 from users.models import EmailSend, Mode, User
+from users.selectors import AUDIT, recheck_findings, settled, users_with_email_job
+from users.welcome import EMAIL_STORE, SEND_EMAIL_TASK, WELCOME_TOPIC, email_job_key
 
 logger = logging.getLogger(__name__)
 
-SEND_EMAIL_TASK = "users.tasks.send_welcome_email"
 CREATE_USER_TASK = "users.tasks.create_user_job"
-WELCOME_TOPIC = "user.welcome_email"
 NAME_MAX = 150
 
 NAME_EMPTY = "the name is empty"
@@ -40,9 +42,6 @@ ONE_FAULT = ("a signup takes one fault: the {first} in {first_part} ends its fir
              "cluster)")
 EMAIL_LOST = ("user {name} is committed, but Redis refused the welcome email job: the email is "
               "lost (dual-write: {error})")
-
-# Where each mode's welcome email job goes: the talk's two stores.
-EMAIL_STORE = {Mode.DUAL_WRITE: Store.REDIS, Mode.OUTBOX: Store.REDIS, Mode.QUE: Store.POSTGRES}
 
 
 class SignupError(OperationError):
@@ -144,11 +143,6 @@ def welcome_key(user_id: int) -> str:
     return f"welcome-{user_id}"
 
 
-def email_job_key(user_id: int) -> str:
-    """The job ledger's key (jobs.JobRun) of one user's welcome email job."""
-    return f"email:{user_id}"
-
-
 def send_welcome_email(*, user_id: int) -> EmailSend | None:
     """Send the welcome email once per user, however often the job is delivered.
 
@@ -233,8 +227,6 @@ def welcome_done(payloads: list[dict], *, older_than: float) -> list[bool]:
     no such user), or is its job running right now (a job taken off Redis is in a worker's
     hands only: its ledger row, written before the send, says so), started less than
     `older_than` seconds ago?"""
-    from jobs.models import JobRun
-
     ids = [p.get("user_id") if isinstance(p, dict) else None for p in payloads]
     known = [i for i in ids if isinstance(i, int)]
     waiting = set(User.objects.filter(pk__in=known, email_sends__isnull=True)
@@ -265,10 +257,6 @@ def reconcile_welcome_emails(*, older_than: float) -> Reconciled:
     messages whose job a store lost are published again, que users with no email and no job
     get their job again. dual-write users are not touched: their loss is the demonstration.
     The email ledger makes a copy that was not lost after all harmless."""
-    from jobs.models import JobRun
-    from outbox.services import reconcile
-    from users.selectors import users_with_email_job
-
     older_than = validate.seconds(older_than, **OLDER_THAN)
     result = Reconciled(republished=reconcile(topic=WELCOME_TOPIC, older_than=older_than))
     cutoff = db_now() - timedelta(seconds=older_than)
@@ -293,9 +281,6 @@ def reconcile_welcome_emails(*, older_than: float) -> Reconciled:
 def audit_welcome_emails() -> str:
     """The audit's pass (every minute): move its watermark over the users that settled, keep
     what was not sent as findings, forget the findings sent since (dashboard.audit)."""
-    from dashboard import audit
-    from users.selectors import AUDIT, recheck_findings, settled
-
     moved = audit.advance(AUDIT, settled=settled)
     forgotten = audit.forget(AUDIT, recheck_findings())
     return f"audit of welcome emails: moved {moved} ids, {forgotten} finding(s) ok now"

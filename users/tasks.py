@@ -1,5 +1,7 @@
 """django-q2 entry points: take ids and names, call one service, return something printable."""
 
+from django.conf import settings
+
 from jobs.services import run_job
 from users import services
 
@@ -24,8 +26,6 @@ def send_welcome_email(*, user_id: int) -> str:
 
 
 def reconcile_welcome_emails() -> str:
-    from django.conf import settings
-
     return str(services.reconcile_welcome_emails(older_than=settings.RECONCILE_AFTER_SECONDS))
 
 
