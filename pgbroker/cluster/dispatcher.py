@@ -23,6 +23,7 @@ from types import FrameType
 from typing import Any
 
 from django import db
+from django.utils import timezone
 from django_q.brokers import Broker, get_broker
 from django_q.conf import Conf, logger
 from django_q.humanhash import humanize
@@ -44,6 +45,7 @@ from pgbroker.cluster.messages import (
 from pgbroker.cluster.pool import Slot, exit_description, guard, spawn
 from pgbroker.cluster.postgres import PostgresSource
 from pgbroker.cluster.sources import BrokerSource, JobSource, Workers
+from pgbroker.cluster.stat import STAT_EVERY, SentinelView, save_stat
 from pgbroker.cluster.worker import die_with_parent
 from pgbroker.scheduler import Scheduler
 from pgbroker.timing import TICK
@@ -63,6 +65,8 @@ class Dispatcher:
     def __init__(self, *, cluster_id: str, parent: int, broker: Broker | None = None,
                  heartbeat: ctypes.c_double | None = None, run_once: bool = False) -> None:
         self.parent = parent
+        self.cluster_id = cluster_id
+        self.tob = timezone.now()
         self.run_once = run_once
         self.heartbeat = heartbeat  # a shared double: monotonic time of the last loop turn
         self.slots_lock = threading.Lock()  # the fence kills workers; the loop replaces them
@@ -72,7 +76,7 @@ class Dispatcher:
         self.slots: list[Slot] = []
         self.buffer: deque[Claimed] = deque()
         self.stopping = False
-        self.next_tick = 0.0
+        self.next_tick = self.next_stat = 0.0
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_w, False)
         os.set_blocking(self.wake_r, False)
@@ -160,6 +164,13 @@ class Dispatcher:
         self.next_tick = now + TICK
         guard(self.slots, elapsed)
         self.source.tick(now)
+        if now >= self.next_stat:
+            self.next_stat = now + STAT_EVERY
+            save_stat(SentinelView(
+                broker=self.broker, cluster_id=self.cluster_id, parent_pid=self.parent,
+                workers=[s.process.pid for s in self.slots], tob=self.tob,
+                working=any(s.jobs for s in self.slots), stopping=self.stopping,
+                buffered=len(self.buffer)))
 
     # --- workers --------------------------------------------------------------------------
 

@@ -40,12 +40,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.any_broker]
 WAIT_MS = 20_000  # result(wait=...) is in milliseconds
 IDLE_QUEUE = "conformance-idle"  # a queue no cluster consumes
 
-# pgbroker's cluster, on either broker (pgbroker/cluster.py, Dispatcher._handle)
-NOT_CACHED = ("nothing is written to the cache: pgbroker's cluster saves a cached=True result "
-              "with django-q2's save_task (a Task row in the database), never save_cached")
-NOT_CACHED_ITER = ("never collated: async_iter's tasks are all cached=True, and pgbroker's "
-                   "cluster saves each with save_task (a Task row each) instead of "
-                   "save_cached, which would make the one result under the iter's id")
 
 
 # --- tasks and results ---------------------------------------------------------------------
@@ -126,7 +120,6 @@ def test_async_chain_runs_in_order(cluster):
     assert [e.key for e in events(kind="run") if e.key in keys] == keys
 
 
-@differs(pgbroker=NOT_CACHED_ITER, orm_pgcluster=NOT_CACHED_ITER)
 def test_async_iter_gives_the_list(cluster):
     iter_id = async_iter(f"{TASKS}.add", [(1, 2), (3, 4), (5, 6)])
     cluster.settle(lambda: result(iter_id) is not None
@@ -159,7 +152,6 @@ def cache_key(task_or_group: str) -> str:
     return f"{get_broker().list_key}:{task_or_group}"
 
 
-@differs(pgbroker=NOT_CACHED, orm_pgcluster=NOT_CACHED)
 def test_cached_result(cluster):
     tid = async_task(f"{TASKS}.add", 1, 2, cached=True)
     cluster.settle(lambda: cache.get(cache_key(tid)) or Task.objects.filter(id=tid).exists(),
@@ -170,7 +162,6 @@ def test_cached_result(cluster):
     assert not Task.objects.filter(id=tid).exists(), "a cached result is not saved"
 
 
-@differs(pgbroker=NOT_CACHED, orm_pgcluster=NOT_CACHED)
 def test_cached_group_and_iter(cluster):
     group = unique("cgroup")
     for i in range(3):
@@ -204,10 +195,6 @@ def test_per_task_timeout(cluster):
     assert len(events(kind="end", key=spared)) == 1
 
 
-@differs(pgbroker="ack_failure is ignored: the failing task is retried (after 1 s) as if "
-                  "it had not asked. Its outcome reaches the dispatcher without the task "
-                  "(the fast path), so its ack_failure is never read; with a hook, a chain, "
-                  "cached=True or a post_execute receiver (the slow path) it is honoured")
 def test_ack_failure_is_not_retried(cluster):
     key = unique("ack")
     tid = async_task(f"{TASKS}.fail", key, ack_failure=True)

@@ -12,7 +12,7 @@ from django_q.conf import Conf
 from django_q.monitor_terminal import BLESSED_INSTALL_MESSAGE
 from django_q.status import Stat
 
-from tests.conformance.conftest import Q_BROKER, SETTINGS, STOCK_QCLUSTER, differs
+from tests.conformance.conftest import Q_BROKER, SETTINGS, STOCK_QCLUSTER
 from tests.helpers import BASE_DIR, subprocess_env
 
 pytestmark = [pytest.mark.cluster, pytest.mark.any_broker]
@@ -23,10 +23,6 @@ except ImportError:
     blessed = None
 
 
-@differs(pgbroker="pgbroker's qcluster takes only -n/--name: `manage.py qcluster --run-once` "
-                  "exits 2, 'unrecognized arguments: --run-once'",
-         orm_pgcluster="pgbroker's qcluster takes only -n/--name: `manage.py qcluster "
-                       "--run-once` exits 2, 'unrecognized arguments: --run-once'")
 def test_qcluster_run_once(broker):
     """`qcluster --run-once` starts the cluster and stops it: exit 0, in seconds."""
     if broker == "orm":  # django-q2's own command (pgbroker's shadows the name)
@@ -41,11 +37,6 @@ def test_qcluster_run_once(broker):
     assert "running." in done.stdout + done.stderr
 
 
-@differs(pgbroker="pgbroker's cluster publishes itself in its own table (pgbroker_cluster, "
-                  "the admin's Clusters page), not in django-q2's Stat keys in the cache: "
-                  "Stat.get_all() and qinfo --ids see no cluster",
-         orm_pgcluster="pgbroker's cluster on another broker writes a JSON stat of its own "
-                       "under the Stat keys, not a signed Stat: Stat.get_all() skips it")
 def test_stat_shows_the_cluster(clusters, capsys):
     main = clusters.main
 
