@@ -9,13 +9,13 @@ from typing import Any
 
 from django.apps import apps
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, Tags, Warning, register
+from django.core.checks import CheckMessage, Tags, Warning, register
 from django.db import DEFAULT_DB_ALIAS
 
 W001 = "reliable.W001"
 W002 = "reliable.W002"
 W004 = "reliable.W004"
-E001 = "pgbroker.E001"
+W101 = "pgbroker.W101"
 
 
 def _cluster() -> dict[str, Any]:
@@ -69,11 +69,12 @@ def check_queue_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMe
 @register(Tags.compatibility)
 def check_app_order(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """`manage.py qcluster` is the first installed app's: pgbroker's only before django_q.
-    django-q2's own cluster cannot consume pgbroker's queue (its dequeue() refuses)."""
+    django-q2's own cluster cannot consume pgbroker's queue (its dequeue() refuses). A
+    warning: a project may run both clusters on purpose (and silence it)."""
     names = [config.name for config in apps.get_app_configs()]
     if "django_q" in names and names.index("pgbroker") > names.index("django_q"):
-        return [Error(
+        return [Warning(
             "pgbroker comes after django_q in INSTALLED_APPS, so `manage.py qcluster` starts "
             "django-q2's own cluster, which cannot take jobs from pgbroker's queue.",
-            hint='List "pgbroker" before "django_q" in INSTALLED_APPS.', id=E001)]
+            hint='List "pgbroker" before "django_q" in INSTALLED_APPS.', id=W101)]
     return []

@@ -24,6 +24,8 @@ def peers_database_url() -> str:
 # Signs django-q2's payloads; the same in the runner and the workers. Scratch data only.
 SECRET_KEY = "peers-bench-only-not-a-secret"
 DEBUG = False
+# both clusters on purpose: `qcluster` is django-q2's here, `pgbroker_qcluster` pgbroker's
+SILENCED_SYSTEM_CHECKS = ["pgbroker.W101"]
 ALLOWED_HOSTS: list[str] = []
 USE_TZ = True
 TIME_ZONE = "UTC"

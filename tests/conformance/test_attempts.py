@@ -13,7 +13,8 @@ from django_q.tasks import async_task
 from pgbroker.models import Job
 from tests.conformance.conftest import ATTEMPTS, TASKS, runs, unique
 
-pytestmark = [pytest.mark.cluster, pytest.mark.any_broker]
+# beside_lab: it mostly waits (on two brokers' clusters, and 30 s for stock's scheduler)
+pytestmark = [pytest.mark.cluster, pytest.mark.any_broker, pytest.mark.beside_lab]
 
 
 def parked() -> int:

@@ -14,7 +14,8 @@ from django_q.signing import SignedPackage
 
 from tests.conformance.conftest import TASKS, differs, unique
 
-pytestmark = [pytest.mark.cluster, pytest.mark.any_broker]
+# beside_lab: it mostly waits (on two brokers' clusters, and 30 s for stock's scheduler)
+pytestmark = [pytest.mark.cluster, pytest.mark.any_broker, pytest.mark.beside_lab]
 
 DIRECT = "conformance-direct"
 
