@@ -34,7 +34,7 @@ class Claimed:
     """A job as the dispatcher holds it: taken from its source, not yet finished."""
 
     id: int | str  # the source's acknowledgement id (a pgbroker_job id on PostgreSQL)
-    payload: str  # django-q2's signed task package
+    payload: str | bytes  # django-q2's signed task package (bytes from Redis)
     attempts: int  # this attempt's number, counting it (0 where the source does not count)
     last_error: str = ""
     waited: float | None = None  # seconds it had been due when claimed (the database's clock)
@@ -43,7 +43,7 @@ class Claimed:
 
 class RunJob(NamedTuple):
     job_id: int | str
-    package: str
+    package: str | bytes  # bytes from Redis
     attempt: int
     waited: float | None
     claimed_t: float

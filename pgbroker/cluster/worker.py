@@ -5,26 +5,33 @@ job only while it holds it."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ctypes
+import hashlib
+import hmac
 import os
+import pickle
 import pydoc
 import signal
 import time
+import zlib
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any
 
+from django.conf import settings
+from django.utils.encoding import force_bytes
 from django_q.conf import Conf, logger
 from django_q.signals import post_execute
-from django_q.signing import BadSignature, SignedPackage
+from django_q.signing import BadSignature
 from django_q.utils import get_func_repr
-from django_q.worker import worker as django_q_worker
 from picklefield.fields import dbsafe_encode
 
 from pgbroker import history
 from pgbroker.broker import alias
+from pgbroker.cluster import runner
 from pgbroker.cluster.messages import (
     STOP,
     BadPackage,
@@ -67,6 +74,34 @@ def error_summary(result: object) -> str:
     return text if len(text) <= 2000 else text[:1000] + "\n...\n" + text[-1000:]
 
 
+class PackageReader:
+    """django-q2's `SignedPackage.loads` (the same HMAC check, the same errors) with the HMAC
+    key derived once: django-q2 builds a Signer and derives its key for every package."""
+
+    def __init__(self) -> None:
+        secret = force_bytes(Conf.SECRET_KEY or settings.SECRET_KEY)
+        salt = Conf.PREFIX or "django_q.core_signing.TimestampSigner"  # the Signer's default
+        self.key = hashlib.sha256(force_bytes(salt + "signer") + secret).digest()
+
+    def loads(self, package: str | bytes) -> Any:
+        if isinstance(package, bytes):  # Redis gives bytes
+            try:
+                package = package.decode()
+            except UnicodeDecodeError:
+                raise BadSignature("the package is not text") from None
+        signed, sep, signature = package.rpartition(":")
+        if not sep:
+            raise BadSignature('No ":" found in value')
+        good = base64.urlsafe_b64encode(
+            hmac.new(self.key, signed.encode(), hashlib.sha256).digest()).strip(b"=")
+        if not hmac.compare_digest(signature.encode(), good):
+            raise BadSignature(f'Signature "{signature}" does not match')
+        value = signed.rpartition(":")[0].encode()  # less the timestamp (no max_age)
+        compressed = value[:1] == b"."
+        data = base64.urlsafe_b64decode(value[compressed:] + b"=" * (-len(value[compressed:]) % 4))
+        return pickle.loads(zlib.decompress(data) if compressed else data)
+
+
 class TaskPipe:
     """A worker's task queue: its own end of its own pipe (django-q2's worker reads .get())."""
 
@@ -76,6 +111,7 @@ class TaskPipe:
         self.key = key
         self.functions: dict[str, object] = {}
         self.recording = bool(history.directory())
+        self.packages = PackageReader()
 
     def get(self) -> dict[str, Any] | str:
         while True:
@@ -99,7 +135,7 @@ class TaskPipe:
                     self.conn.send(KeyLost(job.job_id))
                 return STOP  # a new worker takes the next job with a key of its own
             try:
-                task: dict[str, Any] = SignedPackage.loads(job.package)
+                task: dict[str, Any] = self.packages.loads(job.package)
             except (TypeError, BadSignature) as e:
                 self.conn.send(BadPackage(job.job_id, BAD_PACKAGE.format(error=e)))
                 continue
@@ -200,4 +236,4 @@ def worker_main(conn: Connection, timer: Synchronized[float], timeout: int | Non
         key = WorkerKey(alias=alias(), owner=setup.owner, on_lost=key_lost)
         check = key.check_after_stop
         signal.signal(signal.SIGCONT, lambda signum, frame: check())
-    django_q_worker(TaskPipe(conn, setup, key), ResultPipe(conn, setup, key), timer, timeout)
+    runner.run(TaskPipe(conn, setup, key), ResultPipe(conn, setup, key), timer, timeout)
