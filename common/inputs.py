@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from django import forms
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -36,7 +36,7 @@ class Arg:
 
 def arg(parse: Callable[..., Any], /, **rules: Any) -> Arg:
     """`parse` as an argparse `type=`: its refusal (an OperationError) is argparse's own error
-    (usage and one line, exit status 2; CommandError from call_command), nothing else runs."""
+    (one line, exit status 2; CommandError from call_command), nothing else runs."""
     return Arg(parse, rules)
 
 
@@ -62,11 +62,16 @@ class ValidatedField(forms.Field):
 
 
 class OneLineParser(CommandParser):
-    """argparse's errors repeat what was typed as is (`unrecognized arguments: a<newline>b`):
-    escape control characters so the error stays one line."""
+    """A refusal is one line: argparse's errors repeat what was typed as is (`unrecognized
+    arguments: a<newline>b`), so control characters are escaped; and from a shell it is only
+    `<prog>: error: <message>` with exit status 2, without argparse's usage block before it
+    (`--help` shows that). From call_command: CommandError, as Django's parser raises."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
-        super().error(one_line(message))
+    def error(self, message: str) -> NoReturn:
+        message = one_line(message)
+        if self.called_from_command_line:
+            self.exit(2, f"{self.prog}: error: {message}\n")
+        raise CommandError(f"Error: {message}")  # as Django's CommandParser.error
 
 
 def one_line(message: str) -> str:
