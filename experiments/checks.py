@@ -56,7 +56,7 @@ def job_history(history_dir: Path | None, timeline: list[dict], t0: float) -> di
                             if r["kind"] == "resume" and r["pid"] == e["pid"]), math.inf)
             paused.append((t0 + e["t"], t0 + resumed, e["pid"]))
     events = read(history_dir)
-    return history.summary(history.attempts(events, kills), cuts, events, paused)
+    return history.summary(history.attempts(events, kills), cuts, events, paused, kills)
 
 
 def check_history(*, plan: Plan, mail_dir: Path, samples: list[dict], timeline: list[dict],
