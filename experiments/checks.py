@@ -6,6 +6,7 @@ import math
 import re
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from django.db.models import Count
 
@@ -109,7 +110,7 @@ def check_history(*, plan: Plan, mail_dir: Path, samples: list[dict], timeline: 
     }
     kinds = Counter(e["kind"] for e in timeline)
     stall = longest_stall(samples)
-    result = {
+    result: dict[str, Any] = {
         "modes": modes,
         "sagas": sagas,
         "faults": {
