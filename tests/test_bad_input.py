@@ -17,6 +17,7 @@ import json
 import math
 import os
 import unicodedata
+from typing import Any
 from unittest import mock
 
 import pytest
@@ -94,7 +95,7 @@ def one_line(message: str) -> bool:
     return bool(message) and message.isprintable()
 
 
-def outcome(fn, *args, refusals=(validate.Invalid,), **kwargs) -> tuple[object, str | None]:
+def outcome(fn, *args, refusals=(validate.Invalid,), **kwargs) -> tuple[Any, str | None]:
     """(what `fn` returned, None) or (None, its refusal's message)."""
     try:
         return fn(*args, **kwargs), None
@@ -302,7 +303,7 @@ def counts() -> dict[str, int]:
     from pgbroker.models import Job
 
     models = [*COUNTED, JobRun, Job, Experiment]
-    return {m.__name__: m.objects.count() for m in models}
+    return {m.__name__: m._default_manager.count() for m in models}
 
 
 @contextlib.contextmanager
