@@ -107,6 +107,7 @@ status: ## what is running: each program's state and pid, Redis, PostgreSQL
 # after the other.
 test: $(STAMP) test-deps ## lint + the whole suite against real PostgreSQL and Redis (sets up from nothing)
 	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/mypy
 	@mkdir -p var/log
 	@$(STORES) bash -c '$(VENV)/bin/pytest -m "not lab and not browser and not beside and not beside_lab" $(PYTEST_ARGS) || exit 1; \
 	  echo "== the browser, the lab of simulated hosts, and the cluster tests on the stock django-q2 ORM broker (Q_BROKER=orm), at once =="; \
@@ -136,8 +137,9 @@ test-deps: ## Debian's chromium (browser tests) and faketime (clock skew), with 
 screenshots: $(STAMP) test-deps ## re-take the screenshots of README.md and docs/ (docs/*.png) with the browser test
 	@SCREENSHOT_DIR=docs $(STORES) $(VENV)/bin/pytest -q tests/dashboard/test_browser.py
 
-lint: $(STAMP) ## ruff
+lint: $(STAMP) ## ruff, and mypy (pyproject.toml: strict for pgbroker and common)
 	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/mypy
 
 format: $(STAMP) ## ruff --fix
 	@$(VENV)/bin/ruff check --fix .
@@ -229,5 +231,5 @@ lock: ## rebuild requirements.txt from requirements.in in a scratch venv
 
 clean: ## remove the venv, logs, mail and caches (not the database: make db-reset)
 	@$(SUPERVISE) stop >/dev/null 2>&1 || true
-	rm -rf $(VENV) var/log var/mail var/run .pytest_cache .ruff_cache
+	rm -rf $(VENV) var/log var/mail var/run .pytest_cache .ruff_cache .mypy_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -2,6 +2,8 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
 from urllib.parse import quote
 
 import psycopg
@@ -10,7 +12,7 @@ from django.db import connections, transaction
 from pgbroker.connection import connection_params as _params
 
 
-def connection_params(alias: str = "default") -> dict:
+def connection_params(alias: str = "default") -> dict[str, Any]:
     """psycopg keyword arguments for `alias` as Django connects now (the test database, and the
     URL's OPTIONS: sslmode, certificates, options), with a connect timeout and keepalives."""
     return _params(alias)
@@ -29,7 +31,8 @@ def database_url(alias: str = "default") -> str:
 
 def program_name(alias: str = "default") -> str:
     """What this process is, as pg_stat_activity shows its Django connection (settings)."""
-    return connections[alias].settings_dict.get("OPTIONS", {}).get("application_name", "")
+    options: dict[str, Any] = connections[alias].settings_dict.get("OPTIONS", {})
+    return str(options.get("application_name", ""))
 
 
 def open_autocommit(application_name: str) -> psycopg.Connection:
@@ -38,13 +41,14 @@ def open_autocommit(application_name: str) -> psycopg.Connection:
     return psycopg.connect(**connection_params(), autocommit=True, application_name=name)
 
 
-def db_now(using: str = "default"):
+def db_now(using: str = "default") -> datetime:
     """The database's clock (`now()`: the transaction's start inside one). Every time that one
     process writes and another compares is read from it, so hosts whose clocks disagree still
     agree on what is due, expired or old."""
     with connections[using].cursor() as cur:
         cur.execute("SELECT now()")
-        return cur.fetchone()[0]
+        now: datetime = cur.fetchone()[0]
+        return now
 
 
 @contextmanager
@@ -79,4 +83,4 @@ def estimated_rows(table: str, using: str = "default") -> int:
         if row[0] >= 0:
             return int(row[0])
         cur.execute(f'SELECT count(*) FROM "{table}"')  # noqa: S608 (a model's own table)
-        return cur.fetchone()[0]
+        return int(cur.fetchone()[0])

@@ -15,28 +15,47 @@ Nothing here changes state on GET: every operation is a POST (with CSRF, as all 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import wraps
+from typing import Any, Concatenate, ParamSpec, Protocol
 
 from django.core.exceptions import PermissionDenied
+from django.db.models import Model
 from django.http import HttpRequest
+from django.http.response import HttpResponseBase
 
 VIEW_DASHBOARD = "dashboard.view_dashboard"
 OPERATE = "dashboard.operate"
 VIEWERS, OPERATORS = "Viewers", "Operators"  # the groups (dashboard/migrations/0002)
 
+P = ParamSpec("P")
+View = Callable[Concatenate[HttpRequest, P], HttpResponseBase]
 
-def can_operate(user) -> bool:
+
+class Person(Protocol):
+    """Who the rules ask about: a user, or AnonymousUser (request.user before login)."""
+
+    @property
+    def is_active(self) -> bool: ...
+
+    @property
+    def is_superuser(self) -> bool: ...
+
+    def has_perm(self, perm: str, obj: Model | None = None) -> bool: ...
+
+
+def can_operate(user: Person) -> bool:
     return bool(user.is_active and (user.is_superuser or user.has_perm(OPERATE)))
 
 
-def can_view_dashboard(user) -> bool:
+def can_view_dashboard(user: Person) -> bool:
     return bool(user.is_active and (user.is_superuser or user.has_perm(VIEW_DASHBOARD)
                                     or user.has_perm(OPERATE)))
 
 
-def _required(rule, view):
+def _required(rule: Callable[[Person], bool], view: View[P]) -> View[P]:
     @wraps(view)
-    def wrapper(request: HttpRequest, *args, **kwargs):
+    def wrapper(request: HttpRequest, /, *args: P.args, **kwargs: P.kwargs) -> HttpResponseBase:
         if not rule(request.user):
             raise PermissionDenied
         return view(request, *args, **kwargs)
@@ -44,12 +63,12 @@ def _required(rule, view):
     return wrapper
 
 
-def operate_required(view):
+def operate_required(view: View[P]) -> View[P]:
     """A view only operators may call; everyone else gets 403."""
     return _required(can_operate, view)
 
 
-def view_dashboard_required(view):
+def view_dashboard_required(view: View[P]) -> View[P]:
     """A view for viewers and operators; everyone else gets 403."""
     return _required(can_view_dashboard, view)
 
@@ -57,7 +76,7 @@ def view_dashboard_required(view):
 class OperateAdminMixin:
     """ModelAdmin actions with `permissions=["operate"]` follow the rule."""
 
-    def has_operate_permission(self, request: HttpRequest, obj=None) -> bool:
+    def has_operate_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return can_operate(request.user)
 
 
@@ -68,17 +87,17 @@ class OperatorsEditAdminMixin(OperateAdminMixin):
 
     allow_add = True
 
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return self.allow_add and can_operate(request.user)
 
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return can_operate(request.user)
 
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return can_operate(request.user)
 
 
-def context(request: HttpRequest) -> dict:
+def context(request: HttpRequest) -> dict[str, bool]:
     """Template context processor: `can_operate` and `can_view_dashboard` on every page."""
     user = getattr(request, "user", None)
     return {"can_operate": user is not None and can_operate(user),

@@ -2,6 +2,8 @@
 
 import signal
 import time
+from collections.abc import Callable
+from types import FrameType
 
 from pgbroker.connection import no_slot
 
@@ -14,7 +16,7 @@ class StopFlag:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
 
-    def _stop(self, signum, frame) -> None:
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
 
     def __bool__(self) -> bool:
@@ -27,7 +29,8 @@ class Outage:
     long it lasted: a database out of connection slots for ten minutes writes a few lines, not
     six hundred tracebacks."""
 
-    def __init__(self, what: str, *, say_error, say) -> None:
+    def __init__(self, what: str, *, say_error: Callable[[str], object],
+                 say: Callable[[str], object]) -> None:
         self.what = what
         self.say_error = say_error
         self.say = say

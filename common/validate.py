@@ -88,7 +88,7 @@ def choice(value: object, *, what: str, choices: Iterable[str]) -> str:
     """One of `choices`, exactly (after stripping whitespace)."""
     allowed = [str(c) for c in choices]
     clean = value.strip() if isinstance(value, str) else value
-    if clean not in allowed:
+    if not isinstance(clean, str) or clean not in allowed:
         raise Invalid(NOT_CHOICE.format(what=what, shown=shown(value),
                                         choices=", ".join(allowed)))
     return clean
@@ -147,7 +147,7 @@ def number(value: object, *, what: str, low: float | None = None, high: float | 
     ok = (result is not None and math.isfinite(result)
           and (low is None or result >= low) and (above is None or result > above)
           and (high is None or result <= high))
-    if not ok:
+    if result is None or not ok:
         raise Invalid(NOT_NUMBER.format(what=what, range=_range(low, high, above, unit),
                                         shown=shown(value)))
     return result
@@ -184,7 +184,7 @@ def _walk(value: Any, what: str, depth: int, max_depth: int) -> None:
 
 
 def payload(value: object, *, what: str = "the payload", max_bytes: int = PAYLOAD_MAX_BYTES,
-            max_depth: int = PAYLOAD_MAX_DEPTH) -> dict:
+            max_depth: int = PAYLOAD_MAX_DEPTH) -> dict[str, Any]:
     """A JSON object PostgreSQL can store as given: a dict with text keys, no NaN or
     Infinity, no NUL character, valid Unicode, at most `max_bytes` as UTF-8 JSON and
     `max_depth` levels deep. Returns it unchanged."""

@@ -158,5 +158,5 @@ def bound_form(control: Control, request: HttpRequest | None = None, *,
 
 
 def invalid(form: forms.Form) -> tuple[int, str]:
-    errors = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
+    errors = "; ".join(f"{k}: {' '.join(str(e) for e in v)}" for k, v in form.errors.items())
     return messages.ERROR, f"Not done: {errors}"

@@ -73,6 +73,13 @@ class Host:
     def ns(self) -> str | None:
         return None if self.name == "ctl" else f"{PREFIX}-{self.name}"
 
+    @property
+    def netns(self) -> str:
+        """The namespace of a simulated host (ctl, the machine itself, has none)."""
+        if self.ns is None:
+            raise LabError(f"{self.name} is this machine, not a simulated host")
+        return self.ns
+
     def link(self, peer: str) -> str:
         """This host's end of its link to `peer` (db or redis)."""
         if self.name == "ctl":
@@ -203,7 +210,7 @@ def network(state: dict) -> None:
             p = host(peer, state)
             mine = ["netns", h.ns] if h.ns else []
             sh("ip", "link", "add", h.link(peer), *mine, "type", "veth",
-               "peer", "name", h.peer_end(), "netns", p.ns)
+               "peer", "name", h.peer_end(), "netns", p.netns)
             for end, at, ns, other in ((h.link(peer), h.addr, h.ns, p.addr),
                                        (h.peer_end(), p.addr, p.ns, h.addr)):
                 ip = ["ip", "-n", ns] if ns else ["ip"]
@@ -233,7 +240,7 @@ def start_postgres(state: dict) -> None:
         subprocess.run(["runuser", "-u", "postgres", "--", "sh", "-c",
                         f"cat {'>>' if mode == 'a' else '>'} {c.data_dir / name}"],
                        input=text.encode(), check=True)
-    r = subprocess.run(["ip", "netns", "exec", db.ns, "runuser", "-u", "postgres", "--",
+    r = subprocess.run(["ip", "netns", "exec", db.netns, "runuser", "-u", "postgres", "--",
                         str(bindir / "pg_ctl"), "start", "-w", "-t", "60", "-D", str(c.data_dir),
                         "-l", str(c.log_file)], capture_output=True, text=True)
     if r.returncode:
@@ -305,7 +312,7 @@ def start_hosts(state: dict) -> None:
         if h.name == "relay" or h.name.startswith("w"):
             names = RELAY_PROGRAMS if h.name == "relay" else WORKER_PROGRAMS
             code = supervise.start(names, var=h.var, env=host_env(state, h),
-                                   prefix=["ip", "netns", "exec", h.ns], check=False)
+                                   prefix=["ip", "netns", "exec", h.netns], check=False)
             if code:
                 raise LabError(f"supervisord did not start on {h.name}; see {h.var}/log/")
     for h in lab_hosts(state):
@@ -361,7 +368,7 @@ def heal(name: str) -> None:
 def pids(name: str) -> list[int]:
     """Every process running in host `name`'s namespace."""
     h = host(name)
-    out = sh("ip", "netns", "pids", h.ns, check=False)
+    out = sh("ip", "netns", "pids", h.netns, check=False)
     return [int(p) for p in out.split()]
 
 
@@ -398,7 +405,7 @@ def faketime_env(seconds: float) -> dict[str, str]:
 
 def ns_prefix(name: str) -> list[str]:
     """The command prefix that runs a program on host `name`."""
-    return ["ip", "netns", "exec", host(name).ns]
+    return ["ip", "netns", "exec", host(name).netns]
 
 
 def restart_postgres(*, mode: str = "immediate") -> None:
@@ -545,7 +552,7 @@ def _exec_verb(rest: list[str]) -> int:
         raise LabError("exec needs a host and a command: exec HOST -- CMD ...")
     state = load()
     h = host(rest[0], state)
-    return subprocess.call(["ip", "netns", "exec", h.ns, *rest[2:]],
+    return subprocess.call(["ip", "netns", "exec", h.netns, *rest[2:]],
                            env={**os.environ, **env(state, host_name=h.name)})
 
 

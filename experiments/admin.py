@@ -83,7 +83,8 @@ class ExperimentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             raise PermissionDenied
         form = StartForm(request.POST)
         if not form.is_valid():
-            errors = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
+            errors = "; ".join(f"{k}: {' '.join(str(e) for e in v)}"
+                               for k, v in form.errors.items())
             self.message_user(request, f"Not started: {errors}", messages.ERROR)
             return HttpResponseRedirect(reverse("admin:experiments_experiment_changelist"))
         data = form.cleaned_data

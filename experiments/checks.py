@@ -6,6 +6,7 @@ import math
 import re
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from django.db.models import Count
 
@@ -56,7 +57,7 @@ def job_history(history_dir: Path | None, timeline: list[dict], t0: float) -> di
                             if r["kind"] == "resume" and r["pid"] == e["pid"]), math.inf)
             paused.append((t0 + e["t"], t0 + resumed, e["pid"]))
     events = read(history_dir)
-    return history.summary(history.attempts(events, kills), cuts, events, paused)
+    return history.summary(history.attempts(events, kills), cuts, events, paused, kills)
 
 
 def check_history(*, plan: Plan, mail_dir: Path, samples: list[dict], timeline: list[dict],
@@ -109,7 +110,7 @@ def check_history(*, plan: Plan, mail_dir: Path, samples: list[dict], timeline: 
     }
     kinds = Counter(e["kind"] for e in timeline)
     stall = longest_stall(samples)
-    result = {
+    result: dict[str, Any] = {
         "modes": modes,
         "sagas": sagas,
         "faults": {

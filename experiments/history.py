@@ -7,7 +7,9 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 EPSILON = 0.001  # seconds: an end and a start this close are one after the other
 KILL_CASCADE = 1.0  # seconds: a process dies this soon after its parent's or group's SIGKILL
@@ -30,7 +32,10 @@ class Attempt:
     waited: float | None = None
 
 
-def attempts(events: list[dict], kills: list[tuple[float, int]] = ()) -> list[Attempt]:
+Event = dict[str, Any]  # one line of pgbroker.history
+
+
+def attempts(events: Sequence[Event], kills: Sequence[tuple[float, int]] = ()) -> list[Attempt]:
     """Intervals from the events (in time order). An attempt without its own end is closed by
     the dispatcher's `died` line for its worker, or by a kill of its process, its dispatcher
     or its process group (`kills`: (monotonic time, pid) from the run's timeline)."""
@@ -50,7 +55,7 @@ def attempts(events: list[dict], kills: list[tuple[float, int]] = ()) -> list[At
             if match is not None:
                 running[pid].remove(match)
                 match.end, match.how = e["t"], "ended" if e.get("ok") else "failed"
-        elif kind == "died" and running.get(e.get("worker")):
+        elif kind == "died" and e.get("worker") is not None and running.get(e["worker"]):
             for a in running.pop(e["worker"]):
                 a.end, a.how = e["t"], f"died ({e.get('how', '')})"
         elif kind == "died" and e.get("children_of"):  # a dispatcher killed with its workers
@@ -68,7 +73,8 @@ def attempts(events: list[dict], kills: list[tuple[float, int]] = ()) -> list[At
     return found
 
 
-def executing(a: Attempt, paused: list[tuple[float, float, int]] = ()) -> list[tuple]:
+def executing(a: Attempt,
+              paused: Sequence[tuple[float, float, int]] = ()) -> list[tuple[float, float]]:
     """When the attempt could execute: from its start to its end, less the times its whole
     process group was stopped (`paused`: start, end, process group), when it ran nothing."""
     pieces = [(a.start, math.inf if a.end is None else a.end)]
@@ -85,7 +91,7 @@ def executing(a: Attempt, paused: list[tuple[float, float, int]] = ()) -> list[t
 
 
 def concurrent(found: list[Attempt],
-               paused: list[tuple[float, float, int]] = ()) -> list[tuple[Attempt, Attempt]]:
+               paused: Sequence[tuple[float, float, int]] = ()) -> list[tuple[Attempt, Attempt]]:
     """Pairs of attempts of one job that executed at the same time (an attempt never seen to
     end overlaps everything after it; a stopped process executes nothing)."""
     by_job: dict[str, list[Attempt]] = defaultdict(list)
@@ -105,7 +111,7 @@ def concurrent(found: list[Attempt],
     return pairs
 
 
-def redelivery(found: list[Attempt], cuts: list[tuple[float, str]]) -> list[float]:
+def redelivery(found: list[Attempt], cuts: Sequence[tuple[float, str]]) -> list[float]:
     """For each partition (monotonic time, host): for each job the host was running when it
     was cut off and that did not end there (its worker was stopped, or never seen again),
     the seconds until it started on another host. (A job that failed there is retried by its
@@ -124,27 +130,68 @@ def redelivery(found: list[Attempt], cuts: list[tuple[float, str]]) -> list[floa
     return delays
 
 
-def taken_back(events: list[dict], cuts: list[tuple[float, str]]) -> list[float]:
-    """For each partition: the seconds until another cluster took back the cut-off host's
-    jobs (its owner keys are read from the attempts it started)."""
-    owners: dict[str, set[str]] = defaultdict(set)
+@dataclass
+class Owner:
+    """A cluster's owner key as the history shows it: the attempts its workers started."""
+
+    host: str
+    first: float  # its first attempt's start
+    dispatchers: set[int] = field(default_factory=set)  # its workers' parent
+    groups: set[int] = field(default_factory=set)  # its workers' process group
+    gone: float = math.inf  # when its dispatcher was seen dead, or its key taken back
+
+
+def owners(events: Sequence[Event], kills: Sequence[tuple[float, int]] = ()) -> dict[str, Owner]:
+    """Every owner key that started an attempt, with when it was gone: its dispatcher killed
+    for hanging (a `died` event for the dispatcher's children), its dispatcher or its whole
+    process group killed by the run (`kills`: a SIGKILL of a whole cluster leaves no line in
+    the history), or its jobs taken back (`took_back`)."""
+    found: dict[str, Owner] = {}
     for e in events:
         if e["e"] == "start" and e.get("owner"):
-            owners[e["host"]].add(e["owner"])
+            o = found.setdefault(e["owner"], Owner(host=e["host"], first=e["t"]))
+            o.dispatchers.add(e.get("ppid") or 0)
+            o.groups.add(e.get("pgid") or 0)
+    for o in found.values():
+        o.dispatchers.discard(0)
+        o.groups.discard(0)
+    ends = [(at, {pid}, {pid}) for at, pid in kills]
+    ends += [(e["t"], {e["children_of"]}, set()) for e in events
+             if e["e"] == "died" and e.get("children_of")]
+    for o in found.values():
+        for at, dispatchers, groups in ends:
+            if o.dispatchers & dispatchers or o.groups & groups:
+                o.gone = min(o.gone, at)
+    for e in events:
+        if e["e"] == "took_back" and e.get("owner") in found:
+            o = found[e["owner"]]
+            o.gone = min(o.gone, e["t"])
+    return found
+
+
+def taken_back(events: Sequence[Event], cuts: Sequence[tuple[float, str]],
+               kills: Sequence[tuple[float, int]] = ()) -> list[float]:
+    """For each partition: the seconds until another cluster took back the jobs of a cluster
+    of the cut-off host. Only the owner keys alive on that host at the cut count: one whose
+    dispatcher was dead already (killed shortly before the cut: its key freed by the kill,
+    not by the cut) is taken back on the kill's clock, which says nothing about the cut."""
+    known = owners(events, kills)
     delays = []
     for at, host in cuts:
+        alive = {key for key, o in known.items() if o.host == host and o.first <= at < o.gone}
         taken = [e["t"] for e in events if e["e"] == "took_back" and e["t"] > at
-                 and e.get("owner") in owners[host]]
+                 and e.get("owner") in alive]
         if taken:
             delays.append(min(taken) - at)
     return delays
 
 
-def summary(found: list[Attempt], cuts: list[tuple[float, str]],
-            events: list[dict] = (), paused: list[tuple[float, float, int]] = ()) -> dict:
+def summary(found: list[Attempt], cuts: Sequence[tuple[float, str]],
+            events: Sequence[Event] = (), paused: Sequence[tuple[float, float, int]] = (),
+            kills: Sequence[tuple[float, int]] = ()) -> dict[str, Any]:
     pairs = concurrent(found, paused)
     delays = redelivery(found, cuts)
-    taken = taken_back(list(events), cuts)
+    taken = taken_back(events, cuts, kills)
     first: dict[str, Attempt] = {}
     for a in found:  # a job's wait: until its first attempt (a rerun's counts its first run)
         if a.job not in first or a.start < first[a.job].start:

@@ -233,7 +233,8 @@ def make_plan(params: Params) -> Plan:
              + ["redis_restart"] * params.redis_restarts + ["partition"] * params.partitions
              + ["group_pause"] * params.group_pauses)
     hosts = [f"w{i}" for i in range(1, params.hosts + 1)]
-    kinds_of_cut, weights = zip(*PARTITION_KINDS, strict=True)
+    kinds_of_cut = [kind for kind, _ in PARTITION_KINDS]
+    weights = [weight for _, weight in PARTITION_KINDS]
     for kind in kinds:
         at = round(rng.uniform(0.1, 0.9) * plan.load_seconds, 3)
         if kind == "kill":

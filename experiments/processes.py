@@ -68,7 +68,7 @@ class Supervised:
 
     def dispatcher(self) -> int | None:
         """The cluster's dispatcher: the main process's child."""
-        found = children(self.pid) if self.running() else []
+        found = children(self.proc.pid) if self.proc is not None and self.running() else []
         return found[0] if found else None
 
     def workers(self) -> list[int]:
@@ -78,7 +78,7 @@ class Supervised:
     def kill(self, what: str, rng) -> int | None:
         """SIGKILL the whole group ("cluster"/"process"), its dispatcher or one worker;
         returns the pid hit (None: nothing to hit right now)."""
-        if not self.running():
+        if self.proc is None or not self.running():
             return None
         if what == "dispatcher":
             pid = self.dispatcher()
@@ -86,9 +86,8 @@ class Supervised:
             workers = self.workers()
             pid = rng.choice(workers) if workers else None
         else:
-            pid = self.pid
-            os.killpg(pid, signal.SIGKILL)
-            return pid
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            return self.proc.pid
         if pid:
             os.kill(pid, signal.SIGKILL)
         return pid

@@ -134,7 +134,7 @@ class Runner:
         self.group_paused: list[tuple[float, int]] = []  # (resume at, process group)
         self.cut: dict[str, float] = {}  # host: heal at
         self.t0 = 0.0
-        self.faults = Counter()
+        self.faults: Counter[str] = Counter()
         self.retried_db = 0
 
     def _on(self, host: str, name: str, args: list[str], env: dict[str, str]) -> Supervised:
@@ -272,7 +272,8 @@ class Runner:
             self.faults[f"kill {event.target}"] += 1
             # the time it was done (the job history's checker ends the victims' attempts then)
             self.recorder.event(self._elapsed(), "kill", event.target, pid,
-                                f"SIGKILL {proc.name} {what}" if pid else "nothing to hit")
+                                f"SIGKILL {proc.name} {what}" if proc and pid
+                                else "nothing to hit")
         elif event.kind == "pg_restart" and self.lab:
             self.faults["pg_restart"] += 1
             lab.restart_postgres(mode="immediate")
@@ -320,13 +321,15 @@ class Runner:
                                                           f"{self.params.partition_s:g} s")
         elif event.kind == "group_pause":
             proc = next(p for p in self.pg_clusters if p.host == event.target)
-            if not proc.running() or any(g == proc.pid for _, g in self.group_paused):
+            group = proc.pid
+            if (group is None or not proc.running()
+                    or any(g == group for _, g in self.group_paused)):
                 self.recorder.event(t, "group_pause", event.target, note="nothing to pause")
                 return
-            os.killpg(proc.pid, signal.SIGSTOP)
-            self.group_paused.append((self._elapsed() + self.params.group_pause_s, proc.pid))
+            os.killpg(group, signal.SIGSTOP)
+            self.group_paused.append((self._elapsed() + self.params.group_pause_s, group))
             self.faults["group_pause"] += 1
-            self.recorder.event(t, "group_pause", event.target, proc.pid,
+            self.recorder.event(t, "group_pause", event.target, group,
                                 f"SIGSTOP of its whole cluster for {self.params.group_pause_s:g} s")
         elif event.kind == "redis_restart" and self.lab:
             lab.restart_redis()

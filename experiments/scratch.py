@@ -4,6 +4,7 @@ Django needed)."""
 from __future__ import annotations
 
 import os
+from typing import Any
 
 
 def scratch_database(name: str, *, drop_only: bool = False, base: str = "") -> str:
@@ -17,8 +18,8 @@ def scratch_database(name: str, *, drop_only: bool = False, base: str = "") -> s
     base = base or os.environ.get("DATABASE_URL") or default_database_url()
     head, _, _ = base.rpartition("/")
     cfg = dj_database_url.parse(base)
-    params = {"dbname": "postgres", "user": cfg["USER"], "host": cfg["HOST"],
-              "port": cfg["PORT"], "password": cfg["PASSWORD"] or None}
+    params: dict[str, Any] = {"dbname": "postgres", "user": cfg["USER"], "host": cfg["HOST"],
+                              "port": cfg["PORT"], "password": cfg["PASSWORD"] or None}
     with psycopg.connect(**{k: v for k, v in params.items() if v}, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         if not drop_only:

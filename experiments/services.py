@@ -142,6 +142,7 @@ def _run(experiment: Experiment, *, own: servers.Own, switches: dict[str, str], 
     with subprocess.Popen([sys.executable, "manage.py", "experiment", "--runner",
                            str(experiment.pk)], cwd=BASE_DIR, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, bufsize=1) as runner:
+        assert runner.stdout is not None  # stdout=PIPE
         for line in runner.stdout:  # its progress, passed on to whoever asked
             out.write(line)
             out.flush()

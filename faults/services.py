@@ -14,6 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from django.conf import settings
 
@@ -31,8 +32,8 @@ BAD_ACTION = "unknown action {action}; use raise, crash or delay"
 MAX_TIMES, MAX_DELAY_MS = 1_000_000, 600_000
 DEFAULT_DELAY_MS = 1000
 # What a person types, parsed the same way by the command, the dashboard's form and arm().
-TIMES = {"what": "times", "low": 1, "high": MAX_TIMES}
-DELAY_MS = {"what": "the delay in ms", "low": 0, "high": MAX_DELAY_MS}
+TIMES: dict[str, Any] = {"what": "times", "low": 1, "high": MAX_TIMES}
+DELAY_MS: dict[str, Any] = {"what": "the delay in ms", "low": 0, "high": MAX_DELAY_MS}
 FAULTS_DISABLED = "fault injection is off (FAULTS_ENABLED is false): arming would have no effect"
 
 _scope: contextvars.ContextVar[str] = contextvars.ContextVar("fault_scope", default="")
@@ -54,8 +55,9 @@ UNKNOWN_TARGET = "unknown {what} {target!r}; use one of: {allowed}"
 SAME_TARGET = "a {first} and a {second} cannot both target {target}"
 NEVER_REACHED = ("{stopper} stops the {work} before {target}: the {action} there would never "
                  "fire")
-STOPS = {Action.RAISE: "{target} failing", Action.DELAY: "{target} answering late"}
-ACTION_WORDS = {Action.RAISE: "failure", Action.CRASH: "crash", Action.DELAY: "slow answer"}
+STOPS: dict[str, str] = {Action.RAISE: "{target} failing", Action.DELAY: "{target} answering late"}
+ACTION_WORDS: dict[str, str] = {Action.RAISE: "failure", Action.CRASH: "crash",
+                                Action.DELAY: "slow answer"}
 
 
 def plan(*, point: str, what: str, allowed: Sequence[str],
@@ -70,7 +72,7 @@ def plan(*, point: str, what: str, allowed: Sequence[str],
     strikes that request only. Messages name no command-line option: the dashboard shows
     them too."""
     chosen: dict[str, str] = {}
-    targets: dict[str, str] = {}
+    targets: dict[str, Action] = {}
     for target, action in ((fail, Action.RAISE), (crash, Action.CRASH), (slow, Action.DELAY)):
         if not target:
             continue

@@ -53,7 +53,7 @@ def _task_ids_in_queue() -> set[str]:
     waiting for a retry or parked): the queue retries those itself."""
     if uses_pgbroker():
         packages = (decode(p) for p in Job.objects.values_list("payload", flat=True).iterator())
-        return {p.get("id") for p in packages if p}
+        return {p["id"] for p in packages if p and p.get("id") is not None}
     ids = set()
     for row in OrmQ.objects.all():
         try:

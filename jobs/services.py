@@ -11,12 +11,12 @@ from typing import TypeVar
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, QuerySet
+from django.db.models import F
 from django.utils import timezone
 from django_q.tasks import async_task
 
 from faults.services import scoped
-from jobs.models import JobRun, RunState
+from jobs.models import JobRun, JobRunQuerySet, RunState
 from jobs.selectors import uses_pgbroker
 from pgbroker.connection import no_slot
 
@@ -97,7 +97,7 @@ def run_job(
     return result
 
 
-def retry_parked(*, runs: QuerySet[JobRun]) -> int:
+def retry_parked(*, runs: JobRunQuerySet) -> int:
     """Give the parked jobs among `runs` a fresh set of attempts and enqueue each again. Rows
     are re-read locked: a job no longer parked (a second click, another person) is left
     alone, so a double submit enqueues nothing twice. Returns how many were retried."""

@@ -7,10 +7,11 @@ import logging
 import traceback
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F, QuerySet
+from django.db.models import F
 from django.db.models.functions import Now
 
 from common import validate
@@ -22,7 +23,7 @@ from faults.services import fire
 from jobs.queues import RedisUnavailable, Store, enqueue, redis_batch
 from jobs.selectors import queued_tasks, redis_queued_tasks, redis_status
 from outbox import topics
-from outbox.models import WAITING_PREFIX, OutboxMessage, RelayAttempt
+from outbox.models import WAITING_PREFIX, OutboxMessage, OutboxMessageQuerySet, RelayAttempt
 from outbox.topics import PermanentError
 from pgbroker.broker import batched_enqueue, configured
 
@@ -34,7 +35,7 @@ NOT_IN_TRANSACTION = (
     "causes the message; outside one it is just another dual write"
 )
 UNKNOWN_TOPIC = "unknown outbox topic {topic}; known topics: {known}"
-BATCH = {"what": "the batch size", "low": 1, "high": 10_000}
+BATCH: dict[str, Any] = {"what": "the batch size", "low": 1, "high": 10_000}
 RELAY_IN_TRANSACTION = (
     "relay_outbox() must not run inside a transaction: it commits each batch on its own"
 )
@@ -241,7 +242,7 @@ def next_due_in() -> float | None:
     return max(0.0, (first - db_now()).total_seconds())
 
 
-def retry_dead(*, messages: QuerySet[OutboxMessage]) -> int:
+def retry_dead(*, messages: OutboxMessageQuerySet) -> int:
     """Make dead messages pending again, with a fresh set of attempts."""
     with transaction.atomic():
         n = messages.dead().update(

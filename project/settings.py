@@ -22,6 +22,7 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 
@@ -137,11 +138,11 @@ WSGI_APPLICATION = "project.wsgi.application"
 # times per task (docs/design.md).
 
 
-def _database(name: str, default: str, **options) -> dict:
+def _database(name: str, default: str, **options) -> dict[str, Any]:
     """The PostgreSQL database the URL in `name` names. The URL is never shown in the error:
     it may hold a password."""
     try:
-        parsed = dj_database_url.parse(env.text(name, "") or default, **options)
+        parsed = dict(dj_database_url.parse(env.text(name, "") or default, **options))
     except ValueError:  # dj_database_url's ParseError and UnknownSchemeError
         parsed = {}
     if parsed.get("ENGINE") != "django.db.backends.postgresql":

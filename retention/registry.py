@@ -42,6 +42,12 @@ class Rule:
     def model(self) -> type[Model] | None:
         return self.queryset().model if self.queryset else None
 
+    def rows(self) -> QuerySet:
+        """The rows that may go once old enough: a rule without `delete` has a queryset."""
+        if self.queryset is None:
+            raise LookupError(f"the retention rule {self.name} has no queryset")
+        return self.queryset()
+
 
 _rules: dict[str, Rule] = {}
 

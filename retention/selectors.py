@@ -29,7 +29,7 @@ def sizes() -> list[TableSize]:
         if rule.size:
             rows, oldest = rule.size()
         else:
-            qs = rule.queryset()
+            qs = rule.rows()
             rows = estimated_rows(qs.model._meta.db_table)
             oldest = (qs.exclude(**{f"{rule.age_field}__isnull": True})
                       .order_by(rule.age_field).values_list(rule.age_field, flat=True).first())

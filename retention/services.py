@@ -49,7 +49,7 @@ def window(rule: registry.Rule) -> int:
 
 
 def old_rows(rule: registry.Rule, cutoff) -> QuerySet:
-    rows = rule.queryset().filter(**{f"{rule.age_field}__lt": cutoff})
+    rows = rule.rows().filter(**{f"{rule.age_field}__lt": cutoff})
     return rule.keep(rows) if rule.keep else rows
 
 
@@ -57,10 +57,10 @@ def delete_batch(rule: registry.Rule, cutoff, batch: int) -> int:
     """One transaction: the `batch` oldest rows of the rule that may go, by primary key."""
     if rule.delete:
         return rule.delete(cutoff, batch)
-    model = rule.model
+    model = rule.rows().model
     with transaction.atomic():
         ids = old_rows(rule, cutoff).order_by(rule.age_field).values("pk")[:batch]
-        deleted, _ = model.objects.filter(pk__in=ids).delete()
+        deleted, _ = model._default_manager.filter(pk__in=ids).delete()
     return deleted
 
 

@@ -24,7 +24,7 @@ def elapsed(at, saga: Saga) -> str:
 
 class SagaLogInline(admin.TabularInline):
     model = SagaLog
-    fields = ["seq", "event", "step", "detail", "pid", "at_second", "since_start"]
+    fields = ("seq", "event", "step", "detail", "pid", "at_second", "since_start")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -67,8 +67,9 @@ class SagaAdmin(BigTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.display(description="state", ordering="state")
     def colored_state(self, obj: Saga):
-        color = {State.COMPLETED: "#2e7d32", State.COMPENSATED: "#ef6c00",
-                 State.STUCK: "#c62828"}.get(obj.state, "#1565c0")
+        colors: dict[str, str] = {State.COMPLETED: "#2e7d32", State.COMPENSATED: "#ef6c00",
+                                  State.STUCK: "#c62828"}
+        color = colors.get(obj.state, "#1565c0")
         return format_html('<b style="color:{}">{}</b>', color, obj.state)
 
     def get_queryset(self, request: HttpRequest):

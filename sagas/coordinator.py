@@ -62,7 +62,8 @@ def saga_lock(saga_id: int) -> Iterator[bool]:
     """Try the saga's advisory lock on the side session; yields whether we hold it."""
     with side_cursor() as cur:
         cur.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_CLASS, saga_id])
-        got = cur.fetchone()[0]
+        row = cur.fetchone()
+        got = row is not None and bool(row[0])
     try:
         yield got
     finally:

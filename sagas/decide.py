@@ -23,9 +23,12 @@ class LogEntry(Protocol):
     step: str
 
 
-class StepSpec(Protocol):
-    name: str
-    idempotent: bool
+class StepSpec(Protocol):  # read-only: a definition's Step is a frozen dataclass
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def idempotent(self) -> bool: ...
 
 
 @dataclass(frozen=True)

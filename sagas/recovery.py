@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from django.db import transaction
 from django.db.models import Max
@@ -20,7 +21,7 @@ from sagas.models import Saga, State
 logger = logging.getLogger(__name__)
 
 HELD = "held by another coordinator"
-BATCH = {"what": "the batch size", "low": 1, "high": 1000}
+BATCH: dict[str, Any] = {"what": "the batch size", "low": 1, "high": 1000}
 NOT_STUCK = "saga {id} is {state}, not stuck: only stuck sagas can be retried"
 
 

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -27,8 +28,8 @@ __all__ = ["SagaError", "start_saga", "start_trip", "wait_for"]
 
 CUSTOMER_MAX = 100
 # What a person types, parsed the same way by book_trip, the trip forms and start_trip().
-CUSTOMER = {"what": "the customer name", "max_length": CUSTOMER_MAX}
-TIMEOUT = {"what": "the timeout", "high": validate.DAY}
+CUSTOMER: dict[str, Any] = {"what": "the customer name", "max_length": CUSTOMER_MAX}
+TIMEOUT: dict[str, Any] = {"what": "the timeout", "high": validate.DAY}
 UNKNOWN_KIND = "unknown saga kind {kind}"
 
 

@@ -29,7 +29,7 @@ class Arrow:
 
 
 # event -> (from lane, to lane, label, kind, dashed); "srv" is the lane of the step's service
-ARROWS = {
+ARROWS: dict[str, tuple[str, str, str, str, bool]] = {
     Event.SAGA_START: ("Customer", "Saga Log", "Saga START", "note", False),
     Event.STEP_START: ("SEC", "srv", "T: book {step}", "ok", False),
     Event.STEP_END: ("srv", "Saga Log", "T: {step} success", "ok", True),

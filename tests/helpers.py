@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from django.conf import settings
 
@@ -20,6 +21,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 # Short task timeout in tests. With Q_BROKER=orm the lease (retry) is then 4 x 3 s = 12 s, so a
 # killed worker's task comes back within seconds, and still no running task is redelivered.
 TEST_Q_TIMEOUT = 3
+T = TypeVar("T")
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
@@ -71,8 +73,8 @@ class Process:
         return stop_pid(self.pid, grace=grace, name=self.name, wait=self.proc.wait)
 
 
-def wait_until(predicate: Callable[[], object], *, timeout: float = 60, interval: float = 0.1,
-               message: str | Callable[[], str] = "condition") -> object:
+def wait_until(predicate: Callable[[], T], *, timeout: float = 60, interval: float = 0.1,
+               message: str | Callable[[], str] = "condition") -> T:
     """Poll `predicate` until it is truthy; `message` (or what it returns, when the wait
     failed: a process's log as it is then) says what was awaited."""
     deadline = time.monotonic() + timeout
@@ -92,7 +94,9 @@ def committed_queue_rows() -> int:
     table = "pgbroker_job" if uses_pgbroker() else "django_q_ormq"
     with side_cursor() as cur:
         cur.execute(f"SELECT count(*) FROM {table}")
-        return cur.fetchone()[0]
+        row = cur.fetchone()
+        assert row is not None
+        return int(row[0])
 
 
 def ensure_groups() -> None:

@@ -116,9 +116,11 @@ def imports(base: Path, names: Iterable[str]) -> list[Import]:
         def visit(node: ast.AST, hidden: bool, module=module, package=package, rel=rel):
             for child in ast.iter_child_nodes(node):
                 names: list[str] = []
+                line = 0
                 if isinstance(child, ast.Import):
-                    names = [alias.name for alias in child.names]
+                    names, line = [alias.name for alias in child.names], child.lineno
                 elif isinstance(child, ast.ImportFrom):
+                    line = child.lineno
                     source = child.module or ""
                     if child.level:
                         up = package.split(".")[: len(package.split(".")) - child.level + 1]
@@ -127,7 +129,7 @@ def imports(base: Path, names: Iterable[str]) -> list[Import]:
                 for name in names:
                     target = resolve(name)
                     if target and target != module:
-                        found.append(Import(module, target, rel, child.lineno, hidden))
+                        found.append(Import(module, target, rel, line, hidden))
                 visit(child, hidden or isinstance(
                     child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda))
 

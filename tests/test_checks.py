@@ -29,6 +29,7 @@ def test_an_orm_alias_other_than_the_business_one_is_flagged(settings, monkeypat
     (found,) = check_queue_settings()
     assert found.id == "reliable.W001"
     assert "orphan task" in found.msg
+    assert found.hint is not None
     assert "Q_CLUSTER['orm'] = 'default'" in found.hint
 
 

@@ -106,7 +106,9 @@ def world(django_db_setup, django_db_blocker):
     TestCase.setUpTestData does); each test runs in a savepoint inside it."""
     with django_db_blocker.unblock():
         atomic = transaction.atomic()
-        atomic._from_testcase = True  # durable blocks in the code under test stay allowed
+        # durable blocks in the code under test stay allowed (a private flag of Django's
+        # Atomic, which TestCase sets: the stubs do not declare it)
+        atomic._from_testcase = True  # type: ignore[attr-defined]
         atomic.__enter__()
         try:
             yield make_world()

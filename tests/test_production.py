@@ -43,7 +43,7 @@ OURS = ("DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "FAULTS_ENABLED", "EXPERIMENTS_E
         "DJANGO_ALLOW_ASYNC_UNSAFE")
 
 
-def _environ(base: dict[str, str] | None = None, **extra: str) -> dict[str, str]:
+def _environ(base: dict[str, str] | None = None, /, **extra: str) -> dict[str, str]:
     environ = {k: v for k, v in (os.environ if base is None else base).items() if k not in OURS}
     return {**environ, **extra}
 
@@ -417,7 +417,8 @@ def _get(port: int, path: str, *, https: bool = True, method: str = "GET", body:
 
 
 def _cookies(response: http.client.HTTPResponse) -> dict[str, str]:
-    return dict(c.split(";")[0].split("=", 1) for c in response.headers.get_all("Set-Cookie"))
+    return dict(c.split(";")[0].split("=", 1)
+                for c in response.headers.get_all("Set-Cookie") or [])
 
 
 @pytest.mark.cluster
@@ -455,7 +456,9 @@ def test_gunicorn_serves_the_admin_and_its_css(transactional_db, tmp_path):
         assert plain.status == 301
         assert plain.headers["Location"] == f"https://127.0.0.1:{port}/admin/login/"
 
-        token = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', html).group(1).decode()
+        found = re.search(rb'name="csrfmiddlewaretoken" value="([^"]+)"', html)
+        assert found, html[:2000]
+        token = found.group(1).decode()
         login, _ = _get(port, "/admin/login/?next=/admin/", method="POST",
                         body=f"csrfmiddlewaretoken={token}&username=ops&password=pw-{KEY}",
                         headers={"Content-Type": "application/x-www-form-urlencoded",

@@ -43,15 +43,16 @@ def test_a_sigkilled_relay_and_recoverer_come_back_and_stop_leaves_no_process(
         assert supervise.start(names, var=tmp_path, python=sys.executable,
                                env=subprocess_env()) == 0
         supervisord = supervise.supervisord_pid(tmp_path)
+        assert supervisord is not None
         first = {name: info["pid"] for name, info in supervise.programs(tmp_path).items()}
         for name in ("relay", "recoverer"):
             os.kill(first[name], signal.SIGKILL)
 
-        def back() -> dict[str, int] | None:
+        def back() -> dict[str, int]:
             infos = supervise.programs(tmp_path)
             again = {n: infos[n]["pid"] for n in ("relay", "recoverer")
                      if infos[n]["statename"] == "RUNNING" and infos[n]["pid"] != first[n]}
-            return again if len(again) == 2 else None
+            return again if len(again) == 2 else {}
 
         again = wait_until(back, timeout=15, message=lambda: "the relay and the recoverer to be "
                            f"running again:\n{log.read_text()[-2000:]}")

@@ -8,7 +8,7 @@ from django.utils import timezone
 from faults.services import fire
 from travel.models import Booking, CarBooking, FlightBooking, HotelBooking, Status
 
-MODELS: dict[str, type[Booking]] = {
+MODELS: dict[str, type[HotelBooking] | type[CarBooking] | type[FlightBooking]] = {
     "hotel": HotelBooking,
     "car": CarBooking,
     "flight": FlightBooking,

@@ -103,8 +103,9 @@ def email_store_name(mode: str) -> str:
     return EMAIL_STORE[Mode(mode)].label.split(" (")[0]
 
 
-def _email_user_ids(tasks) -> set:
-    return {t.kwargs.get("user_id") for t in tasks if t.func == SEND_EMAIL_TASK}
+def _email_user_ids(tasks) -> set[int]:
+    return {t.kwargs["user_id"] for t in tasks
+            if t.func == SEND_EMAIL_TASK and t.kwargs.get("user_id") is not None}
 
 
 def users_with_email_job(*, include_parked: bool = False) -> set[int]:
@@ -149,8 +150,8 @@ def judge(users, *, in_redis: set[int], unpushed: frozenset[int] = frozenset()) 
     if joined_at:
         for m in welcome_messages().filter(created_at__gte=min(joined_at)).only(
                 "payload", "published_at", "dead_at", "created_at"):
-            if isinstance(m.payload, dict):
-                messages[m.payload.get("user_id")] = m
+            if isinstance(m.payload, dict) and m.payload.get("user_id") is not None:
+                messages[m.payload["user_id"]] = m
     kept = timedelta(days=settings.RETENTION_DAYS["outbox_published"])
     for i, name, mode, joined in waiting:
         message = messages.get(i)
@@ -288,9 +289,8 @@ def prunable_sends(sends):
     waiting = users_with_email_job(include_parked=True)
     for payload in OutboxMessage.objects.pending().filter(topic=WELCOME_TOPIC).values_list(
             "payload", flat=True):
-        if isinstance(payload, dict):
-            waiting.add(payload.get("user_id"))
-    waiting.discard(None)
+        if isinstance(payload, dict) and payload.get("user_id") is not None:
+            waiting.add(payload["user_id"])
     parked = [int(k.split(":")[1]) for k in JobRun.objects.parked().filter(
         key__startswith="email:").values_list("key", flat=True)]  # a person may retry it
     return (sends.filter(user_id__lte=audit.position(AUDIT))

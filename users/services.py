@@ -6,6 +6,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.validators import UnicodeUsernameValidator
@@ -248,7 +249,7 @@ class Reconciled:
                 f"que email jobs enqueued again: {self.reenqueued}")
 
 
-OLDER_THAN = {"what": "the age", "low": 0, "high": 365 * validate.DAY}
+OLDER_THAN: dict[str, Any] = {"what": "the age", "low": 0, "high": 365 * validate.DAY}
 
 
 def reconcile_welcome_emails(*, older_than: float) -> Reconciled:

@@ -139,7 +139,9 @@ def test_the_talk_from_the_dashboard(live_stack, page, shots):
     page.click("#trip-form input[type=submit]")
     expect(page.locator(".messagelist")).to_contain_text("Trip saga")
     message = page.locator(".messagelist").inner_text()
-    saga_id = re.search(r"Trip saga (\d+) started", message).group(1)
+    found = re.search(r"Trip saga (\d+) started", message)
+    assert found, message
+    saga_id = found.group(1)
 
     def compensated() -> bool:
         page.goto(f"{live_stack}/admin/sagas/saga/{saga_id}/change/")
@@ -236,7 +238,7 @@ def test_a_viewer_sees_the_dashboard_without_controls_and_a_styled_403(web, page
 
     viewer_and_staff()
     not_found = []
-    page.on("response", lambda r: r.status == 404 and not_found.append(r.url))
+    page.on("response", lambda r: not_found.append(r.url) if r.status == 404 else None)
     log_in(page, web, "vera", "/admin/dashboard/")
     expect(page.locator("h1")).to_have_text("Dashboard")
     for panel in ("signups", "invariants", "outbox", "queue", "redis", "sagas", "faults",

@@ -1,5 +1,7 @@
 """The history checker on events made by hand: intervals, overlaps, redelivery after a cut."""
 
+import pytest
+
 from experiments.history import attempts, concurrent, redelivery, summary, taken_back
 
 
@@ -52,6 +54,32 @@ def test_redelivery_and_take_back_are_measured_from_the_cut():
     assert taken_back(events, [(2.0, "w1")]) == [7.0]
     s = summary(found, [(2.0, "w1")], events)
     assert (s["ran_concurrently"], s["redelivery_max_s"], s["taken_back_max_s"]) == (0, 7.5, 7.0)
+
+
+def took_back(owner, t):
+    return {"e": "took_back", "job": "", "host": "w2", "pid": 20, "t": t, "owner": owner}
+
+
+@pytest.mark.parametrize(("kills", "died"), [
+    ([(4.0, 8)], []),  # its whole cluster (process group 8) killed
+    ([(4.0, 9)], []),  # its dispatcher killed
+    ([], [{"e": "died", "job": "", "host": "w1", "pid": 8, "t": 4.0, "children_of": 9}]),
+], ids=["cluster-killed", "dispatcher-killed", "dispatcher-hung"])
+def test_take_back_counts_only_the_owners_alive_on_the_host_at_the_cut(kills, died):
+    """A cluster killed a second before its host was cut off: its key was freed by the kill,
+    and its jobs taken back 1.25 s after the cut, which measures the kill, not the cut. Only
+    the cluster that replaced it, alive at the cut, is measured (7 s)."""
+    events = sorted([start("pg:1", "w1", 10, 1.0, owner="aa", ppid=9, pgid=8), *died,
+                     start("pg:2", "w1", 30, 4.5, owner="bb", ppid=29, pgid=28),
+                     took_back("aa", 6.25), took_back("bb", 12.0),
+                     start("pg:3", "w1", 40, 20.0, owner="cc", ppid=39, pgid=38),
+                     took_back("cc", 21.0)],  # started after the cut: not the cut's
+                    key=lambda e: e["t"])
+    cut = [(5.0, "w1")]
+    assert taken_back(events, cut, kills) == [7.0]
+    s = summary(attempts(events, kills), cut, events, kills=kills)
+    assert (s["taken_back_after_partition"], s["taken_back_p50_s"]) == (1, 7.0)
+    assert taken_back(events, [(3.0, "w1")], kills) == [3.25], "aa was alive at 3.0"
 
 
 def test_a_saga_step_inside_its_job_is_nested_and_a_death_ends_both():

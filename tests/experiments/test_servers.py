@@ -89,7 +89,9 @@ def test_an_experiment_needs_fault_injection_on(db, settings):
 
 def _pg_started_at(params: dict) -> str:
     with psycopg.connect(**params) as conn:
-        return str(conn.execute("SELECT pg_postmaster_start_time()").fetchone()[0])
+        row = conn.execute("SELECT pg_postmaster_start_time()").fetchone()
+        assert row is not None
+        return str(row[0])
 
 
 def _redis_run_id(client: redis.Redis) -> str:
@@ -123,4 +125,5 @@ def test_the_restarts_hit_the_experiments_own_servers_never_the_projects(
     # and the experiment's own are stopped with it
     assert not local_redis.is_running(local_redis.server(servers.REDIS_DIR))
     bindir = local_postgres.find_bindir()
+    assert bindir is not None
     assert not local_postgres.is_running(local_postgres.cluster(servers.PG_DIR), bindir)

@@ -56,7 +56,7 @@ def test_a_scoped_fault_fires_only_inside_its_scope(db):
 
 
 def test_delay_sleeps(db, monkeypatch):
-    slept = []
+    slept: list[float] = []
     monkeypatch.setattr(services.time, "sleep", slept.append)
     services.arm(point="email.send", action="delay", times=1, delay_ms=250)
     fire("email.send")

@@ -35,7 +35,12 @@ def test_attempts_are_counted_and_a_job_is_parked_after_the_limit(transactional_
 
 def test_a_finished_job_is_not_run_again(transactional_db):
     calls = []
-    ok = services.run_job(key="k", func="f", kwargs={}, body=lambda: calls.append(1) or "ok")
+
+    def body() -> str:
+        calls.append(1)
+        return "ok"
+
+    ok = services.run_job(key="k", func="f", kwargs={}, body=body)
     assert ok == "ok"
     assert services.run_job(key="k", func="f", kwargs={}, body=lambda: calls.append(1)) == (
         "already done")

@@ -104,8 +104,10 @@ def history(tmp_path) -> History:
 
 def busy_host(history: History) -> str:
     """A worker host running a job (whichever claimed first)."""
-    return wait_until(lambda: next((h for h in ("w1", "w2") if history.running_on(h)), None),
+    host = wait_until(lambda: next((h for h in ("w1", "w2") if history.running_on(h)), None),
                       timeout=30, message="a host to run a job")
+    assert host is not None
+    return host
 
 
 def log(host: str) -> str:
@@ -149,8 +151,8 @@ def test_a_worker_host_cut_off_from_postgresql_has_its_jobs_run_elsewhere_never_
         lab.heal(victim)
     healed = time.time()
     back = wait_until(
-        lambda: sql(f"SELECT 1 FROM pgbroker_cluster WHERE host = '{victim}' "
-                    f"AND seen_at > to_timestamp({healed})") and time.time(),
+        lambda: bool(sql(f"SELECT 1 FROM pgbroker_cluster WHERE host = '{victim}' "
+                         f"AND seen_at > to_timestamp({healed})")) and time.time(),
         timeout=30, interval=0.1, message=lambda: f"{victim} to serve again:\n"
                                                   + log_tail(victim))
     assert back - healed <= BACK_BOUND, f"{victim} back {back - healed:.1f} s after the heal"
@@ -193,8 +195,8 @@ def test_a_short_cut_heals_while_the_server_still_holds_the_old_session(the_lab)
     lab.heal("w1")
     healed = time.time()
     back = wait_until(
-        lambda: sql(f"SELECT 1 FROM pgbroker_cluster WHERE owner = {owner} "
-                    f"AND seen_at > to_timestamp({healed})") and time.time(),
+        lambda: bool(sql(f"SELECT 1 FROM pgbroker_cluster WHERE owner = {owner} "
+                         f"AND seen_at > to_timestamp({healed})")) and time.time(),
         timeout=30, interval=0.1, message=lambda: "w1 to serve again:\n" + log_tail("w1"))
     since = {h: "\n".join(log(h).splitlines()[n:]) for h, n in lines.items()}
     assert "database back after" in since["w1"], since["w1"]

@@ -1,5 +1,6 @@
 import json
 import re
+from collections.abc import Iterator
 
 import pytest
 from django.core.management import call_command
@@ -24,7 +25,7 @@ def redis_user_ids() -> list[int]:
 
 
 @pytest.fixture
-def pg_topic() -> str:
+def pg_topic() -> Iterator[str]:
     """A throwaway topic whose jobs go to the PostgreSQL queue (registered by no app)."""
     topic = topics.register(topics.Topic(name="test.pg", task="tests.pgbroker.tasks.noop",
                                          store=Store.POSTGRES, kwargs=lambda p: {"n": p["n"]}))
@@ -124,6 +125,7 @@ def test_with_redis_refusing_writes_messages_wait_uncounted_then_go(transactiona
         assert (result.waiting, result.published, result.failed) == (2, 0, 0)
         assert set(OutboxMessage.objects.values_list("attempts", flat=True)) == {0}
         msg = OutboxMessage.objects.first()
+        assert msg is not None
         assert msg.state == "pending"
         assert "waiting for Redis: Redis refused the job (ReadOnlyError" in msg.last_error \
             or "NOREPLICAS" in msg.last_error, msg.last_error

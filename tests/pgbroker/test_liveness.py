@@ -72,8 +72,12 @@ def dispatcher_of(cluster) -> int:
 
 def workers_of(cluster, n: int = 2) -> list[int]:
     dispatcher = dispatcher_of(cluster)
-    return wait_until(lambda: (w := children(dispatcher)) and len(w) == n and w, timeout=10,
-                      message=f"{n} workers")
+
+    def ready() -> list[int]:
+        found = children(dispatcher)
+        return found if len(found) == n else []
+
+    return wait_until(ready, timeout=10, message=f"{n} workers")
 
 
 def seconds_until(predicate, *, since: float, timeout: float = 30) -> float:

@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 from django_q.models import Schedule
 
-from common.sideconn import open_autocommit
+from common.db import open_autocommit
 from pgbroker.scheduler import declared
 from tests.helpers import wait_until
 from tests.pgbroker.test_liveness import RUN, enqueue
@@ -42,12 +42,15 @@ def test_schedule_rows_held_by_another_transaction_never_hold_up_the_jobs(
         held = time.monotonic()
         cluster = start_process("qcluster", ready="running.")
         time.sleep(2)  # the scheduler's first pass (1 s after the start) met the held rows
-        started = []
+        started: list[float] = []
         while not started or time.monotonic() - held < HOLD_SECONDS:
             key = f"k{len(started)}"
             enqueued = time.time()
             enqueue(events, key)
-            wait_until(lambda key=key: events.starts(key), timeout=10, interval=0.02,
+            def starts(key: str = key) -> list[tuple[int, float]]:
+                return events.starts(key)
+
+            wait_until(starts, timeout=10, interval=0.02,
                        message=lambda: "the job to start:\n" + cluster.log()[-2000:])
             started.append(events.starts(key)[0][1] - enqueued)
             time.sleep(0.5)

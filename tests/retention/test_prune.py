@@ -66,6 +66,7 @@ def test_a_budget_stops_the_pass_and_the_next_one_goes_on(db, settings):
 
     messages(6, published_days_ago=8)
     rule = registry.rule("outbox_published")
+    assert rule is not None
     first = retention.prune_rule(rule, batch=2, budget=1e-9)  # one batch, then the budget
     assert (first.deleted, first.complete) == (2, False)
     assert not Pruned.objects.get(rule="outbox_published").complete
@@ -175,7 +176,9 @@ def test_the_history_panel_shows_each_table_its_oldest_row_and_last_prune(db, se
     messages(1, published_days_ago=2)
     found = {s.rule: s for s in sizes()}
     assert found["outbox_published"].oldest is not None
-    assert found["outbox_published"].pruned.deleted == 3
+    pruned = found["outbox_published"].pruned
+    assert pruned is not None
+    assert pruned.deleted == 3
     page = admin_client.get(reverse("admin:dashboard_panels")).content.decode()
     assert 'id="panel-history"' in page
     assert "3 rows in" in page

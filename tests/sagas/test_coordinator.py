@@ -185,7 +185,7 @@ def test_a_saga_held_by_another_coordinator_is_not_advanced():
         # same process, other thread = other session: the lock is per session
         import threading
 
-        result = {}
+        result: dict[str, object] = {}
         t = threading.Thread(target=lambda: result.update(r=coordinator.advance(saga_id=saga.pk)))
         t.start()
         t.join()

@@ -41,9 +41,12 @@ def crash_outcomes(django_db_setup, django_db_blocker, tmp_path_factory):
                 saga = sagas[("sigkill", service)]
                 # The booking committed and the service is "slow": the coordinator is between
                 # STEP_START and STEP_END. Kill the process that wrote STEP_START.
-                wait_until(lambda s=saga, v=service: Fault.objects.filter(
-                    point=f"saga.{v}.book", scope=s.fault_scope, fired=1).exists(),
-                    timeout=60, message=f"{service} to be mid-step:\n{cluster.log()[-2000:]}")
+                def mid_step(s: Saga = saga, v: str = service) -> bool:
+                    return Fault.objects.filter(point=f"saga.{v}.book", scope=s.fault_scope,
+                                                fired=1).exists()
+
+                wait_until(mid_step, timeout=60,
+                           message=f"{service} to be mid-step:\n{cluster.log()[-2000:]}")
                 start = SagaLog.objects.get(saga=saga, event="STEP_START", step=service)
                 os.kill(start.pid, signal.SIGKILL)
             ids = [s.pk for s in sagas.values()]

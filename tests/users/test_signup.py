@@ -20,6 +20,13 @@ from users import services
 from users.models import EmailSend, Mode, User
 
 
+def new_user(name: str, mode: str) -> User:
+    """A signup that creates its user (create_user's None: the name was taken)."""
+    user = services.create_user(name=name, mode=mode)
+    assert user is not None
+    return user
+
+
 def email_jobs() -> list[int]:
     """User ids of the email jobs waiting in either store."""
     return [q.kwargs["user_id"] for q in [*queued_tasks(), *redis_queued_tasks()]
@@ -63,6 +70,7 @@ def test_the_welcome_email_is_sent_once_however_often_the_job_runs(db):
     user = User.objects.create_user(username="mike", signup_mode="que")
     first = services.send_welcome_email(user_id=user.pk)
     second = services.send_welcome_email(user_id=user.pk)
+    assert first is not None
     assert first == second
     assert EmailSend.objects.filter(user=user).count() == 1
     assert len(mail.outbox) == 1
@@ -174,7 +182,7 @@ def test_each_mode_puts_its_email_job_in_its_store(transactional_db):
     que: the PostgreSQL queue, in the signup's transaction."""
     from outbox.services import relay_outbox
 
-    users = {mode: services.create_user(name=f"u-{mode}", mode=mode) for mode in Mode.values}
+    users = {mode: new_user(f"u-{mode}", mode) for mode in Mode.values}
     assert [q.kwargs["user_id"] for q in redis_queued_tasks()] == [users["dual-write"].pk]
     assert [q.kwargs["user_id"] for q in queued_tasks()] == [users["que"].pk]
     relay_outbox()
@@ -205,13 +213,13 @@ def test_reconcile_publishes_again_what_redis_lost_and_only_that(transactional_d
     from outbox.services import relay_outbox
     from pgbroker.models import Job
 
-    lost = services.create_user(name="lost", mode="outbox")
+    lost = new_user("lost", "outbox")
     relay_outbox()
-    dual = services.create_user(name="dual", mode="dual-write")
+    dual = new_user("dual", "dual-write")
     stores.act(action=stores.Action.LOSE_JOBS)  # Redis forgets both; dual-write's stays lost
-    que = services.create_user(name="que", mode="que")
+    que = new_user("que", "que")
     Job.objects.all().delete()  # as if the PostgreSQL queue lost it too (it never does)
-    waiting = services.create_user(name="waiting", mode="outbox")
+    waiting = new_user("waiting", "outbox")
     relay_outbox()  # this one's job is still in Redis: not lost
 
     call_command("reconcile", "--older-than", "0")
@@ -302,7 +310,9 @@ def test_demo_superuser_creates_then_keeps_then_resets_on_request(db, capsys):
     call_command("demo_superuser")
     out = capsys.readouterr().out
     assert "created superuser 'admin'" in out
-    password = re.search(r"password: (\S+)", out).group(1)
+    found = re.search(r"password: (\S+)", out)
+    assert found is not None
+    password = found.group(1)
     admin = User.objects.get(username="admin")
     assert admin.is_superuser
     assert admin.is_staff
@@ -316,7 +326,9 @@ def test_demo_superuser_creates_then_keeps_then_resets_on_request(db, capsys):
     call_command("demo_superuser", "--reset")
     out = capsys.readouterr().out
     assert "new password for superuser 'admin'" in out
-    new = re.search(r"password: (\S+)", out).group(1)
+    found = re.search(r"password: (\S+)", out)
+    assert found is not None
+    new = found.group(1)
     assert new != password
     assert User.objects.get(username="admin").check_password(new)
 

@@ -105,6 +105,7 @@ def test_a_worker_killed_mid_email_job_is_redelivered_and_sends_once(qcluster):
     async_task(services.SEND_EMAIL_TASK, user_id=user.pk, timeout=30)
     run = wait_until(lambda: JobRun.objects.filter(key=f"email:{user.pk}", attempts=1).first(),
                      timeout=30, message="the email job to start")
+    assert run is not None
     wait_until(lambda: Fault.objects.filter(point="email.send", fired=1).exists(), timeout=10,
                message="the job to reach its delay (after the send, before the commit)")
     os.kill(run.last_pid, signal.SIGKILL)  # the worker, mid-job, inside its transaction

@@ -1,5 +1,6 @@
 import json
 import sys
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -109,14 +110,15 @@ class Command(OneLineErrors, BaseCommand):
             experiment = services.execute(experiment, out=out)
         except services.ExperimentError as e:
             raise CommandError(str(e)) from e
-        if experiment.status != Status.DONE:
+        result = experiment.result
+        if experiment.status != Status.DONE or result is None:
             raise CommandError(f"experiment {experiment.pk} failed: {experiment.error}")
         if o["as_json"]:
-            self.stdout.write(json.dumps(experiment.result, indent=2))
+            self.stdout.write(json.dumps(result, indent=2))
         else:
-            self.report(experiment)
+            self.report(result)
         if not experiment.passed:
-            raise CommandError("targets missed: " + "; ".join(experiment.result["why_not"]))
+            raise CommandError("targets missed: " + "; ".join(result["why_not"]))
 
     def run_runner(self, experiment_id: int) -> None:
         from django.utils import timezone
@@ -136,8 +138,7 @@ class Command(OneLineErrors, BaseCommand):
                                samples=runner.recorder.samples, progress=1.0, phase="done")
         sys.stdout.write("\n")
 
-    def report(self, experiment: Experiment) -> None:
-        r = experiment.result
+    def report(self, r: dict[str, Any]) -> None:
         w = self.stdout.write
         w(f"\n{'mode':<11} {'signups':>8} {'users':>7} {'emails':>7} {'lost':>6} "
           f"{'duplicated':>10} {'resent':>7}")

@@ -68,23 +68,26 @@ class Command(OneLineErrors, BaseCommand):
         """Print each log event as it is written, with the time since the saga started, and a
         line when nothing has happened for a while."""
         started = time.monotonic()
-        last = {"at": started, "said": started, "entry": None}
+        last_at = last_said = started
+        last_entry: SagaLog | None = None
 
         def on_event(entry: SagaLog) -> None:
+            nonlocal last_at, last_said, last_entry
             now = time.monotonic()
-            last.update(at=now, said=now, entry=entry)
+            last_at, last_said, last_entry = now, now, entry
             self.stdout.write(f"  {now - started:6.1f}s {entry.seq:>3} {entry.event:<11} "
                               f"{entry.step:<7} {entry.detail}".rstrip())
             self.stdout.flush()
 
         def on_poll() -> None:
+            nonlocal last_said
             now = time.monotonic()
-            if now - last["said"] >= QUIET_SECONDS:
-                last["said"] = now
-                after = last["entry"]
+            if now - last_said >= QUIET_SECONDS:
+                last_said = now
+                after = last_entry
                 what = f"{after.event} {after.step}".strip() if after else "the start"
                 self.stdout.write(f"  {now - started:6.1f}s     still waiting: nothing new for "
-                                  f"{now - last['at']:.0f} s (last: {what})")
+                                  f"{now - last_at:.0f} s (last: {what})")
                 self.stdout.flush()
 
         return services.wait_for(saga_id=saga_id, timeout=timeout, on_event=on_event,

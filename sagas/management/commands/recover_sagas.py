@@ -84,9 +84,11 @@ class Command(OneLineErrors, BaseCommand):
             try:
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
-                self.report(recovery.recover_sagas(
-                    batch=batch, on_advanced=lambda saga_id, state: os.write(beat_w, b".")),
-                    always=False)
+
+                def beat(saga_id: int, state: str) -> None:  # a sign of life per saga
+                    os.write(beat_w, b".")
+
+                self.report(recovery.recover_sagas(batch=batch, on_advanced=beat), always=False)
             except BaseException:
                 traceback.print_exc()
                 code = 1

@@ -98,8 +98,9 @@ class Command(OneLineErrors, BaseCommand):
 
     def outcome_line(self, outcome) -> str:
         if outcome.verdict == Verdict.SENT:
-            sent = EmailSend.objects.filter(user_id=outcome.id).first()
-            return self.style.SUCCESS(f"  welcome email sent ({sent.message_id})")
+            sent = EmailSend.objects.filter(user_id=outcome.id).first()  # None: pruned since
+            return self.style.SUCCESS("  welcome email sent"
+                                      + (f" ({sent.message_id})" if sent is not None else ""))
         if outcome.verdict == Verdict.IN_FLIGHT:
             return self.style.WARNING(f"  welcome email on its way, not sent yet: {outcome.where}"
                                       f" ({HINTS.get(outcome.where, 'a worker sends it')})")
