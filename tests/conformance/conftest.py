@@ -148,11 +148,13 @@ def test_database(django_db_setup, django_db_blocker) -> Iterator[None]:
     here, as pytest-django would."""
     from django.test.utils import setup_databases, teardown_databases
 
-    if connection.settings_dict["NAME"] == connection.creation._get_test_db_name():
+    test_name = connection.creation._get_test_db_name()  # type: ignore[attr-defined]
+    if connection.settings_dict["NAME"] == test_name:
         yield
         return
     with django_db_blocker.unblock():
-        made = setup_databases(verbosity=0, interactive=False, aliases={"default"})
+        made = setup_databases(verbosity=0, interactive=False,
+                               aliases={"default": "default"})
     try:
         yield
     finally:
