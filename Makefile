@@ -98,32 +98,35 @@ status: ## what is running: each program's state and pid, Redis, PostgreSQL
 	@$(LOCAL_REDIS) status || true
 	@$(LOCAL_PG) status || true
 
-# Pass 1: everything but the browser, the lab and the tests marked `beside` / `beside_lab`.
-# Pass 2, three at once: the cluster tests on the stock ORM broker (they wait out its leases),
-# the lab of simulated hosts (it waits on network timeouts, on a PostgreSQL and a Redis of its
-# own) with the `beside_lab` tests (on a test database of their own), and
-# the browser and `beside` tests (they wait on graces and pauses; on a test database and a
-# Redis server of their own: the browser test stops its Redis); their outputs are shown one
-# after the other.
+# `make lint`'s ruff first (seconds); then pass 1: everything but the browser, the lab, the
+# conformance suite and the tests marked `beside` / `beside_lab`. Pass 2, three at once (their
+# outputs shown one after the other): mypy, then the cluster tests on the stock ORM broker
+# (they wait out its leases), then the conformance suite (it waits on its clusters); the lab
+# of simulated hosts (it waits on network timeouts, on a PostgreSQL and a Redis of its own)
+# with the `beside_lab` tests (on a test database of their own); the browser and `beside`
+# tests (they wait on graces and pauses; on a test database and a Redis server of their own:
+# some stop or restart their Redis).
 test: $(STAMP) test-deps ## lint + the whole suite against real PostgreSQL and Redis (sets up from nothing)
 	@$(VENV)/bin/ruff check .
-	@$(VENV)/bin/mypy
 	@mkdir -p var/log
-	@$(STORES) bash -c '$(VENV)/bin/pytest -m "not lab and not browser and not beside and not beside_lab" $(PYTEST_ARGS) || exit 1; \
-	  echo "== the browser, the lab of simulated hosts, and the cluster tests on the stock django-q2 ORM broker (Q_BROKER=orm), at once =="; \
+	@$(STORES) bash -c '$(VENV)/bin/pytest -m "not lab and not browser and not beside and not beside_lab and not conformance" $(PYTEST_ARGS) || exit 1; \
+	  echo "== mypy, the ORM broker and the conformance suite; the lab; the browser: at once =="; \
 	  TEST_DATABASE_NAME=test_reliable_lab TEST_REDIS_DB=13 \
 	    $(VENV)/bin/pytest -q -m "lab or beside_lab" $(PYTEST_ARGS) > var/log/test-lab.log 2>&1 & lab=$$!; \
 	  LOCAL_REDIS_DIR=var/redis-browser TEST_DATABASE_NAME=test_reliable_browser TEST_REDIS_DB=14 \
 	    $(PYTHON_SYS) devtools/local_redis.py run -- \
 	    $(VENV)/bin/pytest -q -m "browser or beside" $(PYTEST_ARGS) > var/log/test-browser.log 2>&1 & browser=$$!; \
+	  $(VENV)/bin/mypy; typed=$$?; \
 	  Q_BROKER=orm $(VENV)/bin/pytest -q -m "cluster and not any_broker" $(PYTEST_ARGS); orm=$$?; \
+	  echo "== the conformance suite: django-q2 on pgbroker and on its own ORM broker =="; \
+	  $(VENV)/bin/pytest -q -m conformance $(PYTEST_ARGS); conform=$$?; \
 	  wait $$browser; browsed=$$?; wait $$lab; labbed=$$?; \
-	  echo "== the browser, fencing, scheduler and clock tests =="; cat var/log/test-browser.log; \
+	  echo "== the browser and the tests that wait beside it =="; cat var/log/test-browser.log; \
 	  echo "== the lab (tests/lab, devtools/lab.py), and the tests that wait on processes beside it =="; cat var/log/test-lab.log; \
-	  [ $$orm -eq 0 ] && [ $$browsed -eq 0 ] && [ $$labbed -eq 0 ]'
+	  [ $$typed -eq 0 ] && [ $$orm -eq 0 ] && [ $$conform -eq 0 ] && [ $$browsed -eq 0 ] && [ $$labbed -eq 0 ]'
 
-test-fast: $(STAMP) ## the suite without the browser and lab tests, on the default broker only
-	@$(STORES) $(VENV)/bin/pytest -m "not browser and not lab" $(PYTEST_ARGS)
+test-fast: $(STAMP) ## the suite without the browser, lab and conformance tests, on the default broker only
+	@$(STORES) $(VENV)/bin/pytest -m "not browser and not lab and not conformance" $(PYTEST_ARGS)
 
 test-deps: ## Debian's chromium (browser tests) and faketime (clock skew), with apt when root
 	@missing=""; command -v chromium >/dev/null 2>&1 || missing="chromium"; \

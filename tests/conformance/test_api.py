@@ -35,8 +35,8 @@ from django_q.tasks import (
 
 from tests.conformance.conftest import TASKS, differs, events, runs, unique
 
-# beside_lab: it mostly waits (on two brokers' clusters, and 30 s for stock's scheduler)
-pytestmark = [pytest.mark.cluster, pytest.mark.any_broker, pytest.mark.beside_lab]
+# conformance: its own run in make test's second pass (it mostly waits on its clusters)
+pytestmark = [pytest.mark.cluster, pytest.mark.any_broker, pytest.mark.conformance]
 
 WAIT_MS = 20_000  # result(wait=...) is in milliseconds
 IDLE_QUEUE = "conformance-idle"  # a queue no cluster consumes

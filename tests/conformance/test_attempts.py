@@ -13,8 +13,8 @@ from django_q.tasks import async_task
 from pgbroker.models import Job
 from tests.conformance.conftest import ATTEMPTS, TASKS, runs, unique
 
-# beside_lab: it mostly waits (on two brokers' clusters, and 30 s for stock's scheduler)
-pytestmark = [pytest.mark.cluster, pytest.mark.any_broker, pytest.mark.beside_lab]
+# conformance: its own run in make test's second pass (it mostly waits on its clusters)
+pytestmark = [pytest.mark.cluster, pytest.mark.any_broker, pytest.mark.conformance]
 
 
 def parked() -> int:

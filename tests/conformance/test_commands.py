@@ -15,8 +15,8 @@ from django_q.status import Stat
 from tests.conformance.conftest import Q_BROKER, SETTINGS, STOCK_QCLUSTER
 from tests.helpers import BASE_DIR, subprocess_env
 
-# beside_lab: it mostly waits (on two brokers' clusters, and 30 s for stock's scheduler)
-pytestmark = [pytest.mark.cluster, pytest.mark.any_broker, pytest.mark.beside_lab]
+# conformance: its own run in make test's second pass (it mostly waits on its clusters)
+pytestmark = [pytest.mark.cluster, pytest.mark.any_broker, pytest.mark.conformance]
 
 try:
     import blessed

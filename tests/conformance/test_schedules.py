@@ -16,8 +16,8 @@ from django_q.tasks import schedule
 
 from tests.conformance.conftest import SCHEDULES, TASKS, croniter, last, runs
 
-# beside_lab: it mostly waits (on two brokers' clusters, and 30 s for stock's scheduler)
-pytestmark = [pytest.mark.cluster, pytest.mark.any_broker, pytest.mark.beside_lab]
+# conformance: its own run in make test's second pass (it mostly waits on its clusters)
+pytestmark = [pytest.mark.cluster, pytest.mark.any_broker, pytest.mark.conformance]
 
 PERIOD = {"minutes": timedelta(minutes=5), "hourly": timedelta(hours=1),
           "daily": timedelta(days=1)}

@@ -118,6 +118,7 @@ def test_a_job_that_raises_every_time_is_parked_and_shows_as_a_lost_email(
     assert checks["jobs_parked"].ids == [f"email:{user.pk}"]
 
 
+@pytest.mark.beside_lab  # mostly waits: make test's second pass
 @pytest.mark.cluster
 def test_a_job_timed_out_by_django_q2_on_its_last_attempt_is_parked(
     transactional_db, start_process

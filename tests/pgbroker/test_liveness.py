@@ -100,6 +100,7 @@ def test_a_worker_sigkilled_mid_job_runs_the_job_again_within_two_seconds(qclust
     assert events.overlaps() == []
 
 
+@pytest.mark.beside_lab  # mostly waits: make test's second pass
 @pgbroker_only
 def test_a_whole_cluster_sigkilled_hands_its_running_and_prefetched_jobs_to_another(
     transactional_db, start_process, events

@@ -116,6 +116,7 @@ def test_two_recoverers_at_once_advance_each_saga_exactly_once(transactional_db,
     assert writers <= {p.pid for p in recoverers}
 
 
+@pytest.mark.beside_lab  # mostly waits: make test's second pass
 @pytest.mark.cluster
 def test_a_compensation_that_kills_its_coordinator_every_time_ends_stuck(
     transactional_db, start_process
@@ -177,6 +178,7 @@ def test_a_coordinator_that_lost_its_lock_is_fenced_off_once_recovery_takes_over
         "hotel": 1, "car": 1, "flight": 1}
 
 
+@pytest.mark.beside_lab  # mostly waits: make test's second pass
 @pytest.mark.cluster
 @pytest.mark.any_broker
 def test_a_service_call_that_never_returns_does_not_block_the_recoverer(
