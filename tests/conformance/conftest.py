@@ -247,6 +247,10 @@ def seed_schedules() -> dict:
     made = {kind: schedule(f"{TASKS}.run", f"schedule-{kind}", name=f"conformance-{kind}",
                            next_run=due, **options)
             for kind, options in SCHEDULES.items()}
+    # schedule() ignores next_run for a cron schedule (croniter's next match): make it due too
+    Schedule.objects.filter(pk__in=[s.pk for s in made.values()]).update(next_run=due)
+    for s in made.values():
+        s.refresh_from_db()
     made["later"] = schedule(f"{TASKS}.run", "schedule-later", name="conformance-later",
                              schedule_type=Schedule.MINUTES, minutes=5,
                              next_run=timezone.now() + timedelta(hours=1))
