@@ -99,9 +99,9 @@ status: ## what is running: each program's state and pid, Redis, PostgreSQL
 	@$(LOCAL_PG) status || true
 
 # `make lint`'s ruff first (seconds); then pass 1: everything but the browser, the lab, the
-# conformance suite and the tests marked `beside` / `beside_lab`. Pass 2, three at once (their
+# conformance suite and the tests marked `beside` / `beside_lab`. Pass 2, four at once (their
 # outputs shown one after the other): mypy, then the cluster tests on the stock ORM broker
-# (they wait out its leases), then the conformance suite (it waits on its clusters); the lab
+# (they wait out its leases); the conformance suite (it waits on its clusters); the lab
 # of simulated hosts (it waits on network timeouts, on a PostgreSQL and a Redis of its own)
 # with the `beside_lab` tests (on a test database of their own); the browser and `beside`
 # tests (they wait on graces and pauses; on a test database and a Redis server of their own:
@@ -116,14 +116,16 @@ test: $(STAMP) test-deps ## lint + the whole suite against real PostgreSQL and R
 	  LOCAL_REDIS_DIR=var/redis-browser TEST_DATABASE_NAME=test_reliable_browser TEST_REDIS_DB=14 \
 	    $(PYTHON_SYS) devtools/local_redis.py run -- \
 	    $(VENV)/bin/pytest -q -m "browser or beside" $(PYTEST_ARGS) > var/log/test-browser.log 2>&1 & browser=$$!; \
+	  TEST_DATABASE_NAME=test_reliable_conformance TEST_REDIS_DB=12 \
+	    $(VENV)/bin/pytest -q -m conformance $(PYTEST_ARGS) > var/log/test-conformance.log 2>&1 & conform=$$!; \
 	  $(VENV)/bin/mypy; typed=$$?; \
 	  Q_BROKER=orm $(VENV)/bin/pytest -q -m "cluster and not any_broker" $(PYTEST_ARGS); orm=$$?; \
+	  wait $$conform; conformed=$$?; wait $$browser; browsed=$$?; wait $$lab; labbed=$$?; \
 	  echo "== the conformance suite: django-q2 on pgbroker and on its own ORM broker =="; \
-	  $(VENV)/bin/pytest -q -m conformance $(PYTEST_ARGS); conform=$$?; \
-	  wait $$browser; browsed=$$?; wait $$lab; labbed=$$?; \
+	  cat var/log/test-conformance.log; \
 	  echo "== the browser and the tests that wait beside it =="; cat var/log/test-browser.log; \
 	  echo "== the lab (tests/lab, devtools/lab.py), and the tests that wait on processes beside it =="; cat var/log/test-lab.log; \
-	  [ $$typed -eq 0 ] && [ $$orm -eq 0 ] && [ $$conform -eq 0 ] && [ $$browsed -eq 0 ] && [ $$labbed -eq 0 ]'
+	  [ $$typed -eq 0 ] && [ $$orm -eq 0 ] && [ $$conformed -eq 0 ] && [ $$browsed -eq 0 ] && [ $$labbed -eq 0 ]'
 
 test-fast: $(STAMP) ## the suite without the browser, lab and conformance tests, on the default broker only
 	@$(STORES) $(VENV)/bin/pytest -m "not browser and not lab and not conformance" $(PYTEST_ARGS)
