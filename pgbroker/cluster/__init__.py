@@ -17,7 +17,8 @@ a pipe of its own. The modules, in the order a job meets them:
     session.py     the dispatcher's session, which holds the cluster's key (SQL)
     pool.py        the workers as the dispatcher sees them (Slot), starting one
     messages.py    what the dispatcher and a worker say to each other
-    worker.py      the worker process: django-q2's worker loop on a pipe
+    worker.py      the worker process: its pipe, its key, reading packages, writing results
+    runner.py      ... the loop that runs the tasks: django-q2's worker contract, lean
     workerkey.py   a worker's own hold on its cluster's key
     flusher.py     the thread that writes finished jobs while the loop goes on
     writer.py      ... what it writes, in one transaction per batch

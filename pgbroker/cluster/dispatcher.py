@@ -186,7 +186,9 @@ class Dispatcher:
             gone = False
             try:
                 while slot.conn.poll():
-                    self._handle(slot, slot.conn.recv())
+                    message = slot.conn.recv()
+                    for one in message if isinstance(message, list) else (message,):
+                        self._handle(slot, one)
             except (EOFError, OSError):
                 gone = True
             if gone or not slot.process.is_alive():
@@ -278,22 +280,26 @@ class Dispatcher:
             self.buffer.extend(self.source.take(room))
         if not self.source.up():
             return  # whether these jobs are still ours is known again after reconnecting
-        # idle workers first
+        # idle workers first; the jobs for one worker go in one message
         for slot in sorted(self.slots, key=lambda s: len(s.jobs)):
+            jobs = []
             while self.buffer and slot.takes(self.buffer[0]):
-                self._dispatch(slot, self.buffer.popleft())
+                if not slot.jobs:
+                    slot.since = time.time()
+                jobs.append(self.buffer.popleft())
+                slot.jobs.append(jobs[-1])
+            if jobs:
+                self._dispatch(slot, jobs)
         self.source.dispatched()
 
-    def _dispatch(self, slot: Slot, job: Claimed) -> None:
+    def _dispatch(self, slot: Slot, jobs: list[Claimed]) -> None:
+        runs = [RunJob(j.id, j.payload, j.attempts, j.waited, j.claimed_t) for j in jobs]
         try:
-            slot.conn.send(RunJob(job.id, job.payload, job.attempts, job.waited,
-                                  job.claimed_t))
+            slot.conn.send(runs if len(runs) > 1 else runs[0])
         except OSError:
-            self.source.hand_back(job, give_back=1)
-            return
-        if not slot.jobs:
-            slot.since = time.time()
-        slot.jobs.append(job)
+            for job in jobs:
+                slot.jobs.remove(job)
+                self.source.hand_back(job, give_back=1)
 
     # --- what a source may ask (sources.Workers) --------------------------------------------
 

@@ -1,10 +1,12 @@
 """What travels between the dispatcher and its workers, each worker on a pipe of its own.
 
-dispatcher -> worker: `RunJob`, one per job, or `STOP` (django-q2's worker ends on it).
-worker -> dispatcher: `Done` for every job it ran; `BadPackage` for a job it could not read;
+dispatcher -> worker: `RunJob`, one per job (several in a list), or `STOP` (django-q2's
+worker ends on it).
+worker -> dispatcher: `Done` for every job it ran (several in a list: the results of fast jobs
+travel together); `BadPackage` for a job it could not read;
 `NoSlotForKey` and `KeyLost` for a job it did not start (pgbroker.cluster.workerkey).
 
-A worker also writes a shared number, its timer, which django-q2's worker loop maintains and
+A worker also writes a shared number, its timer, which the worker loop (runner.py) maintains and
 the dispatcher reads without a lock: `WorkerTimer`.
 """
 
@@ -83,3 +85,4 @@ class KeyLost(NamedTuple):
 
 
 WorkerMessage = Done | BadPackage | NoSlotForKey | KeyLost
+# Several jobs for one worker travel as a list of RunJob; several results as a list of Done.

@@ -84,7 +84,7 @@ def dispatcher_params(alias: str) -> dict[str, Any]:
     params["connect_timeout"] = 2  # libpq's least: a reconnect blocks the dispatcher's loop
     t = timing()
     extra = (f"-c statement_timeout={t.statement_timeout_ms} "
-             f"-c lock_timeout={t.statement_timeout_ms // 2}")
+             f"-c lock_timeout={t.statement_timeout_ms // 2} -c synchronous_commit=off")
     params["options"] = f"{params.get('options', '')} {extra}".strip()
     return params
 

@@ -1,7 +1,7 @@
-"""A worker process: django-q2's own worker loop, fed by the dispatcher through a pipe of its
-own (`TaskPipe`, its task queue) and answering on the same pipe (`ResultPipe`, its result
-queue). With the PostgreSQL broker the worker holds its cluster's key (WorkerKey) and starts a
-job only while it holds it."""
+"""A worker process: django-q2's worker contract (cluster/runner.py), fed by the dispatcher
+through a pipe of its own (`TaskPipe`, its task queue) and answering on the same pipe
+(`ResultPipe`, its result queue). With the PostgreSQL broker the worker holds its cluster's
+key (WorkerKey) and starts a job only while it holds it."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import pydoc
 import signal
 import time
 import zlib
+from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.sharedctypes import Synchronized
@@ -105,39 +106,46 @@ class PackageReader:
 class TaskPipe:
     """A worker's task queue: its own end of its own pipe (django-q2's worker reads .get())."""
 
-    def __init__(self, conn: Connection, setup: WorkerSetup, key: WorkerKey | None) -> None:
+    def __init__(self, conn: Connection, setup: WorkerSetup, key: WorkerKey | None,
+                 results: ResultPipe) -> None:
         self.conn = conn
         self.setup = setup
         self.key = key
+        self.results = results
+        self.waiting: deque[RunJob] = deque()  # sent together, not started yet
         self.functions: dict[str, object] = {}
         self.recording = bool(history.directory())
         self.packages = PackageReader()
 
     def get(self) -> dict[str, Any] | str:
         while True:
-            try:
-                message = self.conn.recv()
-            except (EOFError, OSError):
-                return STOP  # the dispatcher is gone
+            if self.waiting:
+                message: object = self.waiting.popleft()
+            else:
+                try:
+                    message = self.conn.recv()
+                except (EOFError, OSError):
+                    return STOP  # the dispatcher is gone
+                if isinstance(message, list):
+                    self.waiting.extend(message)
+                    continue
             if message == STOP:
                 return STOP
-            job: RunJob = message
+            assert isinstance(message, RunJob)
+            job = message
             try:
                 held = self.key is None or self.key.holds_for(int(job.job_id))
             except NoSlot as e:  # no session, no key: the job goes back unstarted
-                try:
-                    self.conn.send(NoSlotForKey(job.job_id, str(e)))
-                except OSError:
+                if not self.results.send(NoSlotForKey(job.job_id, str(e))):
                     return STOP  # the dispatcher is gone
                 continue
             if not held:
-                with contextlib.suppress(OSError):
-                    self.conn.send(KeyLost(job.job_id))
+                self.results.send(KeyLost(job.job_id))
                 return STOP  # a new worker takes the next job with a key of its own
             try:
                 task: dict[str, Any] = self.packages.loads(job.package)
             except (TypeError, BadSignature) as e:
-                self.conn.send(BadPackage(job.job_id, BAD_PACKAGE.format(error=e)))
+                self.results.send(BadPackage(job.job_id, BAD_PACKAGE.format(error=e)))
                 continue
             task["cluster"] = Conf.CLUSTER_NAME
             task["ack_id"] = job.job_id
@@ -176,6 +184,14 @@ class ResultPipe:
         self.conn = conn
         self.setup = setup
         self.key = key
+
+    def send(self, message: object) -> bool:
+        """False: the dispatcher is gone."""
+        try:
+            self.conn.send(message)
+            return True
+        except OSError:
+            return False
 
     def put(self, task: dict[str, Any]) -> None:
         job_id: int | str = task["ack_id"]
@@ -236,4 +252,5 @@ def worker_main(conn: Connection, timer: Synchronized[float], timeout: int | Non
         key = WorkerKey(alias=alias(), owner=setup.owner, on_lost=key_lost)
         check = key.check_after_stop
         signal.signal(signal.SIGCONT, lambda signum, frame: check())
-    runner.run(TaskPipe(conn, setup, key), ResultPipe(conn, setup, key), timer, timeout)
+    results = ResultPipe(conn, setup, key)
+    runner.run(TaskPipe(conn, setup, key, results), results, timer, timeout)
