@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import itertools
 import multiprocessing
 import os
 import signal
@@ -20,9 +21,14 @@ from pgbroker.cluster.messages import Claimed
 from pgbroker.cluster.worker import WorkerSetup, worker_main
 
 PIPELINE = 2  # jobs in one worker's pipe: the running one and the next
-PIPELINE_FAST = 8  # ... while the worker's last jobs each took under FAST_JOB seconds
+PIPELINE_FAST = 8  # ... while the worker's last two jobs each took under FAST_JOB seconds
 FAST_JOB = 0.01
-PIPELINE_MAX_BYTES = 16_384  # a larger job waits for a free worker (well inside a pipe buffer)
+PIPELINE_FASTEST = 32  # ... under FASTEST_JOB: the round trips to the database and back to
+FASTEST_JOB = 0.001  # the dispatcher would otherwise cost more than the jobs themselves
+# Behind the running job a pipe holds at most this many bytes of packages, well inside a
+# socket's buffer: the dispatcher never blocks writing to a worker that is itself blocked
+# writing a large result back (both would wait forever). A larger job waits for a free worker.
+PIPELINE_MAX_BYTES = 32_768
 
 
 def mp_context() -> ForkContext:
@@ -61,8 +67,10 @@ class Slot:
     def room(self) -> int:
         if self.stopped or not self.process.is_alive():
             return 0
-        fast = len(self.recent) == 2 and max(self.recent) < FAST_JOB
-        return max(0, (PIPELINE_FAST if fast else PIPELINE) - len(self.jobs))
+        slowest = max(self.recent) if len(self.recent) == 2 else FAST_JOB
+        depth = (PIPELINE_FASTEST if slowest < FASTEST_JOB
+                 else PIPELINE_FAST if slowest < FAST_JOB else PIPELINE)
+        return max(0, depth - len(self.jobs))
 
     def kill(self) -> None:
         if self.process.pid is not None:
@@ -74,10 +82,11 @@ class Slot:
         return self.jobs[0] if self.jobs else None
 
     def takes(self, job: Claimed) -> bool:
-        """May `job` go into this worker's pipe now? Behind a running job only a small one:
-        a large one could fill the pipe while the worker, still busy, is itself blocked
-        sending a large result back (both ends would wait forever)."""
-        return self.room > 0 and (not self.jobs or len(job.payload) <= PIPELINE_MAX_BYTES)
+        """May `job` go into this worker's pipe now (PIPELINE_MAX_BYTES)?"""
+        if self.room <= 0:
+            return False
+        behind = sum(len(j.payload) for j in itertools.islice(self.jobs, 1, None))
+        return not self.jobs or behind + len(job.payload) <= PIPELINE_MAX_BYTES
 
 
 def spawn(number: int, *, setup: WorkerSetup, close_fds: Iterable[int]) -> Slot:
