@@ -309,14 +309,8 @@ class Dispatcher:
     def keep_only(self, ours: set[int | str]) -> None:
         self.buffer = deque(j for j in self.buffer if j.id in ours)
         for slot in self.slots:
-            if any(j.id not in ours for j in slot.jobs):
-                logger.critical("jobs of worker %s were taken back while we were away: "
-                                "stopping it", slot.process.pid)
-                slot.jobs = deque(j for j in slot.jobs if j.id in ours)
-                slot.kill()
+            slot.keep_only(ours)
 
     def snapshot(self) -> list[dict[str, Any]]:
-        return [{"pid": s.process.pid, "job": s.running.id if s.running else None,
-                 "since": s.since if s.running else None,
-                 "next": [j.id for j in list(s.jobs)[1:]]} for s in self.slots] + [
-                {"pid": None, "job": None, "since": None, "next": [j.id for j in self.buffer]}]
+        return [s.describe() for s in self.slots] + [
+            {"pid": None, "job": None, "since": None, "next": [j.id for j in self.buffer]}]

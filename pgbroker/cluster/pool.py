@@ -14,8 +14,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.context import ForkContext
+from typing import Any
 
-from django_q.conf import Conf
+from django_q.conf import Conf, logger
 
 from pgbroker.cluster.messages import Claimed
 from pgbroker.cluster.worker import WorkerSetup, worker_main
@@ -80,6 +81,21 @@ class Slot:
     @property
     def running(self) -> Claimed | None:
         return self.jobs[0] if self.jobs else None
+
+    def describe(self) -> dict[str, Any]:
+        """For the clusters' table: {pid, job (running), since, next (waiting behind)}."""
+        return {"pid": self.process.pid, "job": self.running.id if self.running else None,
+                "since": self.since if self.running else None,
+                "next": [j.id for j in itertools.islice(self.jobs, 1, None)]}
+
+    def keep_only(self, ours: set[int | str]) -> None:
+        """After a reconnect: jobs taken back while the dispatcher was away are no longer
+        this worker's; it may be running one, so it is stopped."""
+        if any(j.id not in ours for j in self.jobs):
+            logger.critical("jobs of worker %s were taken back while we were away: "
+                            "stopping it", self.process.pid)
+            self.jobs = deque(j for j in self.jobs if j.id in ours)
+            self.kill()
 
     def takes(self, job: Claimed) -> bool:
         """May `job` go into this worker's pipe now (PIPELINE_MAX_BYTES)?"""
