@@ -266,12 +266,18 @@ def system_state(*, limit: int = 50) -> dict:
     users = list(with_email_count(User.objects.exclude(signup_mode="").order_by("-id"),
                                   "emails")[:limit])
     users.reverse()
+    # the users listed with no email: lost, or on its way (and where)?
+    judged = {j.id: j for j in judge_now(User.objects.filter(
+        pk__in=[u.pk for u in users if u.emails == 0]))} if any(u.emails == 0 for u in users) \
+        else {}
     outbox = outbox_counts()
     published = tallies.totals(PUBLISHED_TALLY).get(PUBLISHED_TALLY, 0)
     queue = queue_counts()
     redis = redis_status()
     return {
-        "users": [{"name": u.username, "mode": u.signup_mode, "emails": u.emails} for u in users],
+        "users": [{"name": u.username, "mode": u.signup_mode, "emails": u.emails,
+                   **({"verdict": judged[u.pk].verdict, "where": judged[u.pk].where}
+                      if u.pk in judged else {})} for u in users],
         "modes": [{"mode": s.mode, "users": s.users, "emails": s.emails, "lost": s.lost_count,
                    "in_flight": s.in_flight_count, "duplicated": s.duplicated_count,
                    "lost_by_store": s.lost_by_store_count} for s in stats],

@@ -2,11 +2,14 @@
 
 import json
 import re
+from datetime import timedelta
 
 import pytest
 from django.core import mail
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import transaction
+from django.utils import timezone
 
 from common import validate
 from faults import services as faults
@@ -16,8 +19,10 @@ from faults.services import InjectedFault
 from jobs.models import JobRun
 from jobs.selectors import queued_tasks, redis_queued_tasks
 from outbox.models import OutboxMessage
+from outbox.services import publish
 from users import services
 from users.models import EmailSend, Mode, User
+from users.welcome import WELCOME_TOPIC
 
 
 def new_user(name: str, mode: str) -> User:
@@ -362,3 +367,17 @@ def test_show_state_columns_line_up_with_wide_and_long_names(db, capsys):
     call_command("show_state", "--no-color")
     rows = capsys.readouterr().out.splitlines()[1:5]
     assert [width(r.split(" que ")[0]) for r in rows] == [20] * 4, rows
+
+
+def test_show_state_tells_an_email_on_its_way_from_one_that_is_lost(db, capsys):
+    """A user with no email yet is marked lost only when nothing will send it: an outbox
+    message waiting for the relay (Redis down, say) is on its way."""
+    waiting = User.objects.create_user(username="matt-o", signup_mode="outbox")
+    with transaction.atomic():
+        publish(topic=WELCOME_TOPIC, payload={"user_id": waiting.pk})
+    lost = User.objects.create_user(username="matt", signup_mode="dual-write")
+    User.objects.filter(pk=lost.pk).update(date_joined=timezone.now() - timedelta(minutes=1))
+    call_command("show_state", "--no-color")
+    rows = {r.split()[0]: r for r in capsys.readouterr().out.splitlines()[1:3]}
+    assert rows["matt-o"].endswith("<- on its way: waiting in the outbox"), rows
+    assert rows["matt"].endswith("<- no welcome email"), rows

@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandParser
 
 from common import validate
 from common.inputs import OneLineErrors, arg
-from users.selectors import system_state
+from users.selectors import Verdict, system_state
 
 NAME_COLUMNS = 20
 LIMIT = 50
@@ -56,7 +56,9 @@ class Command(OneLineErrors, BaseCommand):
         self.stdout.write(f"{fit('user', NAME_COLUMNS)} {'mode':<11} emails")
         for u in state["users"]:
             line = f"{fit(u['name'], NAME_COLUMNS)} {u['mode']:<11} {u['emails']}"
-            if u["emails"] == 0:
+            if u["emails"] == 0 and u.get("verdict") == Verdict.IN_FLIGHT:
+                line += "   <- on its way" + (f": {u['where']}" if u.get("where") else "")
+            elif u["emails"] == 0:
                 line = self.style.ERROR(line + "   <- no welcome email")
             elif u["emails"] > 1:
                 line = self.style.ERROR(line + "   <- duplicated")
