@@ -101,7 +101,8 @@ status: ## what is running: each program's state and pid, Redis, PostgreSQL
 # `make lint`'s ruff first (seconds); then pass 1: everything but the browser, the lab, the
 # conformance suite and the tests marked `beside` / `beside_lab`. Pass 2, four at once (their
 # outputs shown one after the other): mypy, then the cluster tests on the stock ORM broker
-# (they wait out its leases); the conformance suite (it waits on its clusters); the lab
+# (they wait out its leases); the conformance suite (it waits on its clusters) with the tests
+# marked `beside_conformance` (on a test database of their own); the lab
 # of simulated hosts (it waits on network timeouts, on a PostgreSQL and a Redis of its own)
 # with the `beside_lab` tests (on a test database of their own); the browser and `beside`
 # tests (they wait on graces and pauses; on a test database and a Redis server of their own:
@@ -109,7 +110,7 @@ status: ## what is running: each program's state and pid, Redis, PostgreSQL
 test: $(STAMP) test-deps ## lint + the whole suite against real PostgreSQL and Redis (sets up from nothing)
 	@$(VENV)/bin/ruff check .
 	@mkdir -p var/log
-	@$(STORES) bash -c '$(VENV)/bin/pytest -m "not lab and not browser and not beside and not beside_lab and not conformance" $(PYTEST_ARGS) || exit 1; \
+	@$(STORES) bash -c '$(VENV)/bin/pytest -m "not lab and not browser and not beside and not beside_lab and not conformance and not beside_conformance" $(PYTEST_ARGS) || exit 1; \
 	  echo "== mypy, the ORM broker and the conformance suite; the lab; the browser: at once =="; \
 	  TEST_DATABASE_NAME=test_reliable_lab TEST_REDIS_DB=13 \
 	    $(VENV)/bin/pytest -q -m "lab or beside_lab" $(PYTEST_ARGS) > var/log/test-lab.log 2>&1 & lab=$$!; \
@@ -117,7 +118,7 @@ test: $(STAMP) test-deps ## lint + the whole suite against real PostgreSQL and R
 	    $(PYTHON_SYS) devtools/local_redis.py run -- \
 	    $(VENV)/bin/pytest -q -m "browser or beside" $(PYTEST_ARGS) > var/log/test-browser.log 2>&1 & browser=$$!; \
 	  TEST_DATABASE_NAME=test_reliable_conformance TEST_REDIS_DB=12 \
-	    $(VENV)/bin/pytest -q -m conformance $(PYTEST_ARGS) > var/log/test-conformance.log 2>&1 & conform=$$!; \
+	    $(VENV)/bin/pytest -q -m "conformance or beside_conformance" $(PYTEST_ARGS) > var/log/test-conformance.log 2>&1 & conform=$$!; \
 	  $(VENV)/bin/mypy; typed=$$?; \
 	  Q_BROKER=orm $(VENV)/bin/pytest -q -m "cluster and not any_broker" $(PYTEST_ARGS); orm=$$?; \
 	  wait $$conform; conformed=$$?; wait $$browser; browsed=$$?; wait $$lab; labbed=$$?; \
@@ -128,7 +129,7 @@ test: $(STAMP) test-deps ## lint + the whole suite against real PostgreSQL and R
 	  [ $$typed -eq 0 ] && [ $$orm -eq 0 ] && [ $$conformed -eq 0 ] && [ $$browsed -eq 0 ] && [ $$labbed -eq 0 ]'
 
 test-fast: $(STAMP) ## the suite without the browser, lab and conformance tests, on the default broker only
-	@$(STORES) $(VENV)/bin/pytest -m "not browser and not lab and not conformance" $(PYTEST_ARGS)
+	@$(STORES) $(VENV)/bin/pytest -m "not browser and not lab and not conformance and not beside_conformance" $(PYTEST_ARGS)
 
 test-deps: ## Debian's chromium (browser tests) and faketime (clock skew), with apt when root
 	@missing=""; command -v chromium >/dev/null 2>&1 || missing="chromium"; \

@@ -32,7 +32,7 @@ def test_the_configuration_keeps_django_q2s_stop_rules(tmp_path):
     assert conf["unix_http_server"]["file"] == str(tmp_path / "run" / "supervisor.sock")
 
 
-@pytest.mark.beside  # mostly waits: make test's second pass
+@pytest.mark.beside_conformance  # mostly waits: make test's second pass
 @pytest.mark.cluster
 @pytest.mark.any_broker
 def test_a_sigkilled_relay_and_recoverer_come_back_and_stop_leaves_no_process(

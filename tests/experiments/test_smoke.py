@@ -29,7 +29,7 @@ def _started_at() -> tuple[str, str]:
     return pg, redis_queue().connection.info("server")["run_id"]
 
 
-@pytest.mark.beside  # mostly waits: make test's second pass
+@pytest.mark.beside_conformance  # mostly waits: make test's second pass
 def test_the_smoke_preset_loses_nothing_for_outbox_and_que(transactional_db, capsys):
     before = _started_at()
     call_command("experiment", "--preset", "smoke", "--seed", "7", "--json")

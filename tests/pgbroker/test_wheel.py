@@ -20,7 +20,7 @@ import pytest
 from common.db import database_url
 from tests.helpers import BASE_DIR, wait_until
 
-pytestmark = pytest.mark.beside
+pytestmark = pytest.mark.beside_conformance
 
 PINNED = ("Django", "django-q2", "psycopg", "psycopg-binary", "pytest")
 DATABASE = "pgbroker_wheel"

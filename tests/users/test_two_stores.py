@@ -60,7 +60,7 @@ def test_a_redis_restart_during_a_burst_loses_and_duplicates_nothing_for_outbox_
     assert "published again: 0; que email jobs enqueued again: 0" in capsys.readouterr().out
 
 
-@pytest.mark.beside  # mostly waits: make test's second pass
+@pytest.mark.beside_conformance  # mostly waits: make test's second pass
 def test_a_redis_cluster_killed_with_jobs_in_hand_loses_them_until_reconciled(
     qcluster, start_process, capsys
 ):
