@@ -104,14 +104,23 @@ class RedisStatus:
         return sum(len(c.get("workers", ())) for c in self.clusters)
 
 
+def refusing_writes(conn: redis.Redis) -> bool:
+    """Does Redis refuse writes for want of replicas (`min-replicas-to-write` set, none good)?
+    Read from INFO, not CONFIG GET: managed Redis services commonly refuse CONFIG (and KEYS),
+    and a status read must not take such a Redis for a dead one. INFO shows
+    `min_slaves_good_slaves` only while `min-replicas-to-write` is set."""
+    info = conn.info("replication")
+    return "min_slaves_good_slaves" in info and int(info["min_slaves_good_slaves"]) == 0
+
+
 def redis_status() -> RedisStatus:
     """Is Redis up, how deep is the Redis cluster's list, which clusters serve it."""
     queue = redis_queue()
     try:
         conn = queue.connection
         depth = conn.llen(queue.list_key)
-        refusing = int(conn.config_get("min-replicas-to-write").get("min-replicas-to-write", 0)) > 0
-        keys = conn.keys(f"{Conf.Q_STAT}:{settings.REDIS_CLUSTER}:*")
+        refusing = refusing_writes(conn)
+        keys = list(conn.scan_iter(match=f"{Conf.Q_STAT}:{settings.REDIS_CLUSTER}:*", count=100))
         stats = [json.loads(v) for v in conn.mget(keys) if v] if keys else []
     except redis.RedisError as e:
         return RedisStatus(up=False, error=f"{type(e).__name__}: {e}", url=settings.REDIS_URL)
