@@ -16,12 +16,18 @@ from pgbroker.cluster.flusher import Flusher
 from pgbroker.cluster.liveness import Fence, Sweeper
 from pgbroker.cluster.messages import Claimed, Done
 from pgbroker.cluster.session import DispatcherSession, OwnerKeyTaken
-from pgbroker.cluster.sources import HANDED_BACK, JobSource, Workers, last_line, save
+from pgbroker.cluster.sources import (
+    HANDED_BACK,
+    PUBLISH_EVERY,
+    JobSource,
+    Workers,
+    last_line,
+    save,
+)
 from pgbroker.cluster.worker import WorkerSetup
 from pgbroker.cluster.writer import Outcome, Writer
 from pgbroker.connection import no_slot, timing
 
-PUBLISH_EVERY = 1.0
 GAVE_UP = "gave up after {attempts} attempts; the last: {last}"
 NO_SLOT_WHY = "waited for a database connection slot, not counted as an attempt: {error}"
 NO_SLOT_WAIT = 1.0  # seconds a job refused a connection waits before it is tried again
