@@ -83,11 +83,19 @@ def act(*, action: str) -> str:
             _conn().config_set("min-replicas-to-write", 0)
             return "Redis accepts writes again"
         if action == Action.LOSE_JOBS:
-            queue = redis_queue()
-            n = queue.connection.llen(queue.list_key)
-            queue.connection.delete(queue.list_key)
-            return f"Redis lost its {n} queued job(s)"
+            return _lose_jobs(redis_queue())
     except redis.RedisError as e:
         raise FaultError(DOWN.format(error=e)) from e
     raise FaultError(f"unknown Redis action {action!r}; use one of: "
                      + ", ".join(a for a, _ in Action.CHOICES))
+
+
+def _lose_jobs(queue: RedisBroker) -> str:
+    """What a crash without persistence does to the jobs: the queue and, with reliable fetch,
+    the clusters' in-flight lists are gone (the jobs a cluster holds in memory still run)."""
+    conn = queue.connection
+    n = conn.llen(queue.list_key)
+    taken = [k.decode() for k in conn.scan_iter(match=f"{queue.list_key}:inflight:*", count=100)]
+    held = sum(conn.llen(k) for k in taken)
+    conn.delete(queue.list_key, *taken)
+    return f"Redis lost its {n} queued job(s)" + (f" and {held} in flight" if held else "")

@@ -20,15 +20,14 @@ from collections.abc import Iterator
 import redis
 from django.conf import settings
 from django.db import models
-from django_q.brokers.redis_broker import Redis
 from django_q.tasks import async_task
 
 from faults.services import fire
+from pgbroker.reliable_redis import WAIT, ReliableRedis
 
 REDIS_DOWN = "Redis refused the job ({error})"
 TASK_NAME_MAX = 100  # django_q_task.name: a longer one makes the result's insert fail
 SOCKET_TIMEOUT = 2.0  # seconds: a Redis that does not answer is down, not slow
-BLPOP_SECONDS = 1  # django-q2's Redis broker waits this long for a job in each BLPOP
 # TCP keepalives (idle, interval, count): a Redis host cut off is noticed in seconds
 KEEPALIVE = {socket.TCP_KEEPIDLE: 1, socket.TCP_KEEPINTVL: 1, socket.TCP_KEEPCNT: 3}
 
@@ -52,9 +51,10 @@ class RedisUnavailable(Exception):
     """Redis is down, unreachable, or refuses writes: the job was not enqueued."""
 
 
-class RedisQueue(Redis):
-    """django-q2's Redis broker, connected to REDIS_URL with timeouts, for the Redis cluster's
-    list. Inside `collect()` enqueue() only collects packages (pushed later in one round trip)."""
+class RedisQueue(ReliableRedis):
+    """The Redis cluster's queue for producers (an `RPUSH`, as django-q2's Redis broker does),
+    connected to REDIS_URL with timeouts; it also reads the jobs the clusters have in flight.
+    Inside `collect()` enqueue() only collects packages (pushed later in one round trip)."""
 
     def __init__(self) -> None:
         self.collected: list[bytes | str] | None = None
@@ -72,14 +72,15 @@ class RedisQueue(Redis):
         return self.connection.rpush(self.list_key, task)
 
 
-class RedisClusterBroker(Redis):
-    """The Redis cluster's broker (`Q_CLUSTER_NAME=redis qcluster`): django-q2's, with a
-    socket timeout longer than its BLPOP's wait and keepalives, so a cut-off Redis is
-    noticed in seconds, not after the kernel's retransmissions."""
+class RedisClusterBroker(ReliableRedis):
+    """The Redis cluster's broker (`Q_CLUSTER_NAME=redis qcluster`): reliable fetch
+    (pgbroker.reliable_redis: a job taken is moved into the cluster's in-flight list, never
+    held only in memory), with timeouts and keepalives on its connections, so a cut-off Redis
+    is noticed in seconds, not after the kernel's retransmissions."""
 
     @staticmethod
     def get_connection(list_key: str | None = None) -> redis.Redis:
-        return connect(timeout=BLPOP_SECONDS + 4)
+        return connect(timeout=WAIT + SOCKET_TIMEOUT)
 
 
 @functools.cache

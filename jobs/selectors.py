@@ -94,6 +94,8 @@ def queue_drained() -> bool:
 class RedisStatus:
     up: bool
     depth: int | None = None           # jobs waiting in the Redis cluster's list
+    in_flight: int | None = None       # taken by a Redis cluster, not finished yet
+    parked: int | None = None          # given up on (killed its worker max_attempts times)
     refusing_writes: bool = False      # min-replicas-to-write set with no replica: writes refused
     error: str = ""
     clusters: tuple[dict, ...] = ()    # the Redis clusters alive now (their published stat)
@@ -119,21 +121,26 @@ def redis_status() -> RedisStatus:
     try:
         conn = queue.connection
         depth = conn.llen(queue.list_key)
+        in_flight = len(queue.in_flight())
+        parked = queue.parked_count()
         refusing = refusing_writes(conn)
         keys = list(conn.scan_iter(match=f"{Conf.Q_STAT}:{settings.REDIS_CLUSTER}:*", count=100))
         stats = [json.loads(v) for v in conn.mget(keys) if v] if keys else []
     except redis.RedisError as e:
         return RedisStatus(up=False, error=f"{type(e).__name__}: {e}", url=settings.REDIS_URL)
-    return RedisStatus(up=True, depth=depth, refusing_writes=refusing,
+    return RedisStatus(up=True, depth=depth, in_flight=in_flight, parked=parked,
+                       refusing_writes=refusing,
                        clusters=tuple(sorted(stats, key=lambda c: c.get("pid", 0))),
                        url=settings.REDIS_URL)
 
 
 def redis_queued_tasks() -> list[QueuedTask]:
-    """The jobs waiting in Redis, decoded ([] when Redis is down: nothing can be read)."""
+    """The jobs in Redis, decoded: waiting in the list, or taken by a Redis cluster and not
+    finished (its in-flight list; a dead cluster's go back to the queue). [] when Redis is
+    down: nothing can be read."""
     queue = redis_queue()
     try:
-        packages = queue.connection.lrange(queue.list_key, 0, -1)
+        packages = [*queue.connection.lrange(queue.list_key, 0, -1), *queue.in_flight()]
     except redis.RedisError:
         return []
     tasks = []

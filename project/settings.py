@@ -279,21 +279,22 @@ Q_CLUSTER = {
 if BROKER_CLASSES.get(Q_BROKER):
     Q_CLUSTER["broker_class"] = BROKER_CLASSES[Q_BROKER]
 
-# The talk's second store: Redis, where Sidekiq keeps its jobs. A second cluster on django-q2's
-# Redis broker runs the jobs of the dual-write and outbox modes; it is django-q2's own
-# multi-cluster setting, started as `Q_CLUSTER_NAME=redis manage.py qcluster` (make run does).
-# Producers enqueue into it through jobs.queues, never through the default broker.
+# The talk's second store: Redis, where Sidekiq keeps its jobs. A second cluster on a Redis
+# broker with reliable fetch (pgbroker.reliable_redis: producers RPUSH as onto django-q2's Redis
+# broker; the cluster moves what it takes into an in-flight list of its own) runs the jobs of
+# the dual-write and outbox modes; it is django-q2's own multi-cluster setting, started as
+# `Q_CLUSTER_NAME=redis manage.py qcluster` (make run does). Producers enqueue into it through
+# jobs.queues, never through the default broker.
 REDIS_URL = env.text("REDIS_URL", "") or default_redis_url()
 REDIS_CLUSTER = "redis"
 Q_CLUSTER["redis"] = REDIS_URL
 Q_CLUSTER["ALT_CLUSTERS"] = {
     REDIS_CLUSTER: {
-        # django-q2's Redis broker, with timeouts and keepalives on its connection
+        # reliable fetch, with timeouts and keepalives on its connections
         "broker_class": "jobs.queues.RedisClusterBroker",
         "scheduler": False,  # the PostgreSQL cluster runs the schedules, once
-        "queue_limit": env.integer("Q_REDIS_QUEUE_LIMIT", Q_WORKERS * 2, low=1, high=100_000),
-        "bulk": 1,
-        "poll": 1,  # BLPOP's timeout: how long a dequeue waits for a job
+        "queue_limit": env.integer("Q_REDIS_QUEUE_LIMIT", 20, low=1, high=100_000),
+        "bulk": 50,  # jobs moved into the in-flight list per take, at most
         "label": "Task queue (Redis)",
     },
 }

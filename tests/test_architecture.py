@@ -62,6 +62,7 @@ EXCEPTIONS: dict[tuple[str, str], str] = {
 
 # pgbroker's own requirements, beside the standard library (picklefield: django-q2's own)
 PGBROKER_REQUIRES = {"django", "django_q", "psycopg", "picklefield"}
+PGBROKER_REDIS_MODULES = {"pgbroker/reliable_redis.py", "pgbroker/cluster/redisfetch.py"}
 
 
 @dataclass(frozen=True)
@@ -250,15 +251,24 @@ def test_every_exception_is_still_needed(project_imports):
 
 def test_pgbroker_needs_only_django_django_q2_and_psycopg():
     """pgbroker is to be a wheel of its own: its migrations included, it imports the standard
-    library, its requirements and itself."""
+    library, its requirements and itself; redis-py (its `[redis]` extra) only in the modules of
+    the reliable Redis broker, which nothing else imports at module level."""
     needed = set()
     for path in (BASE / "pgbroker").rglob("*.py"):
+        name = path.relative_to(BASE).as_posix()
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            found = set()
             if isinstance(node, ast.Import):
-                needed |= {alias.name.split(".")[0] for alias in node.names}
+                found = {alias.name.split(".")[0] for alias in node.names}
             elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-                needed.add(node.module.split(".")[0])
+                found = {node.module.split(".")[0]}
+            if "redis" in found:
+                assert name in PGBROKER_REDIS_MODULES, f"{name} imports redis"
+                found.discard("redis")
+            needed |= found
     assert needed - sys.stdlib_module_names - {"pgbroker"} <= PGBROKER_REQUIRES
+    extra = (BASE / "pgbroker" / "pyproject.toml").read_text()
+    assert 'redis = ["redis' in extra
 
 
 def test_project_is_configuration_only():

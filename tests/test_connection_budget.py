@@ -22,8 +22,9 @@ W = 2  # workers per cluster
 
 # program -> (its connections' names, at most how many): the table of docs/production.md
 BUDGET = {
-    "qcluster (PostgreSQL)": (("pgbroker ", "reliable qcluster default"), 2 + 3 * W),
-    "qcluster (Redis)": (("reliable qcluster redis",), 1 + 2 * W),
+    "qcluster (PostgreSQL)": (("pgbroker reliable", "pgbroker writer", "pgbroker worker",
+                               "reliable qcluster default"), 2 + 3 * W),
+    "qcluster (Redis)": (("reliable qcluster redis", "pgbroker redis-writer"), 2 + 2 * W),
     "relay_outbox --follow": (("reliable relay_outbox",), 3),
     "recover_sagas --follow": (("reliable recover_sagas",), 2),
 }

@@ -58,6 +58,10 @@ def source_for(broker: Broker, *, wake_fd: int, workers: Workers) -> JobSource:
     if isinstance(broker, PostgresBroker):
         return PostgresSource(broker=broker, alias=alias(), owner=random.getrandbits(62) + 1,
                               wake_fd=wake_fd, workers=workers)
+    if getattr(broker, "reliable_fetch", False):  # pgbroker.reliable_redis (needs redis-py)
+        from pgbroker.cluster.redisfetch import RedisSource
+
+        return RedisSource(broker, wake_fd=wake_fd, workers=workers)
     return BrokerSource(broker, wake_fd=wake_fd, workers=workers)
 
 

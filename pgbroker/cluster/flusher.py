@@ -6,31 +6,56 @@ import contextlib
 import os
 import threading
 import time
+from typing import Any, Generic, Protocol, TypeVar
 
 import psycopg
 from django_q.conf import logger
 
-from pgbroker.cluster.writer import Outcome, Writer
+
+class Batch(Protocol):
+    """What a flush writes (writer.Outcome, or a Redis source's)."""
+
+    def __bool__(self) -> bool: ...
+    def __len__(self) -> int: ...
+    def ids(self) -> set[int | str]: ...
+    def merge(self, other: Any) -> None: ...
+    def requeues(self) -> bool: ...  # puts jobs back where no notification announces them
 
 
-class Flusher:
+B = TypeVar("B", bound=Batch)
+B_contra = TypeVar("B_contra", bound=Batch, contravariant=True)
+
+
+class BatchWriter(Protocol[B_contra]):
+    @property
+    def conn(self) -> Any: ...  # its PostgreSQL session (the dispatcher's new workers close it)
+
+    def connect(self) -> None: ...
+    def flush(self, batch: B_contra) -> None: ...
+    def close(self) -> None: ...
+
+
+class Flusher(Generic[B]):
     """A thread that writes finished jobs (pgbroker.cluster.writer) while the dispatcher goes on
     feeding workers; everything that finished while the last batch was being written goes
-    into the next one."""
+    into the next one. `errors`: what a failed write raises (it is tried again)."""
 
-    def __init__(self, writer: Writer, wake_fd: int) -> None:
+    def __init__(self, writer: BatchWriter[B], wake_fd: int, *, new: type[B],
+                 errors: tuple[type[Exception], ...] = (psycopg.Error,)) -> None:
         self.writer = writer
         self.wake_fd = wake_fd
+        self.new = new
+        self.errors = errors
         self.cond = threading.Condition()
-        self.pending = Outcome()
-        self.batch = Outcome()  # being written now
+        self.pending: B = new()
+        self.batch: B = new()  # being written now
         self.writing = False
         self.stopping = False
         self.requeued = False  # retries were written: there is work no NOTIFY announces
         self.thread = threading.Thread(target=self._run, name="flusher", daemon=True)
         self.thread.start()
 
-    def put(self, outcome: Outcome) -> None:
+    def put(self, outcome: B) -> None:
         with self.cond:
             self.pending.merge(outcome)
             self.cond.notify()
@@ -57,7 +82,7 @@ class Flusher:
         self.writer.close()
 
     def _run(self) -> None:
-        with contextlib.suppress(psycopg.Error):  # the session reserved at start (Writer)
+        with contextlib.suppress(*self.errors):  # the session reserved at start (Writer)
             self.writer.connect()
         while True:
             with self.cond:
@@ -65,7 +90,7 @@ class Flusher:
                     self.cond.wait()
                 if not self.pending:
                     return
-                batch, self.pending = self.pending, Outcome()
+                batch, self.pending = self.pending, self.new()
                 self.batch = batch
                 self.writing = True
             failing_since = None
@@ -73,21 +98,21 @@ class Flusher:
                 try:
                     self.writer.flush(batch)
                     break
-                except psycopg.Error as e:
+                except self.errors as e:
                     if failing_since is None:  # once per outage, not every try
                         failing_since = time.monotonic()
                         logger.error("writing %s finished job(s) failed, retrying: %s",
-                                     len(batch.done) + len(batch.retry) + len(batch.park),
-                                     (str(e).strip().splitlines() or [""])[0])
+                                     len(batch), (str(e).strip().splitlines() or [""])[0])
                     self.writer.close()
                     time.sleep(0.2)
             if failing_since is not None:
                 logger.warning("wrote the finished jobs after %.1f s of trying",
                                time.monotonic() - failing_since)
+            requeues = batch.requeues()
             with self.cond:
                 self.writing = False
-                if batch.retry:
+                if requeues:
                     self.requeued = True
-            if batch.retry:
+            if requeues:
                 with contextlib.suppress(OSError):
                     os.write(self.wake_fd, b"r")

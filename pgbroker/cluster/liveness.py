@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from django_q.conf import logger
 
@@ -20,34 +21,39 @@ from pgbroker.timing import GRACE, WATCH
 
 class Fence(threading.Thread):
     """In a thread of its own so that a call blocked on a dead peer cannot blind it: when no
-    statement has come back from the database for `seconds`, this cluster may be cut off, and
-    its busy workers are stopped before the server can end its sessions and another cluster
-    take their jobs."""
+    round trip with the store that holds this cluster's liveness (`what`: PostgreSQL, or Redis
+    for a reliable Redis broker) has come back for `seconds` (`last_ok()`, monotonic), this
+    cluster may be cut off, and its busy workers are stopped before another cluster may take
+    their jobs."""
 
-    def __init__(self, *, session: DispatcherSession, seconds: float, workers: Workers) -> None:
+    def __init__(self, *, last_ok: Callable[[], float], seconds: float, workers: Workers,
+                 what: str = "the database", prefix: str = "pg:") -> None:
         super().__init__(name="fence", daemon=True)
-        self.session = session
+        self.last_ok = last_ok
         self.seconds = seconds
         self.workers = workers
+        self.what = what
+        self.prefix = prefix  # of a job's name in the history (pgbroker.history)
 
     def run(self) -> None:
         while not self.workers.stopping:
             time.sleep(WATCH)
-            silent = time.monotonic() - self.session.last_ok
+            silent = time.monotonic() - self.last_ok()
             if silent < self.seconds:
                 continue
             with self.workers.slots_lock:
                 for slot in self.workers.slots:
                     if slot.running is None or slot.fenced or slot.process.exitcode is not None:
                         continue
-                    logger.critical("no answer from the database for %.1f s: stopping worker "
-                                    "%s (job %s) before another cluster may take it over",
+                    logger.critical("no answer from %s for %.1f s: stopping worker %s (job %s) "
+                                    "before another cluster may take it over", self.what,
                                     silent, slot.process.pid, slot.running.id)
                     slot.fenced = True
                     slot.kill()
                     # now, not when the loop (maybe blocked on the dead peer) notices it
-                    history.record("died", f"pg:{slot.running.id}", worker=slot.process.pid,
-                                   how="stopped by the fence")
+                    if self.prefix:
+                        history.record("died", f"{self.prefix}{slot.running.id}",
+                                       worker=slot.process.pid, how="stopped by the fence")
 
 
 class Sweeper:

@@ -49,7 +49,7 @@ class PostgresSource(JobSource):
         self.session = DispatcherSession(alias=alias, queue=queue, owner=owner)
         self.claiming = Claiming(self.session)
         self.sweeper = Sweeper(self.session)
-        self.flusher = Flusher(Writer(alias=alias, owner=owner), wake_fd)
+        self.flusher = Flusher(Writer(alias=alias, owner=owner), wake_fd, new=Outcome)
         self.outcome = Outcome()
         self.fence: Fence | None = None
         self.workers = workers
@@ -65,7 +65,8 @@ class PostgresSource(JobSource):
         self.session.connect(pid=pid)
 
     def started(self) -> None:
-        self.fence = Fence(session=self.session, seconds=timing().fence, workers=self.workers)
+        self.fence = Fence(last_ok=lambda: self.session.last_ok, seconds=timing().fence,
+                           workers=self.workers)
         self.fence.start()
 
     def stop(self) -> None:

@@ -207,16 +207,19 @@ class BrokerSource(JobSource):
         self.broker.fail(job_id)
 
     def tick(self, now: float) -> None:
-        """Say who we are through the broker's stat keys, as django-q2's sentinel does,
-        expiring unless renewed (`<Q_STAT>:<cluster name>:<host>:<pid>`)."""
         if now < self.next_publish:
             return
         self.next_publish = now + PUBLISH_EVERY
-        stat = {"host": host_name(), "pid": os.getpid(), "cluster": Conf.CLUSTER_NAME,
-                "workers": self.workers.snapshot()[:-1], "buffered": self.buffer.qsize(),
-                "at": time.time()}
-        try:
-            self.broker.set_stat(f"{Conf.Q_STAT}:{Conf.CLUSTER_NAME}:{host_name()}:{os.getpid()}",
-                                 json.dumps(stat), STAT_TTL)
-        except Exception as e:  # the broker is down: the stat expires, which says so
-            logger.debug("could not publish the cluster's stat: %s", e)
+        publish_stat(self.broker, workers=self.workers, buffered=self.buffer.qsize())
+
+
+def publish_stat(broker: Broker, *, workers: Workers, buffered: int) -> None:
+    """Say who we are through the broker's stat keys, as django-q2's sentinel does, expiring
+    unless renewed (`<Q_STAT>:<cluster name>:<host>:<pid>`)."""
+    stat = {"host": host_name(), "pid": os.getpid(), "cluster": Conf.CLUSTER_NAME,
+            "workers": workers.snapshot()[:-1], "buffered": buffered, "at": time.time()}
+    try:
+        broker.set_stat(f"{Conf.Q_STAT}:{Conf.CLUSTER_NAME}:{host_name()}:{os.getpid()}",
+                        json.dumps(stat), STAT_TTL)
+    except Exception as e:  # the broker is down: the stat expires, which says so
+        logger.debug("could not publish the cluster's stat: %s", e)

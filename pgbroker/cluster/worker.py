@@ -211,12 +211,17 @@ class ResultPipe:
             return
         row = None
         if task.get("save", Conf.SAVE_LIMIT >= 0) or not success:
-            func = task.get("func_name") or get_func_repr(task["func"]) or ""
-            row = result_line((
-                task["id"], str(task["name"])[:100], func[:256], None, pickled(task["args"]),
-                pickled(task["kwargs"]), pickled(task["result"]), _short(task.get("group")),
-                task["started"], task["stopped"], success, _short(task.get("cluster"))))
+            row = task_row(task, success=success)
         self.conn.send(Done(job_id, success, ack, row, None, error))
+
+
+def task_row(task: dict[str, Any], *, success: bool) -> bytes:
+    """A task's django_q_task row, in COPY's text format (pgbroker.cluster.writer)."""
+    func = task.get("func_name") or get_func_repr(task["func"]) or ""
+    return result_line((
+        task["id"], str(task["name"])[:100], func[:256], None, pickled(task["args"]),
+        pickled(task["kwargs"]), pickled(task["result"]), _short(task.get("group")),
+        task["started"], task["stopped"], success, _short(task.get("cluster"))))
 
 
 def pickled(value: object) -> str:

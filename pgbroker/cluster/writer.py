@@ -46,6 +46,13 @@ class Outcome:
     def __bool__(self) -> bool:
         return bool(self.results or self.done or self.retry or self.park)
 
+    def __len__(self) -> int:
+        """Jobs settled by it."""
+        return len(self.done) + len(self.retry) + len(self.park)
+
+    def requeues(self) -> bool:
+        return bool(self.retry)
+
     def ids(self) -> set[int | str]:
         return {*self.done, *(r[0] for r in self.retry), *(p[0] for p in self.park)}
 
@@ -101,14 +108,19 @@ def result_line(row: tuple[object, ...]) -> bytes:
 class Writer:
     """Writes finished jobs on a connection of its own: results, acknowledgements, retries
     and parked jobs, each batch in one transaction. Its commits are asynchronous
-    (synchronous_commit off): a database crash can lose the last acknowledgements of a few
-    milliseconds, and those jobs run again (at least once, as always; never lost)."""
+    (synchronous_commit off) unless `synchronous`: a database crash can lose the last
+    acknowledgements of a few milliseconds, and those jobs run again (at least once, as
+    always; never lost). A Redis source's writer commits synchronously: its jobs leave Redis
+    right after."""
 
-    def __init__(self, *, alias: str, owner: int) -> None:
+    def __init__(self, *, alias: str, owner: int, synchronous: bool = False,
+                 name: str = "pgbroker writer") -> None:
         self.owner = owner
+        self.name = name  # its application_name
         self.params = connection_params(alias)
-        extra = "-c synchronous_commit=off"
-        self.params["options"] = f"{self.params.get('options', '')} {extra}".strip()
+        if not synchronous:
+            extra = "-c synchronous_commit=off"
+            self.params["options"] = f"{self.params.get('options', '')} {extra}".strip()
         self.conn: psycopg.Connection | None = None
         self._upsert = task_upsert_sql()
 
@@ -118,7 +130,7 @@ class Writer:
         they handed back for want of a slot)."""
         if self.conn is None or self.conn.closed or self.conn.broken:
             self.conn = psycopg.connect(**self.params, autocommit=True,
-                                        application_name="pgbroker writer")
+                                        application_name=self.name)
             self.conn.execute(RESULTS_TABLE)
 
     def flush(self, outcome: Outcome) -> None:

@@ -71,3 +71,60 @@ def test_a_managed_redis_refusing_writes_is_told_by_info(managed_redis):
 
     assert status.up, status.error
     assert status.refusing_writes
+
+
+@pytest.mark.cluster
+@pytest.mark.any_broker
+@pytest.mark.beside_conformance  # mostly waits: make test's second pass
+@pytest.mark.django_db(transaction=True)
+def test_the_redis_cluster_reconciliation_and_the_dashboard_work_without_config_and_keys(
+        managed_redis, start_process, capsys):
+    """Everything regular on the Redis side, against a Redis refusing CONFIG and KEYS: the
+    reliable cluster takes, runs, records and removes; a worker killed mid-job loses nothing;
+    reconciliation and the dashboard's checks read Redis as it is."""
+    import os
+    import signal
+
+    from django.core.management import call_command
+    from django.db import transaction
+
+    from dashboard.selectors import consistency_checks
+    from devtools.processes import children
+    from faults import services as faults
+    from faults.models import Fault
+    from outbox.services import publish, relay_outbox
+    from users.models import EmailSend, Mode, User
+    from users.welcome import WELCOME_TOPIC
+
+    managed_redis()
+    users = [User.objects.create_user(username=f"m{i}", signup_mode=Mode.OUTBOX)
+             for i in range(4)]
+    with transaction.atomic():
+        for user in users:
+            publish(topic=WELCOME_TOPIC, payload={"user_id": user.pk})
+    assert relay_outbox().published == 4
+    faults.arm(point="email.send", action="delay", times=1, delay_ms=60_000)
+    cluster = start_process("qcluster", name="qcluster-redis", ready="running.",
+                            Q_CLUSTER_NAME="redis", Q_WORKERS="1")
+    wait_until(lambda: Fault.objects.filter(point="email.send", fired__gte=1).exists(),
+               timeout=30, message="the first job to reach its delay")
+    status = redis_status()
+    assert status.up, status.error
+    assert (status.depth, status.in_flight) == (0, 4)  # taken: in the cluster's in-flight list
+    [dispatcher] = cluster.children()
+    [worker] = children(dispatcher)
+    os.kill(worker, signal.SIGKILL)
+
+    wait_until(lambda: EmailSend.objects.count() == 4, timeout=30,
+               message=lambda: "every email to be sent:\n" + cluster.log()[-3000:])
+    wait_until(lambda: redis_status().in_flight == 0, timeout=10,
+               message="the finished jobs to leave the in-flight list")
+    assert "unknown command" not in cluster.log()
+    checks = {c.name: c.count for c in consistency_checks()}
+    assert checks["reliable_signups_lost_email"] == 0
+    assert checks["emails_duplicated"] == 0
+    assert checks["outbox_lost_by_store"] == 0
+    capsys.readouterr()
+    call_command("reconcile", "--older-than", "0")
+    assert "outbox messages published again: 0" in capsys.readouterr().out
+    assert [c["pid"] for c in redis_status().clusters] == [dispatcher]  # its stat, by SCAN
