@@ -2,8 +2,9 @@
 on this machine (`.venv/bin/python -m bench.peers.run`).
 
 Runs against a scratch database `reliable_peers` on the same PostgreSQL (dropped and created
-anew), with real worker processes (bench/peers/engines.py), and prints a Markdown table, also
-written to var/bench-peers.md. For each engine:
+anew), and for the queues on Redis against database 11 of the project's Redis (flushed by each),
+with real worker processes (bench/peers/engines.py), and prints Markdown tables (the PostgreSQL
+queues, then the Redis ones), also written to var/bench-peers.md. For each engine:
 
 - throughput: the workers start and run three jobs (warm); PEERS_N jobs that do nothing are
   enqueued in one transaction; the clock runs from its commit until the queue is drained and
@@ -203,7 +204,7 @@ def crash_once(engine: Engine, key: str) -> tuple[float | None, int]:
     redelivery = rows[1].started_at - killed_at if len(rows) > 1 else None
     say(f"  crash: killed pid {victim.pid}{' (worker restarted)' if restarted else ''}; "
         + (f"body again after {redelivery:.1f} s in pid {rows[1].pid}" if redelivery is not None
-           else f"no second run within {CRASH_TIMEOUT:.0f} s")
+           else f"no second run within {engine.crash_timeout or CRASH_TIMEOUT:.0f} s")
         + f"; runs {len(rows)}, completed {completed}")
     return redelivery, completed
 
@@ -223,6 +224,8 @@ def bench_crash(engine: Engine, result: Result) -> None:
     if times:
         result.crash = f"{statistics.median(times):.2f} ({len(times)}/{crashes})"
         result.crash_seconds = statistics.median(times)
+    elif engine.lost:  # never, by design: say why
+        result.crash = f"lost: {engine.lost} (0/{crashes} in {timeout:.0f} s)"
     else:
         result.crash = f"none in {timeout:.0f} s (0/{crashes})"
     if len(times) < crashes and times:
@@ -254,14 +257,47 @@ def wait_for_database(timeout: float = 120) -> None:
 
 
 def table(results: list[Result]) -> str:
+    """The PostgreSQL queues' table and ratios, then the Redis queues' (where any ran)."""
+    postgres = [r for r in results if r.engine.store != "Redis"]
+    on_redis = [r for r in results if r.engine.store == "Redis"]
+    parts = [rows(postgres), ratios(results)] if postgres else []
+    if on_redis:
+        parts += ["**On Redis** (the queue in Redis, database 11 of the project's Redis on a unix "
+                  "socket; job bodies, and django-q2's results, in PostgreSQL):",
+                  rows(on_redis, enqueue="enqueue (staged, one RENAME)"),
+                  redis_ratios(results)]
+    return "\n\n".join(part for part in parts if part)
+
+
+def rows(results: list[Result], *, enqueue: str = "enqueue (one txn)") -> str:
     lines = ["| engine | jobs/s | p50 ms | p99 ms | crash redelivery median s | duplicates "
-             "| enqueue (one txn) |",
+             f"| {enqueue} |",
              "|---|---|---|---|---|---|---|"]
     for r in results:
         dups = ", ".join(r.duplicates) or "0"
         lines.append(f"| {r.engine.title} | {r.throughput} | {r.p50} | {r.p99} | {r.crash} "
                      f"| {dups} | {r.enqueue} |")
-    return "\n".join(lines) + "\n\n" + ratios(results)
+    return "\n".join(lines)
+
+
+def ratio_row(ours: Result, name: str, other: Result | None, *,
+              best_rate: float | None = None) -> str | None:
+    """`ours` against `other`: a row of a ratios table (None without `other`)."""
+    if other is None:
+        return None
+    rate = best_rate or other.rate
+    cells = [f"{ours.rate / rate:.1f}x faster" if ours.rate and rate else "-"]
+    for i in (0, 1):
+        if ours.latency and other.latency:
+            cells.append(f"{other.latency[i] / ours.latency[i]:.1f}x lower")
+        else:
+            cells.append("-")
+    if ours.crash_seconds and other.crash_seconds:
+        cells.append(f"{other.crash_seconds / ours.crash_seconds:.0f}x sooner")
+    else:
+        cells.append(f"{ours.crash_seconds:.2f} s vs {other.crash}" if ours.crash_seconds
+                     else "-")
+    return f"| {name} | " + " | ".join(cells) + " |"
 
 
 def ratios(results: list[Result]) -> str:
@@ -273,33 +309,30 @@ def ratios(results: list[Result]) -> str:
         return ""
     lines = ["| pgbroker against | jobs/s | p50 latency | p99 latency | crash redelivery |",
              "|---|---|---|---|---|"]
-
-    def row(name: str, other: Result | None, *, best_rate: float | None = None) -> None:
-        if other is None:
-            return
-        rate = best_rate or other.rate
-        cells = [f"{ours.rate / rate:.1f}x faster" if rate else "-"]
-        for i in (0, 1):
-            if ours.latency and other.latency:
-                cells.append(f"{other.latency[i] / ours.latency[i]:.1f}x lower")
-            else:
-                cells.append("-")
-        if ours.crash_seconds and other.crash_seconds:
-            cells.append(f"{other.crash_seconds / ours.crash_seconds:.0f}x sooner")
-        else:
-            cells.append(f"{ours.crash_seconds:.2f} s vs {other.crash}" if ours.crash_seconds
-                         else "-")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-
-    row("django-q2 stock ORM broker (bulk 1)", stock)
+    lines.append(ratio_row(ours, "django-q2 stock ORM broker (bulk 1)", stock) or "")
     if runs:
         best = max(runs, key=lambda r: r.rate)
         crash = next((r for r in runs if r.crash_seconds), best)
         merged = Result(best.engine, latency=min((r.latency for r in runs if r.latency),
                                                  default=None),
                         crash=crash.crash, crash_seconds=crash.crash_seconds, rate=best.rate)
-        row(f"procrastinate, best of {len(runs)} (jobs/s {best.engine.title[-14:]})", merged)
-    return "\n".join(lines)
+        lines.append(ratio_row(ours, f"procrastinate, best of {len(runs)} (jobs/s "
+                                     f"{best.engine.title[-14:]})", merged) or "")
+    return "\n".join(line for line in lines if line)
+
+
+def redis_ratios(results: list[Result]) -> str:
+    """This project's Redis engine (slug `pgbroker-redis`, where it ran) against each other
+    engine on Redis; nothing without it."""
+    ours = next((r for r in results if r.engine.slug == "pgbroker-redis"), None)
+    if ours is None or not ours.rate:
+        return ""
+    lines = ["| pgbroker-redis against | jobs/s | p50 latency | p99 latency | crash redelivery |",
+             "|---|---|---|---|---|"]
+    for other in results:
+        if other.engine.store == "Redis" and other is not ours:
+            lines.append(ratio_row(ours, other.engine.title, other) or "")
+    return "\n".join(line for line in lines if line) if len(lines) > 2 else ""
 
 
 def main() -> None:
@@ -338,8 +371,10 @@ def main() -> None:
 def write(results: list[Result], loads: list[float]) -> None:
     """The table so far, to OUT (rewritten after each engine, so a broken run keeps its rows)."""
     OUT.parent.mkdir(parents=True, exist_ok=True)
+    stores = ("PostgreSQL and Redis on unix sockets"
+              if any(r.engine.store == "Redis" for r in results) else "PostgreSQL on a unix socket")
     OUT.write_text(
-        f"Peers benchmark ({os.cpu_count()} cores, PostgreSQL on a unix socket; N={N}, "
+        f"Peers benchmark ({os.cpu_count()} cores, {stores}; N={N}, "
         f"latency samples={LATENCY_SAMPLES}, crashes={CRASHES}, crash timeout "
         f"{CRASH_TIMEOUT:.0f} s; 1-min load average before each engine and at the end: "
         f"{', '.join(f'{x:.2f}' for x in loads)}). jobs/s: from the commit of {N} jobs to "

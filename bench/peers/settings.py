@@ -4,7 +4,11 @@ ours, each configured as documented, on a scratch database `reliable_peers`.
 PEERS_DATABASE_URL  set by bench/peers/run.py (default: `reliable_peers` beside DATABASE_URL or
                     the project-local cluster)
 PEERS_Q_BULK        django-q2's `bulk` (default 1)
-PEERS_Q_BROKER      "postgres": this project's broker (pgbroker) for the processes started with it
+PEERS_Q_BROKER      "postgres": this project's broker (pgbroker) for the processes started with it;
+                    "redis": django-q2's stock Redis broker (its cluster pops from PEERS_REDIS_URL)
+PEERS_REDIS_URL     the peers' Redis (default: database 11 of REDIS_URL's server or of the
+                    project-local one, devtools/local_redis.py); flushed by each Redis engine
+PEERS_CELERY_ACKS_LATE  "1": Celery's task_acks_late + task_reject_on_worker_lost
 """
 
 import os
@@ -12,6 +16,24 @@ import os
 import dj_database_url
 
 from devtools.local_postgres import default_database_url
+from devtools.local_redis import default_redis_url, with_db
+
+PEERS_REDIS_DB = 11
+PEERS_REDIS_URL = os.environ.get("PEERS_REDIS_URL") or with_db(
+    os.environ.get("REDIS_URL") or default_redis_url(), PEERS_REDIS_DB)
+
+
+def celery_url(url: str) -> str:
+    """Kombu's and Celery's spelling of a Redis URL: a unix socket is
+    redis+socket:///path?virtual_host=N (docs: getting-started/backends-and-brokers/redis)."""
+    from urllib.parse import parse_qsl, urlencode
+
+    if not url.startswith("unix://"):
+        return url
+    path, _, query = url[len("unix://"):].partition("?")
+    params = dict(parse_qsl(query))
+    db = params.pop("db", "0")
+    return f"redis+socket://{path}?{urlencode({**params, 'virtual_host': db})}"
 
 
 def peers_database_url() -> str:
@@ -38,7 +60,7 @@ INSTALLED_APPS = [
     "procrastinate.contrib.django",
     "django_tasks",
     "django_tasks_db",
-    "bench.peers.jobs",
+    "bench.peers.jobs",  # its tasks.py has the Celery tasks too (bench/peers/celery_app.py)
 ]
 
 DATABASES = {
@@ -63,6 +85,33 @@ Q_CLUSTER = {
 if os.environ.get("PEERS_Q_BROKER") == "postgres":  # the project's defaults for pgbroker
     Q_CLUSTER.update(broker_class="pgbroker.broker.PostgresBroker", bulk=50, queue_limit=20,
                      recycle=5000)
+# django-q2's Redis broker (django_q.brokers.redis_broker.Redis) connects with Q_CLUSTER["redis"]
+# wherever it is used: in the stock cluster with PEERS_Q_BROKER=redis (without "orm", django-q2
+# picks Redis), and in the runner, which passes that broker to async_task(). `bulk`, `poll` and
+# `retry` do nothing there: it pops one task at a time (BLPOP) and has no lease.
+Q_CLUSTER["redis"] = PEERS_REDIS_URL
+if os.environ.get("PEERS_Q_BROKER") == "redis":
+    del Q_CLUSTER["orm"]
+
+# --- Celery 5.7 with its Redis broker and Redis result backend, the Django way
+# (bench/peers/celery_app.py: config_from_object("django.conf:settings", namespace="CELERY")).
+# Docs: docs.celeryq.dev/en/stable/django/first-steps-with-django.html,
+# .../getting-started/backends-and-brokers/redis.html, .../userguide/optimizing.html.
+CELERY_BROKER_URL = celery_url(PEERS_REDIS_URL)
+# The common pairing: results (and so each task's SUCCESS) in the same Redis, one key each,
+# kept for a day (result_expires). The runner counts succeeded tasks from these keys.
+CELERY_RESULT_BACKEND = celery_url(PEERS_REDIS_URL)
+# "many short-running tasks, and throughput/round trip latency is important": a large
+# prefetch multiplier ("Say 64, or 128"; the default is 4), per process (2 processes: 128).
+CELERY_WORKER_PREFETCH_MULTIPLIER = 64
+# Redis broker: a message taken but not acknowledged comes back after visibility_timeout,
+# 3600 s by default; kept (stated in the table, docs/benchmarks.md).
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+# Reliability, opt-in: acknowledge after the task ran, and requeue a task whose pool process
+# died (without task_reject_on_worker_lost, Celery acknowledges it: lost all the same).
+CELERY_TASK_ACKS_LATE = os.environ.get("PEERS_CELERY_ACKS_LATE") == "1"
+CELERY_TASK_REJECT_ON_WORKER_LOST = CELERY_TASK_ACKS_LATE
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False  # LOGGING below, WARNING like the other workers
 
 # --- procrastinate 3.x: the app is procrastinate.contrib.django.app; tasks autodiscovered from
 # each app's tasks.py. Worker options come from `manage.py procrastinate worker` flags.

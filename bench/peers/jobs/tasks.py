@@ -8,6 +8,7 @@ import time
 from django_tasks import task as django_task
 from procrastinate.contrib.django import app as procrastinate_app
 
+from bench.peers.celery_app import app as celery_app
 from bench.peers.jobs.models import Execution
 
 Q_NOOP = "bench.peers.jobs.tasks.q_noop"  # django-q2 names its functions by dotted path
@@ -48,6 +49,11 @@ def t_nothing(key: str) -> None:
     nothing(key)
 
 
+@celery_app.task(name="peer_c_nothing")
+def c_nothing(key: str) -> None:
+    nothing(key)
+
+
 @procrastinate_app.task(name="peer_noop")
 def p_noop(key: str, sleep: float = 0.0) -> None:
     run_body(key, sleep)
@@ -55,6 +61,11 @@ def p_noop(key: str, sleep: float = 0.0) -> None:
 
 @django_task()
 def t_noop(key: str, sleep: float = 0.0) -> None:
+    run_body(key, sleep)
+
+
+@celery_app.task(name="peer_c_noop")
+def c_noop(key: str, sleep: float = 0.0) -> None:
     run_body(key, sleep)
 
 
