@@ -444,10 +444,12 @@ ENGINES: list[Engine] = [
 ]
 
 
-def _ours() -> Engine:
-    from bench.peers.ours import PgBroker
+def _ours() -> list[Engine]:
+    from bench.peers.ours import PgBroker, PgBrokerRedis
 
-    return PgBroker()
+    return [PgBroker(), PgBrokerRedis()]
 
 
-ENGINES.insert(0, _ours())
+first, redis_first = _ours()
+ENGINES.insert(0, first)
+ENGINES.insert(next(i for i, e in enumerate(ENGINES) if e.store == "Redis"), redis_first)

@@ -5,7 +5,8 @@ PEERS_DATABASE_URL  set by bench/peers/run.py (default: `reliable_peers` beside 
                     the project-local cluster)
 PEERS_Q_BULK        django-q2's `bulk` (default 1)
 PEERS_Q_BROKER      "postgres": this project's broker (pgbroker) for the processes started with it;
-                    "redis": django-q2's stock Redis broker (its cluster pops from PEERS_REDIS_URL)
+                    "redis": django-q2's stock Redis broker (its cluster pops from PEERS_REDIS_URL);
+                    "reliable-redis": this project's Redis broker (reliable fetch), its cluster
 PEERS_REDIS_URL     the peers' Redis (default: database 11 of REDIS_URL's server or of the
                     project-local one, devtools/local_redis.py); flushed by each Redis engine
 PEERS_CELERY_ACKS_LATE  "1": Celery's task_acks_late + task_reject_on_worker_lost
@@ -92,6 +93,10 @@ if os.environ.get("PEERS_Q_BROKER") == "postgres":  # the project's defaults for
 Q_CLUSTER["redis"] = PEERS_REDIS_URL
 if os.environ.get("PEERS_Q_BROKER") == "redis":
     del Q_CLUSTER["orm"]
+if os.environ.get("PEERS_Q_BROKER") == "reliable-redis":  # this project's Redis cluster
+    del Q_CLUSTER["orm"]
+    Q_CLUSTER.update(broker_class="pgbroker.reliable_redis.ReliableRedis", bulk=50,
+                     queue_limit=20, recycle=5000)
 
 # --- Celery 5.7 with its Redis broker and Redis result backend, the Django way
 # (bench/peers/celery_app.py: config_from_object("django.conf:settings", namespace="CELERY")).
