@@ -214,8 +214,8 @@ def bench_latency() -> None:
                    f"p50 {q[49]:.1f} ms, p99 {q[98]:.1f} ms",
                    f"{LATENCY_SAMPLES} signups one at a time, random gaps; "
                    + {"que": "the PostgreSQL cluster woken by NOTIFY",
-                      "outbox": "the relay woken by NOTIFY, then the Redis cluster's BLPOP",
-                      "dual-write": "RPUSH after the commit, the Redis cluster's BLPOP"}[mode])
+                      "outbox": "the relay woken by NOTIFY, then the Redis cluster's BLMOVE",
+                      "dual-write": "RPUSH after the commit, the Redis cluster's BLMOVE"}[mode])
     finally:
         for p in started:
             stop(p)
