@@ -12,7 +12,7 @@ from common.permissions import can_operate
 from jobs.cluster import run_now
 from sagas import recovery, services
 from sagas.forms import StartTripForm
-from sagas.models import Saga, SagaLog, State
+from sagas.models import Saga, SagaLog, State, Style
 from sagas.timeline import timeline
 from travel.services import MODELS
 
@@ -50,11 +50,11 @@ class SagaLogInline(admin.TabularInline):
 
 @admin.register(Saga)
 class SagaAdmin(BigTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["id", "kind", "customer", "colored_state", "bookings", "lease_until",
-                    "created_at"]
-    list_filter = ["state", "kind"]
+    list_display = ["id", "kind", "style", "customer", "colored_state", "bookings",
+                    "lease_until", "created_at"]
+    list_filter = ["state", "style", "kind"]
     search_fields = ["id", "payload__customer"]
-    readonly_fields = ["kind", "state", "payload", "fault_scope", "lease_until",
+    readonly_fields = ["kind", "style", "state", "payload", "fault_scope", "lease_until",
                        "retry_from_seq", "created_at", "updated_at"]
     inlines = [SagaLogInline]
     actions = ["retry_stuck", "recover_now"]
@@ -118,13 +118,15 @@ class SagaAdmin(BigTableAdminMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         form = StartTripForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
             try:
-                saga = services.start_trip(customer=form.cleaned_data["customer"],
-                                           fail=form.cleaned_data["fail"] or None,
-                                           crash=form.cleaned_data["crash"] or None)
+                saga = services.start_trip(
+                    customer=form.cleaned_data["customer"],
+                    fail=form.cleaned_data["fail"] or None,
+                    crash=form.cleaned_data["crash"] or None,
+                    style=form.cleaned_data["style"] or Style.ORCHESTRATED)
             except OperationError as e:
                 form.add_error(None, str(e))
             else:
-                self.message_user(request, f"Trip saga {saga.pk} started.")
+                self.message_user(request, f"Trip saga {saga.pk} started ({saga.style}).")
                 return HttpResponseRedirect(reverse("admin:sagas_saga_change", args=[saga.pk]))
         context = {**self.admin_site.each_context(request), "opts": self.model._meta,
                    "form": form, "title": "Start a trip saga"}

@@ -10,7 +10,7 @@ class SagasConfig(AppConfig):
         from faults.points import register
         from pgbroker import scheduler as schedules
         from retention import registry as retention
-        from sagas import dashboard, services
+        from sagas import choreography, dashboard, services
         from sagas.definitions import DEFINITIONS
         from sagas.models import Saga
 
@@ -18,13 +18,15 @@ class SagasConfig(AppConfig):
         for definition in DEFINITIONS.values():
             for step in definition.steps:
                 register(f"saga.after.STEP_START.{step.name}",
-                         f"in the saga coordinator, after STEP_START {step.name} committed, "
-                         "before the call")
+                         f"in the saga coordinator (or the {step.name} service's reaction), "
+                         f"after STEP_START {step.name} committed, before the call")
                 register(f"saga.after.COMP_START.{step.name}",
-                         f"in the saga coordinator, after COMP_START {step.name} committed, "
-                         "before the call")
+                         f"in the saga coordinator (or the {step.name} service's reaction), "
+                         f"after COMP_START {step.name} committed, before the call")
         register("saga.after.SAGA_ABORT",
-                 "in the saga coordinator, after SAGA_ABORT committed, before any compensation")
+                 "in the saga coordinator (or the failing service's reaction), after "
+                 "SAGA_ABORT committed, before any compensation")
+        choreography.register_topics()
         dashboard.register()
         # The backstop for sagas whose coordinator died when no `recover_sagas --follow` runs.
         schedules.register("recover sagas", "sagas.tasks.recover_sagas", minutes=1)

@@ -58,12 +58,16 @@ def lease_seconds() -> float:
 
 
 @contextlib.contextmanager
-def saga_lock(saga_id: int) -> Iterator[bool]:
-    """Try the saga's advisory lock on the side session; yields whether we hold it."""
+def saga_lock(saga_id: int, *, wait: bool = False) -> Iterator[bool]:
+    """Try (or, `wait`, wait for) the saga's advisory lock on the side session; yields whether
+    we hold it. The server releases it by itself if this process dies."""
     with side_cursor() as cur:
-        cur.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_CLASS, saga_id])
+        if wait:
+            cur.execute("SELECT pg_advisory_lock(%s, %s), true", [LOCK_CLASS, saga_id])
+        else:
+            cur.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_CLASS, saga_id])
         row = cur.fetchone()
-        got = row is not None and bool(row[0])
+        got = row is not None and bool(row[-1])
     try:
         yield got
     finally:
@@ -138,7 +142,16 @@ def append_event(saga: Saga, event: str, *, step: str = "", detail: str = "",
     return seq
 
 
-def _call_step(call, saga: Saga, step: str, *, deadline: float | None) -> None:
+def at_boundary(saga: Saga, event: str, step: str) -> None:
+    """Right after `event` committed: a fault may strike at this boundary of the log
+    (`saga.after.<event>[.<step>]`, armed for this saga only)."""
+    point = f"saga.after.{event}" + (f".{step}" if step else "")
+    if point in POINTS:
+        with faults.scoped(saga.fault_scope):
+            faults.fire(point)
+
+
+def call_step(call, saga: Saga, step: str, *, deadline: float | None) -> None:
     """Call a service. An answer later than `deadline` counts as no answer: the step failed
     (its late effect, if any, is undone by its compensation like any other)."""
     started = time.monotonic()
@@ -156,7 +169,7 @@ def _call_step(call, saga: Saga, step: str, *, deadline: float | None) -> None:
         raise StepTimeout(f"no answer within {deadline:g}s (answered after {took:.1f}s)")
 
 
-def _error(e: BaseException) -> str:
+def describe_error(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
@@ -202,10 +215,7 @@ class _Coordinator:
                           lease_for=lease_for, before=self.waiting, epoch=self.epoch)
             self.waiting = []
             self.epoch = (self.epoch[1], self.epoch[1])
-            point = f"saga.after.{event}" + (f".{step}" if step else "")
-            if point in POINTS:  # a fault may strike at this boundary of the log
-                with faults.scoped(self.saga.fault_scope):
-                    faults.fire(point)
+            at_boundary(self.saga, event, step)
         self.log.append(SagaLog(saga_id=self.saga.pk, seq=seq, event=event, step=step,
                                 detail=detail))
 
@@ -237,10 +247,10 @@ def _advance_once(saga: Saga, definition: SagaDefinition,
             append(Event.STEP_START, step=step,
                     detail="forward recovery: in doubt, idempotent, run again" if recovery else "")
             try:
-                _call_step(definition.step(step).action, saga, step,
+                call_step(definition.step(step).action, saga, step,
                            deadline=float(settings.SAGA_STEP_DEADLINE_SECONDS))
             except Exception as e:
-                append(Event.STEP_FAIL, step=step, detail=_error(e))
+                append(Event.STEP_FAIL, step=step, detail=describe_error(e))
             else:
                 append(Event.STEP_END, step=step)
         case d.Complete():
@@ -250,16 +260,16 @@ def _advance_once(saga: Saga, definition: SagaDefinition,
         case d.Compensate(step, attempt):
             append(Event.COMP_START, step=step, detail=f"attempt {attempt}")
             try:
-                _call_step(definition.step(step).compensation, saga, step, deadline=None)
+                call_step(definition.step(step).compensation, saga, step, deadline=None)
             except Exception as e:
                 if attempt >= settings.SAGA_MAX_COMP_ATTEMPTS:
                     # The last try: nothing will retry it. The next decision is Stuck, now.
                     append(Event.COMP_FAIL, step=step,
-                           detail=f"{_error(e)}; {GIVING_UP.format(tries=attempt)}")
+                           detail=f"{describe_error(e)}; {GIVING_UP.format(tries=attempt)}")
                     return None
                 wait = comp_backoff(attempt)
                 append(Event.COMP_FAIL, step=step, lease_for=wait,
-                        detail=f"{_error(e)}; retry in {wait:g}s")
+                        detail=f"{describe_error(e)}; retry in {wait:g}s")
                 # recovery retries it when the lease (the backoff) runs out
                 return State(saga.state)
             append(Event.COMP_END, step=step)

@@ -10,7 +10,7 @@ from dashboard.registry import Check, Snapshot, Status
 from jobs.cluster import run_now
 from sagas import selectors, services
 from sagas.forms import StartTripForm
-from sagas.models import Saga, State
+from sagas.models import Saga, State, Style
 
 
 def saga_checks(snap: Snapshot) -> list[Check]:
@@ -35,8 +35,9 @@ def saga_checks(snap: Snapshot) -> list[Check]:
 
 def start_trip(data: dict) -> tuple[int, str]:
     saga = services.start_trip(customer=data["customer"], fail=data["fail"] or None,
-                               crash=data["crash"] or None)
-    return messages.SUCCESS, f"Trip saga {saga.pk} started."
+                               crash=data["crash"] or None,
+                               style=data.get("style") or Style.ORCHESTRATED)
+    return messages.SUCCESS, f"Trip saga {saga.pk} started ({saga.style})."
 
 
 def register() -> None:
@@ -50,7 +51,8 @@ def register() -> None:
     registry.register_control(registry.Control(
         name="trip", title="Start a trip saga", run=start_trip, form=StartTripForm,
         button="Book the trip", order=30,
-        initial=lambda: {"customer": "alice", "fail": "", "crash": ""}))  # a trip that works
+        initial=lambda: {"customer": "alice", "fail": "", "crash": "",
+                         "style": Style.ORCHESTRATED}))  # a trip that works
     registry.register_control(registry.Control(
         name="recover", title="", button="Recover sagas now", order=80,
         run=lambda data: run_now("sagas.tasks.recover_sagas", "Saga recovery")))

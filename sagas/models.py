@@ -12,6 +12,14 @@ class State(models.TextChoices):
     STUCK = "stuck"  # a compensation keeps failing: a person has to look
 
 
+class Style(models.TextChoices):
+    """Who drives a saga (the talk's two ways): a coordinator telling each service what to do,
+    or each service reacting to the event of the one before it."""
+
+    ORCHESTRATED = "orchestrated", "orchestrated (a coordinator tells each service)"
+    CHOREOGRAPHED = "choreographed", "choreographed (each service reacts to events)"
+
+
 FINAL_STATES = (State.COMPLETED, State.COMPENSATED)
 ACTIVE_STATES = (State.RUNNING, State.COMPENSATING)
 
@@ -36,8 +44,13 @@ class SagaQuerySet(models.QuerySet):
         return self.filter(state__in=FINAL_STATES)
 
     def due(self, *, at=None) -> SagaQuerySet:
-        """Active sagas whose lease ran out (by `at`, default now): due for recovery."""
-        return self.active().filter(lease_until__lt=at or Now())
+        """Active sagas whose lease ran out (by `at`, default now): due for recovery. A
+        choreographed saga has no lease: its next reaction is a queued job, run again by the
+        queue if it dies."""
+        return self.active().filter(lease_until__lt=at or Now(), style=Style.ORCHESTRATED)
+
+    def choreographed(self) -> SagaQuerySet:
+        return self.filter(style=Style.CHOREOGRAPHED)
 
 
 class Saga(models.Model):
@@ -49,6 +62,7 @@ class Saga(models.Model):
     """
 
     kind = models.CharField(max_length=50)
+    style = models.CharField(max_length=20, choices=Style.choices, default=Style.ORCHESTRATED)
     state = models.CharField(max_length=20, choices=State.choices, default=State.RUNNING)
     payload = models.JSONField(default=dict, blank=True)
     fault_scope = models.CharField(max_length=64, blank=True, default="",

@@ -27,6 +27,7 @@ def saga_as_dict(saga: Saga) -> dict:
     return {
         "id": saga.pk,
         "kind": saga.kind,
+        "style": saga.style,
         "state": saga.state,
         "customer": (saga.payload or {}).get("customer", "") if isinstance(saga.payload, dict)
         else "",

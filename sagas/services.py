@@ -18,9 +18,10 @@ from common import validate
 from common.db import db_now
 from dashboard import audit
 from faults import services as faults
+from sagas import choreography
 from sagas.coordinator import RUN_SAGA_TASK, SagaError, append_event, lease_seconds
 from sagas.definitions import DEFINITIONS, TRIP
-from sagas.models import ACTIVE_STATES, Event, Saga, SagaLog
+from sagas.models import ACTIVE_STATES, Event, Saga, SagaLog, Style
 from sagas.selectors import AUDIT, recheck_findings, settled
 from travel.services import MODELS
 
@@ -31,15 +32,19 @@ CUSTOMER_MAX = 100
 CUSTOMER: dict[str, Any] = {"what": "the customer name", "max_length": CUSTOMER_MAX}
 TIMEOUT: dict[str, Any] = {"what": "the timeout", "high": validate.DAY}
 UNKNOWN_KIND = "unknown saga kind {kind}"
+UNKNOWN_STYLE = "unknown saga style {style}; use one of: {known}"
 
 
-def start_saga(*, kind: str, payload: dict, fault_plan: dict[str, str] | None = None) -> Saga:
-    """Create the saga and its SAGA_START, and enqueue its coordinator, in one transaction.
+def start_saga(*, kind: str, payload: dict, fault_plan: dict[str, str] | None = None,
+               style: Style | str = Style.ORCHESTRATED) -> Saga:
+    """Create the saga and its SAGA_START, and enqueue its coordinator (orchestrated) or
+    publish the request its first service reacts to (choreographed), in one transaction.
 
     `fault_plan` ({point: action}) arms faults for this saga only, once each.
     """
     if not isinstance(kind, str) or kind not in DEFINITIONS:
         raise SagaError(UNKNOWN_KIND.format(kind=validate.shown(kind)))
+    style = parse_style(style)
     payload = validate.payload(payload, what="the saga payload")
     scope = f"saga-{uuid.uuid4().hex}" if fault_plan else ""
     # `slow` answers 2 s after the step deadline (still well inside the task's Q_TIMEOUT)
@@ -47,11 +52,22 @@ def start_saga(*, kind: str, payload: dict, fault_plan: dict[str, str] | None = 
     for point, action in (fault_plan or {}).items():
         faults.arm(point=point, action=action, times=1, scope=scope, delay_ms=slow_ms)
     with transaction.atomic():
-        saga = Saga.objects.create(kind=kind, payload=payload, fault_scope=scope,
+        saga = Saga.objects.create(kind=kind, style=style, payload=payload, fault_scope=scope,
                                    lease_until=db_now() + timedelta(seconds=lease_seconds()))
         append_event(saga, Event.SAGA_START, detail=_describe(payload, fault_plan))
-        async_task(RUN_SAGA_TASK, saga_id=saga.pk, task_name=f"saga {saga.pk}")
+        if style == Style.CHOREOGRAPHED:
+            choreography.request(saga)
+        else:
+            async_task(RUN_SAGA_TASK, saga_id=saga.pk, task_name=f"saga {saga.pk}")
     return saga
+
+
+def parse_style(style: object) -> Style:
+    """A saga style, as a person or a caller may give it; SagaError in one line if not one."""
+    if isinstance(style, str) and style in Style.values:
+        return Style(style)
+    raise SagaError(UNKNOWN_STYLE.format(style=validate.shown(style),
+                                         known=", ".join(Style.values)))
 
 
 def _describe(payload: dict, fault_plan: dict[str, str] | None) -> str:
@@ -63,17 +79,21 @@ def _describe(payload: dict, fault_plan: dict[str, str] | None) -> str:
 
 def start_trip(
     *, customer: str, fail: str | None = None, crash: str | None = None,
-    slow: str | None = None,
+    slow: str | None = None, style: Style | str = Style.ORCHESTRATED,
 ) -> Saga:
-    """The talk's trip: book hotel, car, flight for `customer`.
+    """The talk's trip: book hotel, car, flight for `customer`, orchestrated (a coordinator)
+    or choreographed (each service reacting to the one before).
 
-    fail/crash/slow name a service whose booking raises, kills the coordinator, or answers
-    after the deadline, once, in this saga only.
+    fail/crash/slow name a service whose booking raises, kills the process booking it (the
+    coordinator, or the service's reaction), or answers after the deadline, once, in this
+    saga only.
     """
     customer = validate.text(customer, **CUSTOMER)
+    style = parse_style(style)
     plan = faults.plan(point="saga.{target}.book", what="service", work="trip",
                        allowed=[s.name for s in TRIP.steps], fail=fail, crash=crash, slow=slow)
-    return start_saga(kind=TRIP.kind, payload={"customer": customer}, fault_plan=plan)
+    return start_saga(kind=TRIP.kind, payload={"customer": customer}, fault_plan=plan,
+                      style=style)
 
 
 def expect(*, fail: str | None = None, crash: str | None = None,

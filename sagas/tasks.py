@@ -1,10 +1,15 @@
 """django-q2 entry points for the saga coordinator."""
 
-from sagas import coordinator, recovery, services
+from sagas import choreography, coordinator, recovery, services
 
 
 def run_saga(*, saga_id: int) -> str:
     return str(coordinator.advance(saga_id=saga_id) or recovery.HELD)
+
+
+def react(*, saga_id: int, service: str) -> str:
+    """A choreographed saga's service reacting to the event addressed to it."""
+    return choreography.react(saga_id=saga_id, service=service)
 
 
 def recover_sagas() -> str:

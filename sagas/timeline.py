@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sagas.definitions import DEFINITIONS
-from sagas.models import Event, Saga
+from sagas.models import Event, Saga, Style
 from travel.services import booking_states
 
 COLORS = {"ok": "#2e7d32", "fail": "#c62828", "comp": "#ef6c00", "note": "#1565c0"}
@@ -44,22 +44,26 @@ ENDS = (Event.STEP_END, Event.STEP_FAIL, Event.COMP_END, Event.COMP_FAIL)
 
 
 def timeline(saga: Saga) -> dict:
-    """Lanes (Customer, Saga Log, SEC, one per service) and one arrow per log event."""
+    """Lanes (Customer, Saga Log, SEC, one per service) and one arrow per log event. A
+    choreographed saga has no coordinator: its lane is the events (the outbox) each service
+    reacts to."""
     services = [s.name for s in DEFINITIONS[saga.kind].steps]
-    lanes = ["Customer", "Saga Log", "SEC", *[f"{s.capitalize()} Srv" for s in services]]
+    driver = "SEC" if saga.style == Style.ORCHESTRATED else "Events"
+    died = "SEC died" if driver == "SEC" else "its reaction died"
+    lanes = ["Customer", "Saga Log", driver, *[f"{s.capitalize()} Srv" for s in services]]
     x = {name: LANE_WIDTH // 2 + i * LANE_WIDTH for i, name in enumerate(lanes)}
     entries = list(saga.log.order_by("seq"))
     arrows = []
     for i, e in enumerate(entries):
         source, target, label, kind, dashed = ARROWS[e.event]
-        lane = {"srv": f"{e.step.capitalize()} Srv"}
+        lane = {"srv": f"{e.step.capitalize()} Srv", "SEC": driver}
         label = label.format(step=e.step, detail=e.detail)
         nxt = entries[i + 1] if i + 1 < len(entries) else None
         # A start followed by anything but its own end: the coordinator died in between.
         if e.event in (Event.STEP_START, Event.COMP_START) and nxt is not None and not (
             nxt.step == e.step and nxt.event in ENDS
         ):
-            label, kind = f"{label} (no answer: SEC died)", "fail"
+            label, kind = f"{label} (no answer: {died})", "fail"
         arrows.append(Arrow(
             y=TOP + 20 + i * ROW_HEIGHT, x1=x[lane.get(source, source)],
             x2=x[lane.get(target, target)], label=label, kind=kind, dashed=dashed, seq=e.seq,
@@ -67,6 +71,7 @@ def timeline(saga: Saga) -> dict:
         ))
     height = TOP + 40 + len(arrows) * ROW_HEIGHT
     return {
+        "style": saga.style,
         "lanes": [{"name": n, "x": x[n]} for n in lanes],
         "arrows": arrows,
         "width": LANE_WIDTH * len(lanes),

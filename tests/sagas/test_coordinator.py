@@ -287,7 +287,7 @@ def test_book_trip_wait_prints_each_event_as_it_happens():
     call_command("book_trip", "max", "--fail", "car", "--wait", "--timeout", "30", stdout=out)
     thread.join()
     lines = out.getvalue().splitlines()
-    assert lines[0].endswith("started")
+    assert lines[0].endswith("started (orchestrated)")
     assert lines[1].endswith("the car booking fails, so the trip is compensated in reverse "
                              "order")
     events = [line.split()[2] for line in lines[2:-1] if re.match(r"\s+\d+\.\ds", line)]
@@ -310,7 +310,7 @@ def test_show_saga_json_says_all_the_text_says(capsys):
     call_command("show_saga", str(saga.pk), "--json")
     data = json.loads(capsys.readouterr().out)
     assert data == saga_as_dict(saga)
-    assert set(data) == {"id", "kind", "state", "customer", "payload", "created_at",
+    assert set(data) == {"id", "kind", "style", "state", "customer", "payload", "created_at",
                          "updated_at", "lease_until", "log", "bookings"}
     assert (data["kind"], data["state"], data["customer"]) == ("trip", "compensated", "hal")
     first = data["log"][0]
@@ -328,7 +328,7 @@ def test_show_saga_json_says_all_the_text_says(capsys):
 
     call_command("show_saga", str(saga.pk))
     text = capsys.readouterr().out
-    assert f"trip saga {saga.pk}: compensated (customer hal), started " in text
+    assert f"trip saga {saga.pk} (orchestrated): compensated (customer hal), started " in text
     assert re.search(r"^\s+7 \d\d:\d\d:\d\d\.\d{3} +\+\d+\.\d{3} +\d+ STEP_FAIL +flight +"
                      r"InjectedFault", text, re.M), text
     with pytest.raises(CommandError, match="no saga with id 999999"):

@@ -7,7 +7,7 @@ from common.inputs import OneLineErrors, arg
 from common.validate import seconds, text
 from sagas import services
 from sagas.definitions import TRIP
-from sagas.models import SagaLog, State
+from sagas.models import SagaLog, State, Style
 from travel.services import booking_states
 
 SERVICES = [s.name for s in TRIP.steps]
@@ -28,23 +28,30 @@ class Command(OneLineErrors, BaseCommand):
         parser.add_argument("--fail", choices=SERVICES,
                             help="this service's booking fails once (this saga only)")
         parser.add_argument("--crash", choices=SERVICES,
-                            help="the coordinator process dies (os._exit) right after this "
-                                 "service booked, once (this saga only)")
+                            help="the process booking it (the coordinator, or the service's "
+                                 "reaction) dies (os._exit) right after this service booked, "
+                                 "once (this saga only)")
         parser.add_argument("--slow", choices=SERVICES,
                             help="this service answers after the step deadline, once")
+        parser.add_argument("--style", choices=Style.values, default=Style.ORCHESTRATED,
+                            help="orchestrated: a coordinator tells each service what to do "
+                                 "(the default); choreographed: each service reacts to the "
+                                 "event of the one before it, through the outbox (needs the "
+                                 "relay: make run starts one)")
         parser.add_argument("--wait", action="store_true",
                             help="wait for the saga to end, printing its log as it goes")
         parser.add_argument("--timeout", type=arg(seconds, **services.TIMEOUT), default=120,
                             help="seconds --wait waits, above 0 (default 120); the saga goes "
                                  "on after it")
 
-    def handle(self, *args, customer: str, fail, crash, slow, wait: bool, timeout: float,
-               **options) -> None:
+    def handle(self, *args, customer: str, fail, crash, slow, style: str, wait: bool,
+               timeout: float, **options) -> None:
         try:
-            saga = services.start_trip(customer=customer, fail=fail, crash=crash, slow=slow)
+            saga = services.start_trip(customer=customer, fail=fail, crash=crash, slow=slow,
+                                       style=style)
         except OperationError as e:
             raise CommandError(str(e)) from e
-        self.stdout.write(self.style.SUCCESS(f"saga {saga.pk} started"))
+        self.stdout.write(self.style.SUCCESS(f"saga {saga.pk} started ({saga.style})"))
         if not wait:
             self.stdout.write(f"follow it with: manage.py show_saga {saga.pk}")
             return

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from common.inputs import OneLineErrors, arg
 from common.validate import integer
-from sagas.models import Event, Saga, State
+from sagas.models import Event, Saga, State, Style
 from sagas.selectors import saga_as_dict
 
 SAGA_ID = {"what": "the saga id"}
@@ -31,7 +31,7 @@ class Command(OneLineErrors, BaseCommand):
             return
         started = data["log"][0]["at"] if data["log"] else data["created_at"]
         took = data["log"][-1]["elapsed"] if data["log"] else 0
-        self.stdout.write(f"{saga.kind} saga {saga.pk}: {self.styled(saga.state)} "
+        self.stdout.write(f"{saga.kind} saga {saga.pk} ({saga.style}): {self.styled(saga.state)} "
                           f"(customer {data['customer']}), started {started[:10]} "
                           f"{started[11:23]}, last event +{took:.3f} s")
         self.stdout.write(f"  {'seq':>3} {'time':<12} {'elapsed':>9} {'pid':>7} "
@@ -42,7 +42,10 @@ class Command(OneLineErrors, BaseCommand):
             fail = e["event"] in (Event.STEP_FAIL, Event.COMP_FAIL, Event.SAGA_ABORT)
             self.stdout.write(self.style.ERROR(line) if fail else line)
         self.stdout.write("bookings: " + ", ".join(f"{k} {v}" for k, v in data["bookings"].items()))
-        if saga.state in (State.RUNNING, State.COMPENSATING) and saga.lease_until is not None:
+        if saga.state in (State.RUNNING, State.COMPENSATING) and saga.style == Style.CHOREOGRAPHED:
+            self.stdout.write("waiting for its next service's reaction (a queued job: the queue "
+                              "runs it again if it dies)")
+        elif saga.state in (State.RUNNING, State.COMPENSATING) and saga.lease_until is not None:
             self.stdout.write(f"lease until {data['lease_until'][11:23]} (recovery resumes it "
                               "after that if its coordinator is gone)")
 
