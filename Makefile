@@ -166,11 +166,13 @@ show-state: ready ## users, their emails, the outbox and the queue (the talk's d
 book-trip: export ARG_CUSTOMER := $(value customer)
 book-trip: export ARG_FAIL := $(value fail)
 book-trip: export ARG_CRASH := $(value crash)
-book-trip: USAGE := make book-trip customer=NAME [fail=hotel|car|flight] [crash=hotel|car|flight]
+book-trip: export ARG_STYLE := $(value style)
+book-trip: USAGE := make book-trip customer=NAME [fail=hotel|car|flight] [crash=hotel|car|flight] [style=orchestrated|choreographed]
 book-trip: NEEDS := ARG_CUSTOMER
-book-trip: need-args ready ## a trip saga: customer=NAME [fail=hotel|car|flight] [crash=hotel|car|flight]
+book-trip: need-args ready ## a trip saga: customer=NAME [fail=...] [crash=...] [style=orchestrated|choreographed]
 	@$(MANAGE) book_trip "$$ARG_CUSTOMER" --wait --timeout 60 \
-	  $${ARG_FAIL:+--fail "$$ARG_FAIL"} $${ARG_CRASH:+--crash "$$ARG_CRASH"}
+	  $${ARG_FAIL:+--fail "$$ARG_FAIL"} $${ARG_CRASH:+--crash "$$ARG_CRASH"} \
+	  $${ARG_STYLE:+--style "$$ARG_STYLE"}
 
 show-saga: export ARG_ID := $(value id)
 show-saga: USAGE := make show-saga id=N
