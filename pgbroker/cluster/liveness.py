@@ -51,9 +51,8 @@ class Fence(threading.Thread):
                     slot.fenced = True
                     slot.kill()
                     # now, not when the loop (maybe blocked on the dead peer) notices it
-                    if self.prefix:
-                        history.record("died", f"{self.prefix}{slot.running.id}",
-                                       worker=slot.process.pid, how="stopped by the fence")
+                    history.record("died", f"{self.prefix}{slot.running.id}" if self.prefix
+                                   else "", worker=slot.process.pid, how="stopped by the fence")
 
 
 class Sweeper:

@@ -19,6 +19,7 @@ renewed for FENCE seconds, before it can expire and another cluster take their j
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import random
 import threading
@@ -116,28 +117,42 @@ class RedisWriter:
 
 
 class Keeper(threading.Thread):
-    """Renews this cluster's key and sweeps the dead ones' jobs back to the queue."""
+    """Renews this cluster's key and sweeps the dead ones' jobs back to the queue. `alive_at`
+    (shared with the workers: they start a job, or go on after a SIGSTOP, only while it is
+    recent) is the last renewal, and is not moved on after one that found our jobs moved back
+    until the dispatcher has dropped them (`resume`)."""
 
     def __init__(self, *, fetch: RedisFetch, stop: threading.Event) -> None:
         super().__init__(name="keeper", daemon=True)
         self.fetch = fetch
         self.stop = stop
-        self.last_ok = time.monotonic()
+        self.alive_at = multiprocessing.RawValue("d", time.monotonic())
         self.swept = threading.Event()  # another cluster moved our in-flight jobs back
         self.down_since: float | None = None
         self.next_sweep = 0.0
         self.who = f"{host_name()}:{os.getpid()}"
 
+    @property
+    def last_ok(self) -> float:
+        return float(self.alive_at.value)
+
     def register(self) -> None:
         self.fetch.renew(self.who)
-        self.last_ok = time.monotonic()
+        self.alive_at.value = time.monotonic()
+
+    def resume(self) -> None:
+        """The jobs moved back are dropped: this cluster may run jobs again."""
+        self.swept.clear()
+        self.alive_at.value = time.monotonic()
 
     def run(self) -> None:
         while not self.stop.wait(RENEW):
             try:
+                now = time.monotonic()
                 if self.fetch.renew(self.who) < 0:
                     self.swept.set()
-                self.last_ok = time.monotonic()
+                if not self.swept.is_set():
+                    self.alive_at.value = now
                 now = time.monotonic()
                 if now >= self.next_sweep:
                     self.next_sweep = now + SWEEP
@@ -193,8 +208,6 @@ class Waiter(threading.Thread):
 
 
 class RedisSource(JobSource):
-    setup = WorkerSetup(rows=True)
-
     def __init__(self, broker: ReliableRedis, *, wake_fd: int, workers: Workers) -> None:
         self.broker = broker
         self.workers = workers
@@ -203,6 +216,7 @@ class RedisSource(JobSource):
         self.stopping = threading.Event()
         self.keeper = Keeper(fetch=self.fetch.with_connection(broker.get_connection()),
                              stop=self.stopping)
+        self.setup = WorkerSetup(rows=True, alive_at=self.keeper.alive_at, alive_for=FENCE)
         self.waiter = Waiter(fetch=self.fetch.with_connection(broker.get_connection()),
                              stop=self.stopping, wake_fd=wake_fd)
         writer = RedisWriter(fetch=self.fetch.with_connection(broker.get_connection()))
@@ -254,6 +268,12 @@ class RedisSource(JobSource):
         return [conn.fileno()] if conn is not None and not conn.closed else []
 
     # --- taking ---------------------------------------------------------------------------
+
+    def up(self) -> bool:
+        """May jobs go to workers now? Not while this cluster has not proved alive recently
+        (its key may expire, and its jobs go to another cluster): the workers would refuse
+        them anyway."""
+        return bool(self.setup.alive())
 
     def due(self, now: float) -> bool:
         if self.down_since is not None and now < self.retry_at:
@@ -382,7 +402,6 @@ class RedisSource(JobSource):
         except redis.RedisError as e:
             logger.debug("reading our in-flight list: %s", e)
             return
-        self.keeper.swept.clear()
         ours = {i for i, package in self.held.items() if package in mine}
         gone = set(self.held) - ours
         if gone:
@@ -391,3 +410,4 @@ class RedisSource(JobSource):
             self.workers.keep_only(ours)
             for i in gone:
                 del self.held[i]
+        self.keeper.resume()

@@ -56,6 +56,14 @@ class WorkerSetup:
 
     owner: int | None = None  # hold this cluster key while running (the PostgreSQL source)
     rows: bool = False  # build django_q_task rows here (the PostgreSQL source COPYs them)
+    # A source whose liveness is a renewed lease (Redis): shared with the dispatcher, the
+    # monotonic time its cluster last proved alive, and how old that may be before a worker
+    # must not start (or, after a SIGSTOP, go on with) a job: another cluster may have it.
+    alive_at: Any = None  # a multiprocessing RawValue("d"), written by the dispatcher
+    alive_for: float = 0.0
+
+    def alive(self) -> bool:
+        return self.alive_at is None or time.monotonic() - self.alive_at.value <= self.alive_for
 
     def history_name(self, job_id: int | str, task: dict[str, Any]) -> str:
         return f"pg:{job_id}" if self.owner is not None else f"q:{task['id']}"
@@ -116,6 +124,17 @@ class TaskPipe:
         self.functions: dict[str, object] = {}
         self.recording = bool(history.directory())
         self.packages = PackageReader()
+        self.running = ""  # the history's name of the job started last
+
+    def check_after_stop(self) -> None:
+        """After SIGCONT, with a lease-kept source (Redis): if the cluster has not proved
+        alive recently enough, its jobs may be running elsewhere: exit before one more
+        instruction of the job runs."""
+        if not self.setup.alive():
+            history.record("died", self.running, worker=os.getpid(), how="stopped, not alive")
+            logger.critical("worker %s: its cluster did not prove alive while it was stopped; "
+                            "exiting", os.getpid())
+            os._exit(KEY_LOST_EXIT)
 
     def get(self) -> dict[str, Any] | str:
         while True:
@@ -139,7 +158,7 @@ class TaskPipe:
                 if not self.results.send(NoSlotForKey(job.job_id, str(e))):
                     return STOP  # the dispatcher is gone
                 continue
-            if not held:
+            if not held or not self.setup.alive():
                 self.results.send(KeyLost(job.job_id))
                 return STOP  # a new worker takes the next job with a key of its own
             try:
@@ -149,6 +168,7 @@ class TaskPipe:
                 continue
             task["cluster"] = Conf.CLUSTER_NAME
             task["ack_id"] = job.job_id
+            self.running = self.setup.history_name(job.job_id, task)
             if self.recording:
                 self._record_start(task, job)
             func = task["func"]
@@ -258,4 +278,7 @@ def worker_main(conn: Connection, timer: Synchronized[float], timeout: int | Non
         check = key.check_after_stop
         signal.signal(signal.SIGCONT, lambda signum, frame: check())
     results = ResultPipe(conn, setup, key)
-    runner.run(TaskPipe(conn, setup, key, results), results, timer, timeout)
+    tasks = TaskPipe(conn, setup, key, results)
+    if setup.alive_at is not None:
+        signal.signal(signal.SIGCONT, lambda signum, frame: tasks.check_after_stop())
+    runner.run(tasks, results, timer, timeout)

@@ -137,3 +137,56 @@ def test_the_parked_record_is_json_a_person_can_read(queue):
     one.settle(acked=[], back=[], died=[], parked=[(b"x", "bad package")])
     raw = queue.connection.lrange(one.parked, 0, -1)[0]
     assert set(json.loads(raw)) == {"package", "why", "at", "cluster"}
+
+
+@pytest.mark.cluster
+@pytest.mark.any_broker
+@pytest.mark.beside  # mostly waits: make test's second pass
+def test_a_redis_cluster_stopped_past_its_lease_runs_no_more_of_its_jobs_when_resumed(
+        transactional_db, start_process, events):
+    """A whole Redis cluster stopped (SIGSTOP: a debugger, a paused container) longer than
+    its key lives: another cluster moves its jobs back and runs them. When it resumes, its
+    worker is in the middle of one of them: it sees that its cluster has not proved alive
+    recently, and exits before one more instruction of the job runs; the job behind it in its
+    pipe is not started there."""
+    import os
+    import signal
+
+    from django_q.tasks import async_task
+
+    from devtools.processes import alive
+
+    queue = redis_queue()
+    first = start_process("qcluster", name="first", ready="running.", Q_CLUSTER_NAME="redis",
+                          Q_WORKERS="1", Q_TIMEOUT="60")
+    async_task("tests.pgbroker.tasks.ticking", str(events.path), "frozen", 8.0, broker=queue)
+    async_task("tests.pgbroker.tasks.ticking", str(events.path), "behind", 0.1, broker=queue)
+    wait_until(lambda: events.starts("frozen"), timeout=30, message="the job to start")
+    ((worker, _),) = events.starts("frozen")
+    wait_until(lambda: len(queue.in_flight()) == 2, timeout=10,
+               message="the job behind it to be in the first cluster's hands too")
+    second = start_process("qcluster", name="second", ready="running.",
+                           Q_CLUSTER_NAME="redis", Q_TIMEOUT="60")
+    assert not events.ends("frozen"), "still running when its cluster stops"
+    os.killpg(first.pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: len(events.starts("frozen")) == 2 and events.ends("behind"),
+                   timeout=30, message=lambda: "both jobs to run on the second cluster:\n"
+                   + second.log()[-2000:])
+    finally:
+        resumed = time.time()
+        os.killpg(first.pid, signal.SIGCONT)
+    wait_until(lambda: not alive(worker), timeout=5, message="the resumed worker to exit")
+    wait_until(lambda: len(events.ends("frozen")) == 1, timeout=60,
+               message=lambda: "the second run to end:\n" + second.log()[-3000:])
+    after = [at for e, k, pid, at in events.read() if pid == worker and at > resumed]
+    assert after == [], f"the resumed worker ran on for {max(after) - resumed:.3f} s"
+    assert [pid for pid, _ in events.ends("frozen")] != [worker]
+    assert len(events.starts("behind")) == 1, "the job behind it ran once, elsewhere"
+    # said by the worker's SIGCONT handler, or by the dispatcher's fence if it struck first
+    wait_until(lambda: "did not prove alive while it was stopped; exiting" in first.log()
+               or "no answer from Redis for" in first.log(), timeout=10,
+               message=lambda: "the first cluster to say why its worker stopped:\n"
+               + first.log()[-2000:])
+    wait_until(lambda: queue.in_flight() == [], timeout=10,
+               message="nothing left in any in-flight list")
