@@ -73,6 +73,10 @@ class ExperimentAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             extra["outcomes"] = charts.outcome_chart(obj.result)
             extra["dual_write_lost"] = obj.result["modes"]["dual-write"]["lost_explained"]
             extra["mode_rows"] = [(m, obj.result["modes"][m]) for m in MODES]
+            styles = obj.result.get("sagas_by_style")  # runs before --style have none
+            if styles:
+                extra["style_rows"] = list(styles.items())
+                extra["styles_chart"] = charts.style_chart(styles)
         if obj.samples:
             extra["throughput"] = charts.throughput_chart(obj.samples, obj.timeline)
         return super().change_view(request, object_id, form_url, {**extra,

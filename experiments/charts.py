@@ -133,3 +133,102 @@ def throughput_chart(samples: list[dict], timeline: list[dict]) -> ThroughputCha
     yticks = [Tick(y(v), f"{v:,g}/s") for v in (ystep * i for i in range(round(y_max / ystep) + 1))]
     return ThroughputChart(emails=points(emails), sagas=points(sagas), markers=markers,
                            xticks=xticks, yticks=yticks)
+
+
+# --- the saga styles side by side -------------------------------------------------------------
+
+STYLE_LABELS = 170  # the rows' names, left of the panels
+STYLE_ROW = 30
+STYLE_BAR = 18
+STYLE_GAP = 24
+STYLE_VALUE = 64  # room right of a bar for its value
+OUTCOME_PARTS = (("completed", "#2e7d32"), ("compensated", "#e67e22"), ("stuck", "#6f42c1"),
+                 ("half_done", "#ba2121"))
+# (row name, the result's key, how its value reads); rows sharing a scale name share a scale
+STYLE_ROWS = (("messages per saga", "messages_per_saga", "{:.2f}", "messages"),
+              ("commits per saga", "commits_per_saga", "{:.2f}", "commits"),
+              ("request to outcome p50", "outcome_p50_s", "{:.3f} s", "seconds"),
+              ("request to outcome p99", "outcome_p99_s", "{:.3f} s", "seconds"))
+
+
+@dataclass
+class PanelBar:
+    key: str      # what it measures (a CSS class)
+    label: str    # its tooltip
+    x: float
+    y: float
+    width: float
+    colour: str
+
+
+@dataclass
+class Label:
+    x: float
+    y: float
+    text: str
+
+
+@dataclass
+class StylePanel:
+    style: str
+    x: float
+    width: float
+    bars: list[PanelBar] = field(default_factory=list)
+    values: list[Label] = field(default_factory=list)
+
+
+@dataclass
+class StyleChart:
+    panels: list[StylePanel]
+    rows: list[Label]
+    width: int = WIDTH
+    height: int = 0
+    bar_height: int = STYLE_BAR
+    legend: tuple = tuple((name.replace("_", " "), colour) for name, colour in OUTCOME_PARTS)
+
+
+def style_chart(styles: dict[str, dict]) -> StyleChart:
+    """One panel per saga style, side by side; in each, one row per measure: how the sagas
+    ended (a stacked bar), messages and commits per saga, the time from request to outcome.
+    A row has one scale across the panels (p50 and p99 share theirs), so the panels compare
+    bar by bar."""
+    names = ["sagas", *(row[0] for row in STYLE_ROWS)]
+    n = max(len(styles), 1)
+    panel_w = (WIDTH - STYLE_LABELS - RIGHT - STYLE_GAP * (n - 1)) / n
+    room = max(panel_w - STYLE_VALUE, 1.0)
+    top = TOP + 14  # below the panels' titles
+
+    def y(row: int) -> float:
+        return top + row * STYLE_ROW
+
+    def biggest(keys: list[str]) -> float:
+        return max([float(s.get(k) or 0) for s in styles.values() for k in keys] + [1e-9])
+
+    started = max([s["started"] for s in styles.values()] + [1])
+    scales = {scale: biggest([k for _, k, _, sc in STYLE_ROWS if sc == scale])
+              for _, _, _, scale in STYLE_ROWS}
+    panels = []
+    for i, (style, s) in enumerate(styles.items()):
+        panel = StylePanel(style=style, x=round(STYLE_LABELS + i * (panel_w + STYLE_GAP), 1),
+                           width=round(panel_w, 1))
+        x = panel.x
+        for key, colour in OUTCOME_PARTS:
+            if s[key] > 0:
+                width = s[key] / started * room
+                panel.bars.append(PanelBar(key, f"{s[key]} {key.replace('_', ' ')}", round(x, 1),
+                                           y(0), round(width, 1), colour))
+                x += width
+        panel.values.append(Label(round(x + 4, 1), y(0) + 13, f"{s['started']}"))
+        for row, (name, key, shown, scale) in enumerate(STYLE_ROWS, start=1):
+            value = s.get(key)
+            if value:
+                width = float(value) / scales[scale] * room
+                panel.bars.append(PanelBar(key, f"{name}: {shown.format(value)}", panel.x,
+                                           y(row), round(width, 1), "#417690"))
+            else:
+                width = 0.0
+            panel.values.append(Label(round(panel.x + width + 4, 1), y(row) + 13,
+                                      "-" if value is None else shown.format(value)))
+        panels.append(panel)
+    rows = [Label(4, y(r) + 13, name) for r, name in enumerate(names)]
+    return StyleChart(panels=panels, rows=rows, height=round(y(len(names)) + 4))

@@ -11,6 +11,7 @@ from typing import Any
 from django.db.models import Count
 
 from experiments.plan import MODES, Plan
+from experiments.styles import by_style
 
 MESSAGE_ID = re.compile(rb"^Message-ID: <welcome-(\d+)@", re.MULTILINE | re.IGNORECASE)
 
@@ -100,6 +101,7 @@ def check_history(*, plan: Plan, mail_dir: Path, samples: list[dict], timeline: 
     states = dict(Saga.objects.values_list("state").annotate(n=Count("id")))
     half_done = (still_booked + incomplete
                  + list(Saga.objects.active().values_list("pk", flat=True)))
+    styles = by_style(plan.params.styles, verdicts)
     sagas = {
         "started": sum(states.values()),
         "completed": states.get(State.COMPLETED, 0),
@@ -113,6 +115,7 @@ def check_history(*, plan: Plan, mail_dir: Path, samples: list[dict], timeline: 
     result: dict[str, Any] = {
         "modes": modes,
         "sagas": sagas,
+        "sagas_by_style": styles,
         "faults": {
             "kills": kinds["kill"], "pg_restarts": kinds["pg_restart"],
             "terminations": kinds["terminate"], "pauses": kinds["pause"],
@@ -125,11 +128,12 @@ def check_history(*, plan: Plan, mail_dir: Path, samples: list[dict], timeline: 
             "kills_by_target": dict(Counter(e["target"] for e in timeline
                                             if e["kind"] == "kill")),
             "signup_faults": sum(1 for s in plan.signups if s.fail or s.crash),
-            "saga_faults": sum(1 for t in plan.trips if t.faults),
+            # sagas, not trips: with both styles, each trip's faults are in two sagas
+            "saga_faults": sum(1 for t in plan.trips if t.faults) * len(styles),
             "saga_faults_by_point": dict(Counter(
                 point.split(".", 1)[1].rsplit(".", 1)[0] if point.startswith("saga.after")
                 else point.rsplit(".", 1)[1] + " " + action
-                for t in plan.trips for point, action in t.faults)),
+                for t in plan.trips for point, action in t.faults for _ in styles)),
             "restarts": {k: v for k, v in restarts.items() if v},
             "reconciled": kinds["reconcile"],
         },
@@ -150,10 +154,11 @@ def check_history(*, plan: Plan, mail_dir: Path, samples: list[dict], timeline: 
     if result["history"]["ran_concurrently"]:
         reasons.append(f"{result['history']['ran_concurrently']} job(s) ran in two places at "
                        "once")
-    if sagas["half_done"]:
-        reasons.append(f"{sagas['half_done']} saga(s) half done")
-    if sagas["flights_booked_twice"]:
-        reasons.append(f"{sagas['flights_booked_twice']} flight(s) booked twice")
+    for style, s in styles.items():  # each style on its own: both must hold
+        if s["half_done"]:
+            reasons.append(f"{style}: {s['half_done']} saga(s) half done")
+        if s["flights_booked_twice"]:
+            reasons.append(f"{style}: {s['flights_booked_twice']} flight(s) booked twice")
     if result["quiesced_after_s"] is None:
         reasons.append("the system never quiesced")
     if stall > stall_limit:

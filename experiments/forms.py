@@ -1,7 +1,7 @@
 from django import forms
 
 from common.inputs import ValidatedField
-from experiments.plan import PRESETS, RULES
+from experiments.plan import BOTH, PRESETS, RULES, STYLES
 
 
 def parameter(name: str, **kwargs) -> ValidatedField:
@@ -23,6 +23,11 @@ class StartForm(forms.Form):
     seed = parameter("seed", help_text="empty: random")
     signups = parameter("signups", help_text="per mode")
     sagas = parameter("sagas")
+    style = forms.ChoiceField(
+        choices=[("", "the preset's"), *[(s, s) for s in STYLES]], required=False,
+        label="saga style",
+        help_text=f"{BOTH}: every trip orchestrated and choreographed, with the same faults, "
+                  "side by side")
     kills = parameter("kills")
     pg_restarts = parameter("pg_restarts", label="PostgreSQL restarts")
     redis_restarts = parameter("redis_restarts", label="Redis restarts")
@@ -38,3 +43,6 @@ class StartForm(forms.Form):
     group_pause_s = parameter("group_pause_s", label="group pause seconds")
     clock_skew_s = parameter("clock_skew_s", label="clock skew seconds",
                              help_text="one worker host's wall clock shifted")
+
+    def clean_style(self) -> str | None:
+        return self.cleaned_data["style"] or None  # empty: the preset's (or orchestrated)

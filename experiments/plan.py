@@ -8,6 +8,7 @@ import random
 from dataclasses import asdict, dataclass, field, fields
 
 from common import validate
+from sagas.models import Style as SagaStyle
 
 MODES = ("dual-write", "outbox", "que")
 SIGNUP_FAULTS = (("fail", "part1"), ("fail", "part2"), ("crash", "part1"), ("crash", "part2"))
@@ -24,6 +25,10 @@ MAX_HOSTS = 8  # worker hosts of the lab (devtools/lab.py)
 PARTITION_KINDS = ((("db", "both"), 5), (("all", "both"), 2), (("db", "out"), 1),
                    (("db", "in"), 1), (("redis", "both"), 1))
 MAX_SEED = 2**32 - 1
+# How the trips run (--style): one saga style, or every trip once in each (the same trip, the
+# same faults), to compare them side by side.
+BOTH = "both"
+STYLES = (*SagaStyle.values, BOTH)
 # Each parameter a person gives, parsed the same way by the command, the admin's form and
 # Params: {name: (parser, its rules)}.
 RULES: dict[str, tuple] = {
@@ -82,6 +87,8 @@ class Params:
     clock_skew_s: float = 0.0  # one worker host's wall clock shifted by this much (faketime)
     seed: int = 1
     script: str = ""           # "talk": the talk's named demos instead of random load
+    # orchestrated, choreographed, or both: every trip once in each style
+    style: str = SagaStyle.ORCHESTRATED.value
 
     def __post_init__(self) -> None:
         for name, (parser, rules) in RULES.items():
@@ -91,6 +98,9 @@ class Params:
             if isinstance(value, str | bool) or (whole and not isinstance(value, int)):
                 raise PlanError(f"{rules['what']} must be a {'whole ' if whole else ''}number, "
                                 f"not {validate.shown(value)}")
+        if not isinstance(self.style, str) or self.style not in STYLES:
+            raise PlanError(f"unknown saga style {validate.shown(self.style)}; use one of: "
+                            f"{', '.join(STYLES)}")
         if self.script not in ("", "talk"):
             raise PlanError(f"unknown script {validate.shown(self.script)}")
         if self.signups + self.sagas == 0 and not self.script:
@@ -102,6 +112,11 @@ class Params:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def styles(self) -> tuple[str, ...]:
+        """The saga styles each trip runs in, in the order the report shows them."""
+        return tuple(SagaStyle.values) if self.style == BOTH else (self.style,)
 
     @classmethod
     def from_dict(cls, data: dict) -> Params:
@@ -116,14 +131,16 @@ PRESETS: dict[str, dict] = {
     # the talk: mike, kevin (part 1), matt (part 2) in each mode; trips ok, car failing,
     # coordinator crashing after the hotel and after the flight
     "talk": {"script": "talk", "signups": 0, "sagas": 0},
-    # `make chaos`
+    # `make chaos`; every trip orchestrated and choreographed, under the same faults
     "chaos": {"signups": 10_000, "sagas": 1_000, "kills": 50, "pg_restarts": 3,
-              "terminations": 5, "pauses": 5, "redis_restarts": 2, "fault_rate": 0.05},
-    # `make experiment preset=jepsen`: many hosts over TCP (the lab), the network's faults too
+              "terminations": 5, "pauses": 5, "redis_restarts": 2, "fault_rate": 0.05,
+              "style": BOTH},
+    # `make experiment preset=jepsen`: many hosts over TCP (the lab), the network's faults too;
+    # every trip in both styles
     "jepsen": {"hosts": 3, "signups": 2_000, "sagas": 300, "kills": 20, "pg_restarts": 1,
                "terminations": 2, "pauses": 3, "redis_restarts": 1, "partitions": 4,
                "partition_s": 15, "group_pauses": 2, "group_pause_s": 15,
-               "clock_skew_s": 30, "fault_rate": 0.05},
+               "clock_skew_s": 30, "fault_rate": 0.05, "style": BOTH},
 }
 
 
@@ -153,7 +170,8 @@ class Trip:
 def saga_boundary_faults(rng: random.Random) -> tuple[tuple[str, str], ...]:
     """A fault at one boundary of a saga's log, chosen at random: the coordinator killed
     before a step's call or after it, a step failing, the coordinator killed after the abort,
-    before a compensation's call or after it, a compensation failing once."""
+    before a compensation's call or after it, a compensation failing once. The same points
+    fire in a choreographed saga, where the process killed is the reacting service's."""
     first = rng.choice(SAGA_SERVICES)
     failing = rng.choice(SAGA_SERVICES)
     started = list(SAGA_SERVICES[:SAGA_SERVICES.index(failing) + 1])
@@ -220,7 +238,8 @@ def make_plan(params: Params) -> Plan:
             plan.trips.append(Trip(f"c{i}", faults))
         rng.shuffle(plan.signups)
     plan.load_seconds = max(3.0, len(plan.signups) / SIGNUPS_PER_SECOND
-                            + len(plan.trips) / SAGAS_PER_SECOND, params.seconds)
+                            + len(plan.trips) * len(params.styles) / SAGAS_PER_SECOND,
+                            params.seconds)
     for name, seconds in (("partition", params.partition_s),
                           ("group pause", params.group_pause_s)):
         count = params.partitions if name == "partition" else params.group_pauses

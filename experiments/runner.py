@@ -28,7 +28,7 @@ from django.utils import timezone
 from devtools import lab, local_postgres, local_redis
 from experiments import servers
 from experiments.models import Experiment, Status
-from experiments.plan import PAUSE_SECONDS, Event, Params, Plan, make_plan
+from experiments.plan import PAUSE_SECONDS, Event, Params, Plan, Signup, Trip, make_plan
 from experiments.processes import Supervised
 
 RESULTS = "results"
@@ -197,10 +197,13 @@ class Runner:
 
         plan = self.plan
         spread = plan.load_seconds * 0.9
-        work = ([(i / max(len(plan.signups), 1) * spread, "signup", s)
-                 for i, s in enumerate(plan.signups)]
-                + [(i / max(len(plan.trips), 1) * spread, "trip", t)
-                   for i, t in enumerate(plan.trips)])
+        styles = self.params.styles
+        # every trip once in each style, at the same moment; which style goes first alternates
+        work: list[tuple[float, Signup | tuple[Trip, str]]] = [
+            (i / max(len(plan.signups), 1) * spread, s) for i, s in enumerate(plan.signups)]
+        work += [(i / max(len(plan.trips), 1) * spread, (t, style))
+                 for i, t in enumerate(plan.trips)
+                 for style in (styles if i % 2 == 0 else styles[::-1])]
         work.sort(key=lambda w: w[0])
         events = list(plan.events)
         done = 0
@@ -208,17 +211,18 @@ class Runner:
         while work or events or self.paused or self.group_paused or self.cut:
             now = self._elapsed()
             while work and work[0][0] <= now:
-                _, kind, item = work.pop(0)
-                if kind == "signup":
+                _, item = work.pop(0)
+                if isinstance(item, Signup):
                     def enqueue(item=item):
                         with contextlib.suppress(NameTaken):
                             enqueue_signup(name=item.name, mode=item.mode, fail=item.fail,
                                            crash=item.crash)
                     retrying(enqueue, what="a signup")
                 else:
-                    retrying(lambda item=item: start_saga(
-                        kind=TRIP.kind, payload={"customer": item.customer},
-                        fault_plan=dict(item.faults)), what="a trip")
+                    trip, style = item
+                    retrying(lambda trip=trip, style=style: start_saga(
+                        kind=TRIP.kind, payload={"customer": trip.customer},
+                        fault_plan=dict(trip.faults), style=style), what="a trip")
                 done += 1
             while events and events[0].at <= now:
                 self._inject(events.pop(0))
@@ -227,7 +231,7 @@ class Runner:
             if now >= next_sample:
                 next_sample = now + SAMPLE_EVERY
                 self._sample()
-                total = len(plan.signups) + len(plan.trips)
+                total = len(plan.signups) + len(plan.trips) * len(styles)
                 progress = 0.8 * done / max(total, 1)
                 self.recorder.flush(progress=progress, phase="load")
                 self._progress(progress, f"load {done:,}/{total:,}, "

@@ -132,3 +132,56 @@ def test_simulated_hosts_without_root_are_refused_in_one_line(db, monkeypatch):
 def test_params_round_trip_through_json():
     params = params_for(preset="smoke", seed=9)
     assert Params.from_dict(params.as_dict()) == params
+
+
+def test_both_styles_run_the_same_trips_with_the_same_faults():
+    one = make_plan(params_for(preset=None, seed=7, signups=0, sagas=200, fault_rate=0.3))
+    both = make_plan(params_for(preset=None, seed=7, signups=0, sagas=200, fault_rate=0.3,
+                                style="both"))
+    assert one.params.styles == ("orchestrated",)
+    assert both.params.styles == ("orchestrated", "choreographed")
+    assert both.trips == one.trips, "the seed decides the trips and their faults, not the style"
+    assert any(t.faults for t in both.trips)
+    assert both.load_seconds > one.load_seconds, "twice the sagas are spread over longer"
+    only = make_plan(params_for(preset=None, seed=7, signups=0, sagas=200, fault_rate=0.3,
+                                style="choreographed"))
+    assert only.params.styles == ("choreographed",)
+    assert only.trips == one.trips
+
+
+def test_chaos_and_jepsen_run_both_styles_and_the_others_orchestrated():
+    assert {name: params_for(preset=name, seed=1).style for name in PRESETS} == {
+        "smoke": "orchestrated", "talk": "orchestrated", "chaos": "both", "jepsen": "both"}
+    assert params_for(preset="chaos", seed=1, style="choreographed").style == "choreographed"
+
+
+def test_an_unknown_style_is_refused_in_one_line(db):
+    from experiments.models import Experiment
+
+    with pytest.raises(PlanError, match=r"^unknown saga style 'sideways'; use one of: "
+                                        r"orchestrated, choreographed, both$"):
+        params_for(preset=None, seed=1, style="sideways")
+    with pytest.raises(PlanError, match=r"^unknown saga style 3; use one of"):
+        Params(style=3)  # type: ignore[arg-type]
+    with pytest.raises(CommandError, match=r"^Error: argument --style: invalid choice: "
+                                           r"'sideways' \(choose from '?orchestrated'?, "):
+        call_command("experiment", "--signups", "5", "--style", "sideways")
+    with pytest.raises(CommandError, match=r"^unknown saga style 'sideways'"):
+        call_command("experiment", signups=5, style="sideways")  # past argparse: Params
+    assert not Experiment.objects.exists()
+
+
+def test_the_repeat_command_names_the_style_unless_the_preset_does(db):
+    from experiments import services
+    from experiments.models import Experiment
+
+    custom = Experiment.objects.create(params=params_for(preset=None, seed=1, signups=0,
+                                                         sagas=6, style="both").as_dict(),
+                                       seed=1)
+    assert "--sagas 6 " in services.command_line(custom)
+    assert services.command_line(custom).endswith("--style both --seed 1")
+    chaos = Experiment.objects.create(preset="chaos", seed=2,
+                                      params=params_for(preset="chaos", seed=2).as_dict())
+    assert services.command_line(chaos) == "manage.py experiment --preset chaos --seed 2"
+    old = Experiment.objects.create(params={"signups": 3, "sagas": 1, "seed": 4}, seed=4)
+    assert Params.from_dict(old.params).style == "orchestrated", "runs before --style"

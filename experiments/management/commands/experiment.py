@@ -9,7 +9,7 @@ from common.inputs import OneLineErrors, arg
 from common.validate import INT32_MAX, integer
 from experiments import services
 from experiments.models import Experiment, Status
-from experiments.plan import MODES, PRESETS, RULES
+from experiments.plan import BOTH, MODES, PRESETS, RULES, STYLES
 
 EXPERIMENT_ID = {"what": "the experiment id", "low": 1, "high": INT32_MAX}
 
@@ -25,7 +25,8 @@ class Command(OneLineErrors, BaseCommand):
         "Run the talk's demos at scale under random faults, kills and restarts, on a scratch "
         "database with real processes (two PostgreSQL clusters, the Redis cluster, the relay, "
         "the saga recoverer, all supervised), then check what survived: per mode, users, lost "
-        "and duplicated emails; sagas completed, compensated or half done; the longest stall. "
+        "and duplicated emails; sagas completed, compensated or half done, per saga style "
+        "(--style both: orchestrated and choreographed side by side); the longest stall. "
         "Each run is kept: admin -> Experiments."
     )
 
@@ -78,6 +79,12 @@ class Command(OneLineErrors, BaseCommand):
         parser.add_argument("--clock-skew-s", type=rule("clock_skew_s"), dest="clock_skew_s",
                             help="one worker host's wall clock shifted by this many seconds "
                                  "for the whole run (libfaketime)")
+        parser.add_argument("--style", choices=list(STYLES),
+                            help="how the trip sagas run: orchestrated (a coordinator; the "
+                                 "default), choreographed (each service reacts to the event "
+                                 f"of the one before), or {BOTH}: every trip once in each "
+                                 "style, with the same faults, reported side by side "
+                                 "(presets chaos and jepsen: both)")
         parser.add_argument("--seed", type=rule("seed"),
                             help="the same seed gives the same load and fault schedule "
                                  "(default: random, printed)")
@@ -100,7 +107,7 @@ class Command(OneLineErrors, BaseCommand):
                     raise CommandError(f"no experiment {o['id']}")
             else:
                 experiment = services.start_experiment(
-                    preset=o["preset"], **{name: o[name] for name in RULES})
+                    preset=o["preset"], style=o["style"], **{name: o[name] for name in RULES})
         except OperationError as e:  # PlanError, ExperimentError
             raise CommandError(str(e)) from e
         out = sys.stderr if o["as_json"] else sys.stdout
@@ -156,6 +163,8 @@ class Command(OneLineErrors, BaseCommand):
         w(f"sagas: {s['started']} started, {s['completed']} completed, {s['compensated']} "
           f"compensated, {s['stuck']} stuck, {s['half_done']} half done, "
           f"{s['flights_booked_twice']} flights booked twice")
+        if r.get("sagas_by_style"):
+            self.report_styles(r["sagas_by_style"])
         f = r["faults"]
         by_target = ", ".join(f"{t} {n}" for t, n in f["kills_by_target"].items())
         w(f"faults: {f['kills']} kills" + (f" ({by_target})" if by_target else "") + ", "
@@ -184,3 +193,19 @@ class Command(OneLineErrors, BaseCommand):
           f"{r['quiesced_after_s']} s after the load; longest stall {r['longest_stall_s']} s")
         w(self.style.SUCCESS("targets met") if r["passed"] else
           self.style.ERROR("targets missed: " + "; ".join(r["why_not"])))
+
+    def report_styles(self, styles: dict[str, dict[str, Any]]) -> None:
+        """The saga styles side by side (experiments.styles says how each column is counted)."""
+        w = self.stdout.write
+        w(f"\n{'style':<14} {'started':>7} {'completed':>9} {'compensated':>11} {'stuck':>5} "
+          f"{'half done':>9} {'flights x2':>10} {'p50':>8} {'p99':>8} {'msgs/saga':>9} "
+          f"{'commits/saga':>12}")
+        for style, s in styles.items():
+            p50, p99 = (f"{v:.3f} s" if v is not None else "-"
+                        for v in (s["outcome_p50_s"], s["outcome_p99_s"]))
+            w(f"{style:<14} {s['started']:>7} {s['completed']:>9} {s['compensated']:>11} "
+              f"{s['stuck']:>5} {s['half_done']:>9} {s['flights_booked_twice']:>10} "
+              f"{p50:>8} {p99:>8} {s['messages_per_saga']:>9.2f} {s['commits_per_saga']:>12.2f}")
+        w("(p50, p99: request to outcome, SAGA_START to SAGA_END, of the sagas that ended; "
+          "msgs: outbox messages (choreographed) or coordinator jobs (orchestrated); commits: "
+          "distinct last writers of its rows, a lower bound)")
