@@ -199,7 +199,7 @@ experiment: $(STAMP) ## one experiment: preset=talk|smoke|chaos [seed=N]; admin 
 	  $(MANAGE) experiment --preset "$${ARG_PRESET:-talk}" $${ARG_SEED:+--seed "$$ARG_SEED"}'
 
 chaos: export ARG_SEED := $(value seed)
-chaos: $(STAMP) ## the big experiment: 10,000 signups per mode, 50 kills, 3 PostgreSQL restarts, 1,000 sagas
+chaos: $(STAMP) ## the big experiment: 10,000 signups per mode, 50 kills, 3 PostgreSQL restarts, 1,000 trips in each saga style
 	@$(STORES) bash -c '$(MANAGE) migrate --no-input -v 0 && \
 	  $(MANAGE) experiment --preset chaos $${ARG_SEED:+--seed "$$ARG_SEED"}'
 

@@ -222,32 +222,44 @@ def bench_latency() -> None:
 
 
 def bench_sagas() -> None:
-    reset()
-    cluster = start("qcluster")
-    try:
-        time.sleep(3)
-        t0 = time.monotonic()
+    """Trip sagas in each style: orchestrated (a coordinator job per saga) and choreographed
+    (each service reacts to the event before it: the relay carries the events)."""
+    from sagas.models import Style
+
+    for style in Style:
+        helpers = [] if style == Style.ORCHESTRATED else [("relay_outbox", "--follow")]
+        reset()
+        started = [start("qcluster"), *(start(*h) for h in helpers)]
+        try:
+            time.sleep(3)
+            t0 = time.monotonic()
+            for i in range(SAGAS):
+                start_trip(customer=f"c{i}", style=style)
+            wait_for(lambda: Saga.objects.filter(state=State.COMPLETED).count() == SAGAS)
+            seconds = time.monotonic() - t0
+        finally:
+            for proc in started:
+                stop(proc)
+        record(f"{style} trip sagas started (one process) while they complete",
+               rate(SAGAS, seconds), "everything on the same 2 cores; 3 steps, 8 log events"
+               + ("" if style == Style.ORCHESTRATED else "; the relay carries the events"))
+        reset()
         for i in range(SAGAS):
-            start_trip(customer=f"c{i}")
-        wait_for(lambda: Saga.objects.filter(state=State.COMPLETED).count() == SAGAS)
-        seconds = time.monotonic() - t0
-    finally:
-        stop(cluster)
-    record("trip sagas started (one process) while one qcluster completes them",
-           rate(SAGAS, seconds), "both on the same 2 cores; 3 steps, 8 log events in 5 commits")
-    reset()
-    for i in range(SAGAS):
-        start_trip(customer=f"c{i}")
-    cluster = start("qcluster")
-    try:
-        wait_for(lambda: Saga.objects.filter(state=State.COMPLETED).exists(), interval=0.002)
-        t0 = time.monotonic()
-        wait_for(lambda: Saga.objects.filter(state=State.COMPLETED).count() == SAGAS)
-        seconds = time.monotonic() - t0
-    finally:
-        stop(cluster)
-    record("trip sagas completed by one qcluster (started beforehand)", rate(SAGAS - 1, seconds),
-           "from the first saga completed to the last")
+            start_trip(customer=f"c{i}", style=style)
+        connection.close()
+        started = [start("qcluster"), *(start(*h) for h in helpers)]
+        try:
+            wait_for(lambda: Saga.objects.filter(state=State.COMPLETED).exists(),
+                     interval=0.002)
+            t0 = time.monotonic()
+            wait_for(lambda: Saga.objects.filter(state=State.COMPLETED).count() == SAGAS)
+            seconds = time.monotonic() - t0
+        finally:
+            for proc in started:
+                stop(proc)
+        record(f"{style} trip sagas completed (started beforehand)", rate(SAGAS - 1, seconds),
+               "from the first saga completed to the last; one qcluster"
+               + ("" if style == Style.ORCHESTRATED else " and one relay"))
 
 
 def bench_wakeup() -> None:
