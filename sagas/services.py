@@ -97,18 +97,27 @@ def start_trip(
 
 
 def expect(*, fail: str | None = None, crash: str | None = None,
-           slow: str | None = None) -> str:
+           slow: str | None = None, style: Style | str = Style.ORCHESTRATED) -> str:
     """What a trip with these faults will go through, in words (book_trip --wait says it
     before it waits)."""
     lease = f"{lease_seconds():g} s"
     deadline = f"{float(settings.SAGA_STEP_DEADLINE_SECONDS):g} s"
     said = []
     if crash:
-        said.append(f"the coordinator dies right after the {crash} is booked; the cluster runs "
-                    "it again as soon as it sees the worker die (or recover_sagas does, once "
-                    f"its lease of {lease} runs out), and the {crash} step is "
-                    + ("run again (forward recovery)" if _idempotent(crash) else
-                       "compensated (backward recovery: it is not idempotent)"))
+        recovered = ("run again (forward recovery)" if _idempotent(crash) else
+                     "compensated (backward recovery: it is not idempotent)")
+        if style == Style.CHOREOGRAPHED:
+            said.append(f"the {crash} service's reaction dies right after the {crash} is "
+                        "booked; the queue runs the reaction again as soon as it sees the "
+                        f"worker die, and the {crash} step is {recovered}")
+        else:
+            said.append(f"the coordinator dies right after the {crash} is booked; the cluster "
+                        "runs it again as soon as it sees the worker die (or recover_sagas "
+                        f"does, once its lease of {lease} runs out), and the {crash} step is "
+                        + recovered)
+    if style == Style.CHOREOGRAPHED and not (fail or crash or slow):
+        return ("hotel, car, flight, in that order, each service reacting to the event of the "
+                "one before it (the relay carries them)")
     if slow:
         said.append(f"the {slow} answers after its deadline of {deadline}, so it counts as "
                     "failed and the trip is compensated")

@@ -57,7 +57,7 @@ class Command(OneLineErrors, BaseCommand):
             return
         self.stdout.write(f"waiting for saga {saga.pk} (up to {timeout:g} s; Ctrl-C stops the "
                           f"wait, not the saga): "
-                          f"{services.expect(fail=fail, crash=crash, slow=slow)}")
+                          f"{services.expect(fail=fail, crash=crash, slow=slow, style=style)}")
         self.stdout.flush()
         saga = self.follow(saga.pk, timeout)
         bookings = ", ".join(f"{k} {v}" for k, v in booking_states(saga_id=saga.pk).items())
