@@ -60,13 +60,14 @@ class ReadOnly(ReadOnlyAdminMixin, admin.ModelAdmin):  # type: ignore[type-arg]
 
 @admin.register(Job)
 class JobAdmin(ReadOnly):
-    list_display = ["id", "task", "state", "why", "attempts", "created_at", "run_at"]
-    list_filter = [StateFilter, "queue"]
+    list_display = ["id", "task", "state", "why", "priority", "attempts", "created_at",
+                    "run_at"]
+    list_filter = [StateFilter, "queue", "priority"]
     search_fields = ["id"]
     actions = ["retry_parked"]
     list_per_page = 50
-    readonly_fields = ["queue", "task", "state", "why", "attempts", "created_at", "run_at",
-                       "claimed_at", "owner", "parked_at", "last_error"]
+    readonly_fields = ["queue", "task", "state", "why", "priority", "attempts", "created_at",
+                       "run_at", "claimed_at", "owner", "parked_at", "last_error"]
     exclude = ["payload"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:

@@ -1,9 +1,10 @@
 """The django-q2 broker class: `Q_CLUSTER["broker_class"] = "pgbroker.broker.PostgresBroker"`.
 
 Producers use it through `async_task()`: one INSERT (a stored function) on the `orm` alias,
-inside the caller's transaction when there is one. Consumers are this app's cluster
-(`manage.py qcluster`, pgbroker.cluster), which claims, acknowledges and recovers jobs itself
-through pgbroker.cluster; django-q2's stock cluster cannot run this broker (it has no notion
+inside the caller's transaction when there is one, at the priority asked for
+(`requested_priority()`). Consumers are this app's cluster (`manage.py qcluster`,
+pgbroker.cluster), which claims, acknowledges and recovers jobs itself through
+pgbroker.cluster; django-q2's stock cluster cannot run this broker (it has no notion
 of a job's owner being alive), and `dequeue()` says so.
 """
 
@@ -11,15 +12,19 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import sys
 from collections.abc import Iterator
+from types import FrameType
+from typing import Any
 
 from django.db import connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils.module_loading import import_string
+from django_q import tasks
 from django_q.brokers import Broker
 from django_q.conf import Conf
 
-from pgbroker.models import Job, JobQuerySet
+from pgbroker.models import Job, JobQuerySet, check_priority
 
 CHANNEL = "pgbroker"  # the enqueue function's NOTIFY to an idle cluster (payload: the queue)
 ENQUEUE_LOCK_CLASS = 29026  # the enqueue function's shared lock: pg_advisory_xact_lock_shared
@@ -41,11 +46,56 @@ def configured() -> bool:
                                                   PostgresBroker)
 
 
+_priority: contextvars.ContextVar[int] = contextvars.ContextVar("pgbroker_priority", default=0)
+
+
+@contextlib.contextmanager
+def priority(value: int) -> Iterator[None]:
+    """Jobs enqueued on this broker inside the block get priority `value` (-100..100, higher
+    runs first), unless one asks for its own with `q_options={"priority": n}`. Nests; checked
+    on entry (a one-line ValueError)."""
+    token = _priority.set(check_priority(value))
+    try:
+        yield
+    finally:
+        _priority.reset(token)
+
+
+# django-q2 1.11's async_task() keeps only the q_options it knows, and hands its broker nothing
+# but the signed package: a priority asked for in q_options reaches no broker. So enqueue()
+# reads it where it still is, in the q_options of the async_task() call it runs in (its
+# caller, or a broker subclass's caller). Tied to django-q2 1.11 (pyproject.toml pins it;
+# tests/pgbroker/test_priority.py fails if that call changes).
+_ASYNC_TASK = tasks.async_task.__code__
+_FRAMES_UP = 5  # requested_priority, enqueue, a subclass's enqueue or two, async_task
+
+
+def _async_task_options() -> dict[str, Any] | None:
+    frame: FrameType | None = sys._getframe(1)
+    for _ in range(_FRAMES_UP):
+        if frame is None:
+            return None
+        if frame.f_code is _ASYNC_TASK:
+            options = frame.f_locals.get("q_options")
+            return options if isinstance(options, dict) else None
+        frame = frame.f_back
+    return None
+
+
+def requested_priority() -> int:
+    """The priority of the job being enqueued: the `q_options={"priority": n}` of the
+    async_task() call it comes from, else the innermost `priority()` block, else 0."""
+    options = _async_task_options()
+    if options is not None and "priority" in options:
+        return check_priority(options["priority"])
+    return _priority.get()
+
+
 class Batch:
     """Packages enqueued inside `batched_enqueue()`, per queue, not yet written."""
 
     def __init__(self) -> None:
-        self.packages: list[tuple[str, str]] = []
+        self.packages: list[tuple[str, str, int]] = []  # queue, package, priority
 
     def mark(self) -> int:
         return len(self.packages)
@@ -54,13 +104,15 @@ class Batch:
         del self.packages[mark:]
 
     def write(self) -> int:
-        by_queue: dict[str, list[str]] = {}
-        for queue, package in self.packages:
-            by_queue.setdefault(queue, []).append(package)
+        by_queue: dict[str, tuple[list[str], list[int]]] = {}
+        for queue, package, prio in self.packages:
+            packages, prios = by_queue.setdefault(queue, ([], []))
+            packages.append(package)
+            prios.append(prio)
         with connections[alias()].cursor() as cur:
-            for queue, packages in by_queue.items():
-                cur.execute("SELECT count(*) FROM pgbroker_enqueue_many(%s, %s)",
-                            [queue, packages])
+            for queue, (packages, prios) in by_queue.items():
+                cur.execute("SELECT count(*) FROM pgbroker_enqueue_many(%s, %s, %s)",
+                            [queue, packages, prios if any(prios) else None])
         n, self.packages = len(self.packages), []
         return n
 
@@ -89,15 +141,16 @@ class PostgresBroker(Broker):  # type: ignore[misc]  # django-q2 has no type hin
         return connections[alias()]
 
     def enqueue(self, task: str) -> int | None:
+        prio = requested_priority()
         batch = _batch.get()
         if batch is not None:
-            batch.packages.append((self.list_key or Conf.CLUSTER_NAME, task))
+            batch.packages.append((self.list_key or Conf.CLUSTER_NAME, task, prio))
             return None
         # No close_old_connections() here (the stock ORM broker's), which would close the
         # caller's other connections in the middle of its transaction (django-q2 #293).
         with connections[alias()].cursor() as cur:
-            cur.execute("SELECT pgbroker_enqueue(%s, %s)",
-                        [self.list_key or Conf.CLUSTER_NAME, task])
+            cur.execute("SELECT pgbroker_enqueue(%s, %s, %s)",
+                        [self.list_key or Conf.CLUSTER_NAME, task, prio])
             (job_id,) = cur.fetchone()
             return int(job_id)
 

@@ -1,6 +1,30 @@
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Func, Q
 from django.db.models.functions import Now
+
+# A job's priority: higher runs first, 0 unless asked (pgbroker.broker.requested_priority).
+# Each point counts as a minute of waiting: the claim takes ready jobs in the order of
+# `run_at - priority minutes` (the SQL function pgbroker_rank, migration 0003, the one place of
+# that rule), so a job that has waited long enough is ahead of every newer one, whatever their
+# priority: nothing starves.
+PRIORITY_MIN, PRIORITY_MAX = -100, 100
+
+
+def check_priority(value: object) -> int:
+    """`value` as a priority, or a one-line ValueError saying what is allowed."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"pgbroker: a job's priority is a whole number from {PRIORITY_MIN} "
+                         f"to {PRIORITY_MAX}, not {value!r} ({type(value).__name__})")
+    if not PRIORITY_MIN <= value <= PRIORITY_MAX:
+        raise ValueError(f"pgbroker: a job's priority is a whole number from {PRIORITY_MIN} "
+                         f"to {PRIORITY_MAX}, not {value}")
+    return value
+
+
+def rank() -> Func:
+    """The claim's order (then id): pgbroker_rank(run_at, priority), a UTC timestamp."""
+    return Func(F("run_at"), F("priority"), function="pgbroker_rank",
+                output_field=models.DateTimeField())
 
 
 class JobQuerySet(models.QuerySet["Job"]):
@@ -47,17 +71,30 @@ class Job(models.Model):
     claimed_at = models.DateTimeField(null=True, blank=True)
     parked_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True, db_default="")
+    priority = models.SmallIntegerField(
+        db_default=0, help_text=f"higher runs first ({PRIORITY_MIN} to {PRIORITY_MAX}); each "
+        "point counts as a minute of waiting")
 
     objects = JobQuerySet.as_manager()
 
     class Meta:
         ordering = ["id"]
         indexes = [
-            # the claim: ready jobs of one queue in (run_at, id) order
+            # waiting jobs of one queue by run_at: when the next one falls due, how many are
+            # ready (and the claim of clusters from before priorities, during an upgrade)
             models.Index(fields=["queue", "run_at", "id"], name="pgbroker_ready_idx",
                          condition=Q(owner__isnull=True, parked_at__isnull=True)),
             models.Index(fields=["owner"], name="pgbroker_owner_idx",
                          condition=Q(owner__isnull=False)),
+            # the claim: waiting jobs of one queue in (rank, id) order, one index scan; run_at
+            # last, so jobs not due yet (retries) are passed over in the index, never fetched
+            models.Index("queue", rank(), "id", "run_at", name="pgbroker_claim_idx",
+                         condition=Q(owner__isnull=True, parked_at__isnull=True)),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(priority__gte=PRIORITY_MIN, priority__lte=PRIORITY_MAX),
+                name="pgbroker_priority_range"),
         ]
 
     def __str__(self) -> str:

@@ -41,6 +41,7 @@ class JobView:
     why: str
     attempts: int
     run_at: datetime
+    priority: int = 0
     worker_pid: int | None = None
     since: float | None = None
 
@@ -111,7 +112,8 @@ def explain(job: Job, *, clusters: dict[int, Cluster], where: dict[int, Running]
     return JobView(id=job.pk, queue=job.queue, func=str(task.get("func", "?")),
                    name=str(task.get("name", "")), args=tuple(task.get("args", ())),
                    kwargs=dict(task.get("kwargs", {})), state=state, why=why,
-                   attempts=job.attempts, run_at=job.run_at, worker_pid=pid, since=since)
+                   attempts=job.attempts, run_at=job.run_at, priority=job.priority,
+                   worker_pid=pid, since=since)
 
 
 def _clusters() -> tuple[dict[int, Cluster], dict[int, Running]]:

@@ -19,11 +19,17 @@ from pgbroker.broker import CHANNEL, ENQUEUE_LOCK_CLASS
 from pgbroker.cluster.messages import Claimed
 from pgbroker.connection import connection_params, host_name, timing
 
+# The due jobs with the highest priority, then the oldest: in (pgbroker_rank, id) order, where
+# a job counts as due a minute earlier per point of priority (migration 0003), so one that has
+# waited long enough comes before newer ones of any priority. One scan of pgbroker_claim_idx,
+# in its order (no sort); `run_at <= now()` is checked on its last column, so jobs waiting for
+# a retry whose rank is already ahead are passed over in the index, never fetched.
+# UPDATE ... RETURNING has no order: each row's rank comes back, and claim() puts them in it.
 CLAIM = """
 WITH next AS (
     SELECT id FROM pgbroker_job
      WHERE queue = %(queue)s AND owner IS NULL AND parked_at IS NULL AND run_at <= now()
-     ORDER BY run_at, id
+     ORDER BY pgbroker_rank(run_at, priority), id
      LIMIT %(n)s
        FOR UPDATE SKIP LOCKED)
 UPDATE pgbroker_job AS j
@@ -31,7 +37,8 @@ UPDATE pgbroker_job AS j
   FROM next
  WHERE j.id = next.id
 RETURNING j.id, j.payload, j.attempts, j.last_error,
-          extract(epoch FROM clock_timestamp() - j.run_at)::float8
+          extract(epoch FROM clock_timestamp() - j.run_at)::float8,
+          extract(epoch FROM pgbroker_rank(j.run_at, j.priority))::float8
 """
 
 NEXT_RUN_AT = """
@@ -185,7 +192,8 @@ class DispatcherSession:
         now = time.monotonic()
         return [Claimed(id=id_, payload=payload, attempts=attempts, last_error=error,
                         waited=waited, claimed_t=now)
-                for id_, payload, attempts, error, waited in sorted(rows)]
+                for id_, payload, attempts, error, waited, _rank
+                in sorted(rows, key=lambda row: (row[5], row[0]))]
 
     def set_idle(self, idle: bool) -> None:
         self._execute("UPDATE pgbroker_cluster SET idle = %s WHERE owner = %s",

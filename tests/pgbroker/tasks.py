@@ -58,3 +58,11 @@ def ticking(path: str, key: str, seconds: float) -> str:
         time.sleep(0.005)
     _append(path, f"end {key} {me} {time.time()}")
     return key
+
+
+def started(path: str, key: str) -> str:
+    """A job that only writes down that it started (a "start" line, as run() writes it): the
+    lines' order is the order the jobs started in."""
+    _append(path, f"start {key} {os.environ.get('HOST_NAME') or '-'} {os.getpid()} "
+                  f"{time.time()}")
+    return key
