@@ -19,7 +19,7 @@ from faults import stores
 from faults.selectors import armed_faults
 from jobs.cluster import run_now
 from jobs.models import JobRun
-from jobs.selectors import queue_counts, queued_tasks, redis_status
+from jobs.selectors import parked_tasks, queue_counts, redis_status
 from outbox.models import PUBLISHED_TALLY, OutboxMessage
 from outbox.selectors import outbox_counts
 from retention.selectors import sizes
@@ -34,7 +34,7 @@ def infrastructure_checks(snap: Snapshot) -> list[Check]:
                  list(JobRun.objects.parked().values_list("key", flat=True)),
                  Status.ATTENTION),
         Check.of("queue_parked", "jobs the queue gave up on (retry them from the Jobs page)",
-                 [f"{t.id} {t.func}" for t in queued_tasks(include_parked=True) if t.parked],
+                 [f"{t.id} {t.func}" for t in parked_tasks()],
                  Status.ATTENTION),
     ]
 

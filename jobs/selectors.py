@@ -73,6 +73,15 @@ def queued_tasks(*, include_parked: bool = False) -> list[QueuedTask]:
     return tasks
 
 
+def parked_tasks() -> list[QueuedTask]:
+    """The jobs the queue gave up on, decoded (only pgbroker parks them): read from the parked
+    rows alone, so a backlog of ready jobs costs nothing here."""
+    if not uses_pgbroker():
+        return []
+    return [QueuedTask(id=v.id, func=v.func, kwargs=v.kwargs, parked=True)
+            for v in pg.job_views(Job.objects.parked()) if v.func != "?"]
+
+
 def queued_calls(func: str, *, include_parked: bool = False) -> list[dict]:
     """The kwargs of every job of `func` waiting in either store: PostgreSQL's queue (parked
     ones too if asked) and Redis's list."""

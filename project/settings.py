@@ -29,6 +29,7 @@ import dj_database_url
 from common import env
 from devtools.local_postgres import default_database_url
 from devtools.local_redis import default_redis_url
+from ops import programs
 from pgbroker.timing import Timing, TimingError, with_options
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -96,10 +97,14 @@ INSTALLED_APPS = [
     "sagas",
     "dashboard",
     "retention",
+    "ops",  # /metrics, /healthz/*, `manage.py health` (docs/metrics.md)
     *(["experiments"] if EXPERIMENTS_ENABLED else []),
 ]
 
 MIDDLEWARE = [
+    # /healthz/live and /healthz/ready, answered before anything else: a probe gets no HTTPS
+    # redirect, needs no allowed host name, no session, no login (docs/metrics.md)
+    "ops.middleware.HealthMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # With DEBUG off the app serves its own static files (whitenoise, from STATIC_ROOT, which
     # `make run` fills with collectstatic); with DEBUG on runserver serves them.
@@ -318,6 +323,31 @@ SAGA_MAX_COMP_ATTEMPTS = env.integer("SAGA_MAX_COMP_ATTEMPTS", 5, low=1, high=10
 SAGA_MAX_FORWARD_ATTEMPTS = env.integer("SAGA_MAX_FORWARD_ATTEMPTS", 3, low=1, high=1000)
 SAGA_COMP_BACKOFF_SECONDS = env.number("SAGA_COMP_BACKOFF_SECONDS", 1, low=0, high=3600)
 TASK_RESULTS_KEEP_DAYS = env.integer("TASK_RESULTS_KEEP_DAYS", 7, low=1, high=3650)
+
+# --- metrics and health probes (ops/, docs/metrics.md) -----------------------------------------
+# /metrics answers a scraper that sends this token (`Authorization: Bearer <token>`, or basic
+# auth with it as the password), and people signed in with the dashboard's view permission.
+# Unset: people only.
+METRICS_TOKEN = env.text("METRICS_TOKEN", "")
+if METRICS_TOKEN and (len(METRICS_TOKEN) < 32 or not METRICS_TOKEN.isprintable()
+                      or " " in METRICS_TOKEN):
+    raise env.EnvError("METRICS_TOKEN (not shown) must be 32 or more printable characters "
+                       "without spaces: python3 -c 'import secrets; "
+                       "print(secrets.token_urlsafe(32))'")
+# The jobs finished this recently (at most this many, the newest) are what /metrics' run
+# times and finished counts describe: read from django-q2's result rows, never counted per job.
+METRICS_WINDOW_SECONDS = env.number("METRICS_WINDOW_SECONDS", 60, low=5, high=3600)
+METRICS_WINDOW_JOBS = env.integer("METRICS_WINDOW_JOBS", 10_000, low=100, high=1_000_000)
+# Gauges of a model's rows per value of its choice fields, for tables that stay short (the
+# sagas: the active ones, and the finished ones for RETAIN_SAGAS_DAYS): metric -> (model, fields)
+METRICS_ROW_COUNTS = {"reliable_sagas": ("sagas.Saga", ["state", "style"])}
+# Each long-running program (qcluster, qcluster-redis, relay, recoverer) writes how it is to
+# STATUS_DIR/<program>.json about once a second; `manage.py health <program>` reads it.
+STATUS_DIR = Path(env.text("STATUS_DIR", str(VAR_DIR / "run")))
+STATUS_PROGRAM = programs.program_of(sys.argv, os.environ)  # this process's, or ""
+STATUS_FILE = str(programs.status_file(STATUS_DIR, STATUS_PROGRAM)) if STATUS_PROGRAM else ""
+# the clusters' dispatchers write it (pgbroker/README.md); the --follow commands, common.stopping
+PGBROKER_STATUS_FILE = STATUS_FILE if STATUS_PROGRAM.startswith("qcluster") else ""
 
 # --- a year of history (docs/retention.md) ---------------------------------------------------
 # Reconciliation looks this far back for promised work never done (outbox/services.py).

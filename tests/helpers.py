@@ -37,6 +37,8 @@ def subprocess_env(**extra: str) -> dict[str, str]:
         OUTBOX_POLL_SECONDS="1",
         PYTHONUNBUFFERED="1",
         LOG_LEVEL="INFO",
+        # the programs' status files (ops.programs): never over those of `make run`'s programs
+        STATUS_DIR=str(BASE_DIR / "var" / "test-run"),
     )
     env.update(extra)
     return env

@@ -44,6 +44,8 @@ LAYERS: list[tuple[str, ...]] = [
     # the page composed from what the apps register, and the infrastructure's own panels;
     # the tallies and the audits the apps above keep
     ("dashboard",),
+    # metrics and health probes: read what the apps below keep, and the dashboard's checks
+    ("ops",),
     # the domain apps
     ("travel", "users"),
     ("sagas",),

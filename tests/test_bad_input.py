@@ -397,6 +397,8 @@ COMMANDS = [
     ("show_state", [X]),
     ("check_consistency", [X]),
     ("qcluster", ["--name", X]),
+    ("health", [X]),
+    ("health", ["relay", "--stale", X]),
 ]
 
 
@@ -421,8 +423,8 @@ def test_every_command_argument_is_taken_or_refused_in_one_line_writing_nothing(
         event(f"{name}: {'taken' if not message else 'refused'}")
         if message is None or message == "":  # taken (or a stubbed experiment run)
             return
-        if message == "1":  # SystemExit(1): check_consistency found a broken invariant
-            assert name == "check_consistency"
+        if message == "1":  # SystemExit(1): a broken invariant, or a program not live
+            assert name in ("check_consistency", "health")
             return
         assert one_line(message), f"{name} {argv!r}: {message!r}"
         assert counts() == before, f"{name} {argv!r} refused ({message}) but wrote"

@@ -19,10 +19,12 @@ import threading
 import time
 from collections import deque
 from multiprocessing.connection import wait
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from django import db
+from django.conf import settings
 from django.utils import timezone
 from django_q.brokers import Broker, get_broker
 from django_q.conf import Conf, logger
@@ -48,6 +50,7 @@ from pgbroker.cluster.sources import BrokerSource, JobSource, Workers
 from pgbroker.cluster.stat import STAT_EVERY, SentinelView, save_stat
 from pgbroker.cluster.worker import die_with_parent
 from pgbroker.scheduler import Scheduler
+from pgbroker.status import StatusFile
 from pgbroker.timing import TICK
 
 WORKER_DIED = "worker {pid} died ({how}) while running it"
@@ -85,6 +88,10 @@ class Dispatcher:
         os.set_blocking(self.wake_w, False)
         os.set_blocking(self.wake_r, False)
         self.source = source_for(self.broker, wake_fd=self.wake_w, workers=self)
+        # PGBROKER_STATUS_FILE: live and ready, for probes (pgbroker.status); not --run-once's
+        path = getattr(settings, "PGBROKER_STATUS_FILE", "")
+        self.status = StatusFile(path, program=Path(path).stem, pid=parent) \
+            if path and not run_once else None
 
     # --- life cycle -----------------------------------------------------------------------
 
@@ -93,7 +100,11 @@ class Dispatcher:
         signal.set_wakeup_fd(self.wake_w)
         signal.signal(signal.SIGTERM, self._stop_requested)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the main process too
-        self.source.start(pid=self.pid)
+        try:
+            self.source.start(pid=self.pid)
+        except Exception as e:  # the main process starts another: not ready until one works
+            self._say(ready=False, reason=f"cannot start: {type(e).__name__}: {e}")
+            raise
         db.connections.close_all()
         for number in range(Conf.WORKERS):
             self.slots.append(self._spawn(number))
@@ -105,7 +116,17 @@ class Dispatcher:
             self._loop()
         finally:
             self.source.stop()
+        self._say(ready=False, reason="stopped")
         logger.info("Q Cluster %s has stopped.", self.name)
+
+    def _say(self, *, ready: bool, reason: str) -> None:
+        """Write the status file now (at start and at the end)."""
+        if self.status is not None:
+            self.status.beat(ready=ready, reason=reason, force=True)
+
+    def unready(self) -> str:
+        """Why this cluster cannot run jobs now, in one line ("" when it can)."""
+        return "stopping" if self.stopping else self.source.unready(time.monotonic())
 
     def _stop_requested(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True
@@ -168,6 +189,9 @@ class Dispatcher:
         self.next_tick = now + TICK
         guard(self.slots, elapsed)
         self.source.tick(now)
+        if self.status is not None:  # a write at most once a second, or when it changed
+            why = self.unready()
+            self.status.beat(ready=not why, reason=why)
         if now >= self.next_stat:
             self.next_stat = now + STAT_EVERY
             save_stat(SentinelView(

@@ -52,6 +52,8 @@ class Flusher(Generic[B]):
         self.writing = False
         self.stopping = False
         self.requeued = False  # retries were written: there is work no NOTIFY announces
+        self.failing_since: float | None = None  # monotonic: the writes fail since then
+        self.failure = ""  # the first line of the last failure
         self.thread = threading.Thread(target=self._run, name="flusher", daemon=True)
         self.thread.start()
 
@@ -93,21 +95,22 @@ class Flusher(Generic[B]):
                 batch, self.pending = self.pending, self.new()
                 self.batch = batch
                 self.writing = True
-            failing_since = None
             while True:
                 try:
                     self.writer.flush(batch)
                     break
                 except self.errors as e:
-                    if failing_since is None:  # once per outage, not every try
-                        failing_since = time.monotonic()
+                    self.failure = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                    if self.failing_since is None:  # once per outage, not every try
+                        self.failing_since = time.monotonic()
                         logger.error("writing %s finished job(s) failed, retrying: %s",
-                                     len(batch), (str(e).strip().splitlines() or [""])[0])
+                                     len(batch), self.failure)
                     self.writer.close()
                     time.sleep(0.2)
-            if failing_since is not None:
+            if self.failing_since is not None:
                 logger.warning("wrote the finished jobs after %.1f s of trying",
-                               time.monotonic() - failing_since)
+                               time.monotonic() - self.failing_since)
+                self.failing_since = None
             requeues = batch.requeues()
             with self.cond:
                 self.writing = False
@@ -116,3 +119,10 @@ class Flusher(Generic[B]):
             if requeues:
                 with contextlib.suppress(OSError):
                     os.write(self.wake_fd, b"r")
+
+    def unready(self, now: float) -> str:
+        """Why finished jobs cannot be written now ("" when they can)."""
+        since = self.failing_since
+        if since is None:
+            return ""
+        return f"cannot write finished jobs for {now - since:.0f} s: {self.failure}"

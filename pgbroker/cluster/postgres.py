@@ -34,6 +34,11 @@ NO_SLOT_WAIT = 1.0  # seconds a job refused a connection waits before it is trie
 RUN_AGAIN_MAX = 60.0
 
 
+def _first_line(error: BaseException) -> str:
+    """An error as a status reason shows it: its first line, or its class."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def backoff(attempts: int) -> float:
     """Seconds before a failed job runs again: 1, 2, 4 ... capped at a minute."""
     return min(float(2 ** max(attempts - 1, 0)), RUN_AGAIN_MAX)
@@ -55,6 +60,7 @@ class PostgresSource(JobSource):
         self.workers = workers
         self.pid = 0
         self.down_since: float | None = None
+        self.down_why = ""  # why the session is down, or why it cannot be opened again
         self.slot_outage: tuple[float, int] | None = None  # no connection slot: since, jobs
         self.next_publish = 0.0
 
@@ -95,6 +101,14 @@ class PostgresSource(JobSource):
 
     def up(self) -> bool:
         return self.session.up
+
+    def unready(self, now: float) -> str:
+        if not self.session.up:
+            since = self.down_since
+            down = f" for {now - since:.0f} s" if since is not None else ""
+            return f"no database{down}: {self.down_why}" if self.down_why \
+                else f"no database{down}"
+        return self.flusher.unready(now)
 
     def due(self, now: float) -> bool:
         return self.session.up and self.claiming.due(now)
@@ -237,6 +251,7 @@ class PostgresSource(JobSource):
         if self.down_since is None:
             self.down_since = time.monotonic()
             logger.error("lost the database: %s", str(error).strip() or type(error).__name__)
+        self.down_why = _first_line(error)
         self.session.close()
 
     def _reconnect(self) -> None:
@@ -247,9 +262,11 @@ class PostgresSource(JobSource):
             self.session.connect(pid=self.pid)
         except (psycopg.Error, OwnerKeyTaken) as e:
             logger.debug("reconnect failed: %s", e)
+            self.down_why = _first_line(e)
             return
         logger.warning("database back after %.1fs", down)
         self.down_since = None
+        self.down_why = ""
         self.claiming.reconnected()
         mine = self.workers.held_ids()
         try:

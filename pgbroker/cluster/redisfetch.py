@@ -267,6 +267,13 @@ class RedisSource(JobSource):
         conn = self.flusher.writer.conn
         return [conn.fileno()] if conn is not None and not conn.closed else []
 
+    def unready(self, now: float) -> str:
+        since = min((t for t in (self.keeper.down_since, self.down_since) if t is not None),
+                    default=None)
+        if since is not None:
+            return f"no Redis for {now - since:.0f} s"
+        return self.flusher.unready(now)
+
     # --- taking ---------------------------------------------------------------------------
 
     def up(self) -> bool:

@@ -78,6 +78,11 @@ class JobSource:
         """May jobs be dispatched now?"""
         return True
 
+    def unready(self, now: float) -> str:
+        """Why jobs cannot be taken or settled now, in one line; "" when they can (the
+        cluster's status file, pgbroker.status)."""
+        return ""
+
     def due(self, now: float) -> bool:
         """Is there something to take now (the dispatcher has room and an empty buffer)?"""
         raise NotImplementedError

@@ -1,0 +1,1 @@
+"""Operations: metrics to scrape and health probes (docs/metrics.md)."""
