@@ -109,6 +109,7 @@ class Runner:
         self.history_dir = self.log_dir / "history"
         shutil.rmtree(self.history_dir, ignore_errors=True)
         env["JOB_HISTORY_DIR"] = str(self.history_dir)
+        env["STATUS_DIR"] = str(self.log_dir / "run")  # not make run's health files
         self.lab = bool(self.params.hosts)
         self.own = servers.Own.from_env(os.environ)  # the servers it may restart
         redis = {"Q_CLUSTER_NAME": settings.REDIS_CLUSTER}

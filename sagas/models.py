@@ -62,7 +62,8 @@ class Saga(models.Model):
     """
 
     kind = models.CharField(max_length=50)
-    style = models.CharField(max_length=20, choices=Style.choices, default=Style.ORCHESTRATED)
+    style = models.CharField(max_length=20, choices=Style.choices, default=Style.ORCHESTRATED,
+                             db_default=Style.ORCHESTRATED)
     state = models.CharField(max_length=20, choices=State.choices, default=State.RUNNING)
     payload = models.JSONField(default=dict, blank=True)
     fault_scope = models.CharField(max_length=64, blank=True, default="",

@@ -193,5 +193,6 @@ def test_a_style_that_does_not_exist_is_refused_in_one_line(db):
 def test_book_trip_says_what_a_choreographed_trip_will_go_through():
     said = services.expect(crash="flight", style=Style.CHOREOGRAPHED)
     assert said.startswith("the flight service's reaction dies right after the flight is booked")
-    assert "coordinator" not in said and "recover_sagas" not in said
+    assert "coordinator" not in said
+    assert "recover_sagas" not in said
     assert "the relay carries them" in services.expect(style=Style.CHOREOGRAPHED)
