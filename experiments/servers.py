@@ -6,9 +6,9 @@ of its own (var/experiment-redis, devtools/local_redis.py). The experiment start
 run and stops them after; the runner is told which they are (its environment) and restarts
 those only. The project's servers, the project-local ones and those given by DATABASE_URL and
 REDIS_URL, are never restarted: a plan that restarts nothing puts its scratch database beside
-the project's and uses Redis database 13, as before. On the lab's simulated hosts
-(`--hosts`), the database and Redis hosts are the lab's, brought up for the run: those are
-restarted.
+the project's and uses Redis database 10 (experiments.services.EXPERIMENT_REDIS_DB). On the
+lab's simulated hosts (`--hosts`), the database and Redis hosts are the lab's, brought up for
+the run: those are restarted.
 
 Where no server of its own can be started (the programs are missing), a plan that restarts
 one is refused in one line before anything runs: a run that skipped its restarts would

@@ -32,7 +32,9 @@ from experiments.scratch import scratch_database
 BASE_DIR = Path(__file__).resolve().parent.parent
 ALREADY_RUNNING = ("experiment {id} is still running (pid {pid}): one at a time, they share "
                    "Redis and the machine")
-EXPERIMENT_REDIS_DB = 13
+# Redis database of an experiment's processes when they share the project's Redis: none of the
+# others (0 the demo, 11 the peers bench, 12-15 the test passes, 14 the bench)
+EXPERIMENT_REDIS_DB = 10
 FAULTS_OFF = ("fault injection is off (FAULTS_ENABLED is false): an experiment injects faults, "
               "so it runs only where they are enabled")
 
