@@ -72,7 +72,7 @@ def state(status_dir: Path, program: str, *, stale: float = 30):
 
 @pytest.mark.cluster
 @pytest.mark.any_broker
-@pytest.mark.beside
+@pytest.mark.beside_conformance  # a PostgreSQL of its own; waits: make test's second pass
 def test_every_program_is_not_ready_while_postgresql_is_stopped_and_ready_after(
     stoppable_pg, start_process, tmp_path
 ):
@@ -154,7 +154,7 @@ def test_the_redis_cluster_is_not_ready_while_redis_is_stopped(
 
 @pytest.mark.cluster
 @pytest.mark.any_broker
-@pytest.mark.beside
+@pytest.mark.beside_conformance  # waits: make test's second pass
 def test_a_stopped_process_is_not_live_and_a_killed_one_is_gone(
     transactional_db, start_process, tmp_path
 ):

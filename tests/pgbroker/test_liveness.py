@@ -9,6 +9,7 @@ sentinel in one) and the workers; each is killed here, idle and busy.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -124,7 +125,9 @@ def test_a_whole_cluster_sigkilled_hands_its_running_and_prefetched_jobs_to_anot
     for key in keys:
         assert events.ends(key), f"{key} never finished"
     assert events.overlaps() == []
-    assert "took back 5 job(s) of dead cluster" in second.log()
+    # all five at once, or fewer if the first finished one before its SIGKILL (a slow start
+    # of the second cluster on a loaded machine): taken back by the sweep either way
+    assert re.search(r"took back [1-5] job\(s\) of dead cluster", second.log())
 
 
 @pgbroker_only

@@ -141,7 +141,7 @@ def test_the_parked_record_is_json_a_person_can_read(queue):
 
 @pytest.mark.cluster
 @pytest.mark.any_broker
-@pytest.mark.beside  # mostly waits: make test's second pass
+@pytest.mark.beside_conformance  # mostly waits: make test's second pass
 def test_a_redis_cluster_stopped_past_its_lease_runs_no_more_of_its_jobs_when_resumed(
         transactional_db, start_process, events):
     """A whole Redis cluster stopped (SIGSTOP: a debugger, a paused container) longer than
