@@ -53,6 +53,10 @@ from pgbroker.reliable_redis import FENCE, RENEW, SWEEP, WAIT, RedisFetch, Relia
 
 GAVE_UP = "gave up: {attempts} worker(s) died running it; the last: {last}"
 WRITER_NAME = "pgbroker redis-writer"  # its session's application_name
+# How often the cluster compares its in-flight list with what it holds: a take whose answer
+# was lost (the connection broke after Redis ran it) leaves jobs in the list that nobody runs
+# while the cluster lives. Seen unknown twice, this far apart, they go back to the queue.
+ORPHAN_CHECK = 2.0
 RETRY_AFTER = 1.0  # seconds between tries to take jobs while Redis is down
 
 
@@ -88,6 +92,9 @@ class RedisOutcome:
 
     def requeues(self) -> bool:
         return False  # the waiter's BLMOVE sees what goes back to the queue
+
+    def packages(self) -> set[bytes]:
+        return {*self.done, *self.back, *self.died, *(p for p, _ in self.park)}
 
 
 class RedisWriter:
@@ -230,6 +237,8 @@ class RedisSource(JobSource):
         self.down_since: float | None = None
         self.retry_at = 0.0
         self.next_publish = 0.0
+        self.next_orphan_check = 0.0
+        self.suspects: set[bytes] = set()  # in our list, unknown here, at the last check
         self.packages = PackageReader()
 
     # --- life cycle -----------------------------------------------------------------------
@@ -397,9 +406,32 @@ class RedisSource(JobSource):
                 raise RuntimeError(f"the dispatcher's {thread.name} thread died")
         if self.keeper.swept.is_set():
             self._swept()
+        if now >= self.next_orphan_check:
+            self.next_orphan_check = now + ORPHAN_CHECK
+            self._orphans()
         if now >= self.next_publish:
             self.next_publish = now + PUBLISH_EVERY
             publish_stat(self.broker, workers=self.workers, buffered=0)
+
+    def _orphans(self) -> None:
+        """Jobs in our in-flight list that this cluster does not hold (a take whose answer was
+        lost with its connection): back to the queue, once seen twice, ORPHAN_CHECK apart (a
+        job the waiter has just moved is in hand long before that)."""
+        try:
+            mine = self.fetch.mine()
+        except redis.RedisError:
+            return
+        with self.flusher.cond:
+            settling = self.flusher.pending.packages() | self.flusher.batch.packages()
+        with self.waiter.lock:
+            arrived = set(self.waiter.arrived)
+        unknown = mine - set(self.held.values()) - arrived - settling - self.outcome.packages()
+        orphans = unknown & self.suspects
+        self.suspects = unknown - orphans
+        if orphans:
+            logger.warning("%s job(s) in this cluster's in-flight list were held by nobody (a "
+                           "take whose answer was lost): back to the queue", len(orphans))
+            self.outcome.back.extend(orphans)
 
     def _swept(self) -> None:
         """Another cluster took us for dead and moved our in-flight jobs back to the queue:

@@ -190,3 +190,32 @@ def test_a_redis_cluster_stopped_past_its_lease_runs_no_more_of_its_jobs_when_re
                + first.log()[-2000:])
     wait_until(lambda: queue.in_flight() == [], timeout=10,
                message="nothing left in any in-flight list")
+
+
+@pytest.mark.cluster
+@pytest.mark.any_broker
+@pytest.mark.beside_conformance  # mostly waits: make test's second pass
+def test_a_job_in_a_live_clusters_in_flight_list_that_it_does_not_hold_runs_again(
+        transactional_db, start_process, events):
+    """A take whose answer was lost (the connection broke after Redis ran it) leaves a job in
+    the cluster's in-flight list that nobody runs, and nobody sweeps: the cluster is alive.
+    It compares its list with what it holds and hands such a job back to the queue."""
+    from django_q.tasks import async_task
+
+    from jobs.queues import RedisQueue
+
+    queue = redis_queue()
+    start_process("qcluster", name="cluster", ready="running.", Q_CLUSTER_NAME="redis",
+                  Q_WORKERS="1")
+    wait_until(lambda: queue.connection.smembers(f"{queue.list_key}:clusters"), timeout=10,
+               message="the cluster to register")
+    [owner] = [o.decode() for o in queue.connection.smembers(f"{queue.list_key}:clusters")]
+    collecting = RedisQueue()
+    collecting.collected = []
+    async_task("tests.pgbroker.tasks.run", str(events.path), "lost", broker=collecting)
+    [package] = collecting.collected
+    queue.connection.rpush(f"{queue.list_key}:inflight:{owner}", package)  # taken, unknown
+
+    wait_until(lambda: events.ends("lost"), timeout=15, message="the orphan to run")
+    assert len(events.starts("lost")) == 1
+    wait_until(lambda: queue.in_flight() == [], timeout=10, message="nothing left in flight")

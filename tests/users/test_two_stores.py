@@ -47,9 +47,16 @@ def test_a_redis_restart_during_a_burst_loses_and_duplicates_nothing_for_outbox_
                 and not OutboxMessage.objects.pending().exists()
                 and not redis_queued_tasks() and EmailSend.objects.count() == 2 * n)
 
-    wait_until(settled, timeout=120, interval=0.5,
-               message="every signup to commit and every email to be sent:\n"
-               + redis_cluster.log()[-2000:])
+    def stuck() -> str:
+        from jobs.queues import redis_queue
+        queue = redis_queue()
+        return (f"every signup to commit and every email to be sent (users "
+                f"{User.objects.count()}, emails {EmailSend.objects.count()}, queue drained "
+                f"{queue_drained()}, outbox pending {OutboxMessage.objects.pending().count()}, "
+                f"redis queued {queue.connection.llen(queue.list_key)}, in flight "
+                f"{len(queue.in_flight())}):\n" + redis_cluster.log()[-3000:])
+
+    wait_until(settled, timeout=120, interval=0.5, message=stuck)
     for mode in (Mode.OUTBOX, Mode.QUE):
         counts = emails_per_user(mode)
         assert len(counts) == n
