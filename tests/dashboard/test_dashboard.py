@@ -159,9 +159,22 @@ def test_relay_and_recover_buttons_run_on_the_cluster_and_report_the_outcome(
     # transactional_db (via qcluster): the cluster must see the committed message and saga.
     settings.CLUSTER_WAIT_SECONDS = 30  # a slow machine must not turn this into "queued"
     client.force_login(User.objects.create_superuser(username="root", password="pw"))
-    from django.db import transaction
+    from datetime import timedelta
 
+    from django.db import transaction
+    from django.utils import timezone
+    from django_q.models import Schedule
+
+    from jobs.selectors import queue_drained
     from outbox.services import publish
+    from tests.helpers import wait_until
+
+    # The cluster's own fallback relay (a schedule, due when it starts) must not relay the
+    # message, or use up the fault, before the button does: put it off, and let a run it has
+    # already queued finish (on a loaded machine it can run seconds after the cluster starts).
+    Schedule.objects.filter(func="outbox.tasks.relay_outbox").update(
+        next_run=timezone.now() + timedelta(days=1))
+    wait_until(queue_drained, timeout=30, message="the schedules due at the start to run")
 
     with transaction.atomic():
         publish(topic="user.welcome_email", payload={"user_id": 1})
