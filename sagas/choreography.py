@@ -33,6 +33,7 @@ from outbox import topics
 from outbox.services import publish
 from sagas import decide as d
 from sagas.coordinator import (
+    CLOSING,
     GIVING_UP,
     Pending,
     append_event,
@@ -201,7 +202,7 @@ class _Reaction:
 
     def _append(self, event: str, *, step: str = "", detail: str = "",
                 state: str | None = None) -> None:
-        if event in (Event.STEP_END, Event.STEP_FAIL, Event.COMP_END):
+        if event in CLOSING:
             self.waiting.append(Pending(event, step, detail))
             seq = self.log[-1].seq + 1
         else:

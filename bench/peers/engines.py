@@ -330,7 +330,7 @@ class DjangoQ2Redis(RedisEngine):
 
     def enqueue_many(self, n: int, *, prefix: str = "t") -> list[str]:
         keys = [f"{prefix}-{i}" for i in range(n)]
-        staged = DjangoQRedis(list_key=STAGING)
+        staged = type(self.broker)(list_key=STAGING)  # the same broker class, its own list
         for key in keys:
             async_task(Q_NOTHING, key, broker=staged)
         self.expected = n
