@@ -107,10 +107,21 @@ status: ## what is running: each program's state and pid, Redis, PostgreSQL
 # with the `beside_lab` tests (on a test database of their own); the browser and `beside`
 # tests (they wait on graces and pauses; on a test database and a Redis server of their own:
 # some stop or restart their Redis).
+# make test's first pass runs in two halves at once: these directories on a PostgreSQL and a Redis
+# of their own (their tests restart servers), the rest on the project's.
+HALF := tests/pgbroker tests/outbox tests/sagas tests/ops tests/jobs tests/faults tests/retention \
+        tests/experiments
+
 test: $(STAMP) test-deps ## lint + the whole suite against real PostgreSQL and Redis (sets up from nothing)
 	@$(VENV)/bin/ruff check .
 	@mkdir -p var/log
-	@$(STORES) bash -c '$(VENV)/bin/pytest -m "not lab and not browser and not beside and not beside_lab and not conformance and not beside_conformance" $(PYTEST_ARGS) || exit 1; \
+	@$(STORES) bash -c 'first="not lab and not browser and not beside and not beside_lab and not conformance and not beside_conformance"; \
+	  echo "== the first pass, in two halves at once: $(HALF) on servers of their own (var/log/test-half.log) =="; \
+	  LOCAL_PG_DIR=var/pg-half LOCAL_REDIS_DIR=var/redis-half $(STORES) \
+	    $(VENV)/bin/pytest -q -m "$$first" $(HALF) $(PYTEST_ARGS) > var/log/test-half.log 2>&1 & half=$$!; \
+	  $(VENV)/bin/pytest -m "$$first" $(addprefix --ignore=,$(HALF)) $(PYTEST_ARGS); whole=$$?; \
+	  wait $$half; halved=$$?; cat var/log/test-half.log; \
+	  [ $$whole -eq 0 ] && [ $$halved -eq 0 ] || exit 1; \
 	  echo "== mypy, the ORM broker and the conformance suite; the lab; the browser: at once =="; \
 	  TEST_DATABASE_NAME=test_reliable_lab TEST_REDIS_DB=13 \
 	    $(VENV)/bin/pytest -q -m "lab or beside_lab" $(PYTEST_ARGS) > var/log/test-lab.log 2>&1 & lab=$$!; \
