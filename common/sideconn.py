@@ -53,6 +53,16 @@ def side_cursor() -> Iterator[psycopg.Cursor]:
         yield cur
 
 
+@contextlib.contextmanager
+def side_pipeline() -> Iterator[psycopg.Connection]:
+    """The side connection in pipeline mode: what is executed inside is sent at once, and run
+    in order, each statement with a snapshot of its own (autocommit): one round trip for all,
+    whose results are read after the block."""
+    conn = _connection()
+    with conn.pipeline():
+        yield conn
+
+
 def close() -> None:
     conn = getattr(_local, "conn", None)
     if conn is not None and _local.key[0] == os.getpid():

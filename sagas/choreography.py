@@ -32,18 +32,9 @@ from common.errors import OperationError
 from outbox import topics
 from outbox.services import publish
 from sagas import decide as d
-from sagas.coordinator import (
-    CLOSING,
-    GIVING_UP,
-    Pending,
-    append_event,
-    at_boundary,
-    call_step,
-    describe_error,
-    saga_lock,
-)
+from sagas.coordinator import GIVING_UP, Held, LogWriter, call_step, describe_error, hold
 from sagas.definitions import DEFINITIONS, SagaDefinition
-from sagas.models import Event, Saga, SagaLog, State, Style
+from sagas.models import Event, Saga, State, Style
 
 logger = logging.getLogger(__name__)
 
@@ -109,18 +100,19 @@ def react(*, saga_id: int, service: str) -> str:
     """`service` reacts to the event addressed to it: it does what the saga log says is its
     to do now (nothing if its work is already in the log: a duplicate), and hands over with
     the event of what it did. Returns what happened, in words."""
-    with saga_lock(saga_id, wait=True):
-        saga = Saga.objects.get(pk=saga_id)
-        if saga.style != Style.CHOREOGRAPHED:
-            raise OperationError(NOT_CHOREOGRAPHED.format(id=saga_id, style=saga.style))
-        return _Reaction(saga, DEFINITIONS[saga.kind], service).run()
+    with hold(saga_id, wait=True) as held:
+        assert held is not None  # waited for
+        if held.saga.style != Style.CHOREOGRAPHED:
+            raise OperationError(NOT_CHOREOGRAPHED.format(id=saga_id, style=held.saga.style))
+        return _Reaction(held, service).run()
 
 
 class _Reaction:
-    def __init__(self, saga: Saga, definition: SagaDefinition, service: str) -> None:
-        self.saga, self.definition, self.service = saga, definition, service
-        self.log: list[SagaLog] = list(saga.log.order_by("seq"))
-        self.waiting: list[Pending] = []  # closing events: they commit with the next one
+    def __init__(self, held: Held, service: str) -> None:
+        self.saga, self.service = held.saga, service
+        self.definition: SagaDefinition = DEFINITIONS[held.saga.kind]
+        self.writer = LogWriter(held.saga, held.log, takes_over=False)
+        self.log = self.writer.log
         self.did: list[str] = []
 
     def run(self) -> str:
@@ -202,25 +194,11 @@ class _Reaction:
 
     def _append(self, event: str, *, step: str = "", detail: str = "",
                 state: str | None = None) -> None:
-        if event in CLOSING:
-            self.waiting.append(Pending(event, step, detail))
-            seq = self.log[-1].seq + 1
-        else:
-            seq = append_event(self.saga, event, step=step, detail=detail, state=state,
-                               lease_for=0, before=self.waiting,
-                               epoch=(self.saga.epoch, self.saga.epoch))
-            self.waiting = []
-            at_boundary(self.saga, event, step)  # the same fault points as the coordinator's
-        self.log.append(SagaLog(saga_id=self.saga.pk, seq=seq, event=event, step=step,
-                                detail=detail, pid=0))
+        self.writer.append(event, step=step, detail=detail, state=state)
         self.did.append(f"{event} {step}".strip())
 
     def _flush(self) -> None:
-        if self.waiting:
-            last, before = self.waiting[-1], self.waiting[:-1]
-            self.waiting = []
-            append_event(self.saga, last.event, step=last.step, detail=last.detail,
-                         before=before, lease_for=0, epoch=(self.saga.epoch, self.saga.epoch))
+        self.writer.flush()
 
     def _said(self) -> str:
         return f"{self.service}: " + ", ".join(self.did) if self.did else ""

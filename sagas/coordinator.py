@@ -25,13 +25,13 @@ from django.conf import settings
 from django.db import connection
 
 from common.errors import OperationError
-from common.sideconn import side_cursor
+from common.sideconn import side_cursor, side_pipeline
 from faults import services as faults
 from faults.points import POINTS
 from pgbroker import history
 from sagas import decide as d
 from sagas.definitions import DEFINITIONS, SagaDefinition
-from sagas.models import FINAL_STATES, Event, Saga, SagaLog, State
+from sagas.models import FINAL_STATES, Event, Saga, State
 
 logger = logging.getLogger(__name__)
 
@@ -57,23 +57,54 @@ def lease_seconds() -> float:
     return float(settings.SAGA_LEASE_SECONDS)
 
 
+_LOCK = {False: "SELECT pg_try_advisory_lock(%s, %s)",
+         True: "SELECT pg_advisory_lock(%s, %s), true"}
+_UNLOCK = "SELECT pg_advisory_unlock(%s, %s)"
+_SAGA_COLUMNS = [f.column for f in Saga._meta.concrete_fields]
+_LOAD = f"""
+SELECT {", ".join(f"s.{c}" for c in _SAGA_COLUMNS)}, l.seq, l.event, l.step
+  FROM sagas_saga s LEFT JOIN sagas_sagalog l ON l.saga_id = s.id
+ WHERE s.id = %s
+ ORDER BY l.seq"""
+
+
+@dataclass
+class Held:
+    """A saga whose lock we hold, and its log as it was once we held it."""
+
+    saga: Saga
+    log: list[d.Entry]
+
+
 @contextlib.contextmanager
-def saga_lock(saga_id: int, *, wait: bool = False) -> Iterator[bool]:
-    """Try (or, `wait`, wait for) the saga's advisory lock on the side session; yields whether
-    we hold it. The server releases it by itself if this process dies."""
-    with side_cursor() as cur:
-        if wait:
-            cur.execute("SELECT pg_advisory_lock(%s, %s), true", [LOCK_CLASS, saga_id])
-        else:
-            cur.execute("SELECT pg_try_advisory_lock(%s, %s)", [LOCK_CLASS, saga_id])
-        row = cur.fetchone()
-        got = row is not None and bool(row[-1])
+def hold(saga_id: int, *, wait: bool = False) -> Iterator[Held | None]:
+    """Try (or, `wait`, wait for) the saga's advisory lock on the side session, and read the
+    saga and its log: None when another holds it. The lock and the read are two statements
+    in one round trip (pipelined), the read's snapshot taken once the lock is ours, so it
+    sees every event the previous holder committed. The server releases the lock by itself
+    if this process dies. Saga.DoesNotExist if there is no such saga."""
+    with side_pipeline() as conn:
+        locked = conn.execute(_LOCK[wait], [LOCK_CLASS, saga_id])
+        loaded = conn.execute(_LOAD, [saga_id])
+    row = locked.fetchone()
+    got = row is not None and bool(row[-1])
     try:
-        yield got
+        if not got:
+            yield None
+            return
+        rows = loaded.fetchall()
+        if not rows:
+            raise Saga.DoesNotExist(f"no saga {saga_id}")
+        n = len(_SAGA_COLUMNS)
+        saga = Saga.from_db("default", [f.attname for f in Saga._meta.concrete_fields],
+                            rows[0][:n])
+        log = [d.Entry(seq, event, step) for seq, event, step in (r[n:] for r in rows)
+               if seq is not None]
+        yield Held(saga, log)
     finally:
         if got:
             with side_cursor() as cur:
-                cur.execute("SELECT pg_advisory_unlock(%s, %s)", [LOCK_CLASS, saga_id])
+                cur.execute(_UNLOCK, [LOCK_CLASS, saga_id])
 
 
 APPEND = """
@@ -183,27 +214,33 @@ def advance(*, saga_id: int) -> State | None:
     another coordinator holds it (that one advances it)."""
     if connection.in_atomic_block:
         raise SagaError(ADVANCE_IN_TRANSACTION)
-    with saga_lock(saga_id) as locked:
-        if not locked:
+    with hold(saga_id) as held:
+        if held is None:
             return None
-        saga = Saga.objects.get(pk=saga_id)
-        coordinator = _Coordinator(saga, list(saga.log.order_by("seq")))
+        writer = LogWriter(held.saga, held.log, takes_over=True)
         try:
             while True:
-                outcome = _advance_once(saga, DEFINITIONS[saga.kind], coordinator)
+                outcome = _advance_once(held.saga, DEFINITIONS[held.saga.kind], writer)
                 if outcome is not None:
                     return outcome
         finally:
-            coordinator.flush()
+            writer.flush()
 
 
-class _Coordinator:
-    """The lock holder's copy of the log, and the closing event waiting to be appended."""
+class LogWriter:
+    """The lock holder's copy of a saga's log, and the closing events waiting to be appended
+    with the next event (CLOSING: they commit with the event that opens what comes next).
 
-    def __init__(self, saga: Saga, log: list[SagaLog]) -> None:
+    `takes_over` (a coordinator): the first append bumps the saga's epoch, so a coordinator
+    taken over since is refused from then on, and every append extends the lease; without it
+    (a choreographed service's reaction, which has neither epoch nor lease) appends expect the
+    epoch as read and leave no lease."""
+
+    def __init__(self, saga: Saga, log: list[d.Entry], *, takes_over: bool) -> None:
         self.saga, self.log = saga, log
         self.waiting: list[Pending] = []
-        self.epoch = (saga.epoch, saga.epoch + 1)  # the first append takes the saga over
+        self.epoch = (saga.epoch, saga.epoch + 1) if takes_over else (saga.epoch, saga.epoch)
+        self.lease: float | None = None if takes_over else 0
 
     def append(self, event: str, *, step: str = "", detail: str = "", state: str | None = None,
                lease_for: float | None = None) -> None:
@@ -212,24 +249,24 @@ class _Coordinator:
             seq = self.log[-1].seq + 1  # only the lock holder appends: this is its number
         else:
             seq = append_event(self.saga, event, step=step, detail=detail, state=state,
-                          lease_for=lease_for, before=self.waiting, epoch=self.epoch)
+                               lease_for=self.lease if lease_for is None else lease_for,
+                               before=self.waiting, epoch=self.epoch)
             self.waiting = []
             self.epoch = (self.epoch[1], self.epoch[1])
             at_boundary(self.saga, event, step)
-        self.log.append(SagaLog(saga_id=self.saga.pk, seq=seq, event=event, step=step,
-                                detail=detail))
+        self.log.append(d.Entry(seq, event, step))
 
     def flush(self) -> None:
-        """Append a closing event left waiting (the coordinator stops here)."""
+        """Append the closing events left waiting (the holder stops here)."""
         if self.waiting:
             last, before = self.waiting[-1], self.waiting[:-1]
             self.waiting = []
-            append_event(self.saga, last.event, step=last.step, detail=last.detail, before=before,
-                    epoch=self.epoch)
+            append_event(self.saga, last.event, step=last.step, detail=last.detail,
+                         before=before, lease_for=self.lease, epoch=self.epoch)
 
 
 def _advance_once(saga: Saga, definition: SagaDefinition,
-                  coordinator: _Coordinator) -> State | None:
+                  coordinator: LogWriter) -> State | None:
     """Take one decision and act on it. Returns the state to stop at, or None to go on."""
     if saga.state == State.STUCK:
         return State(saga.state)

@@ -17,10 +17,15 @@ from dataclasses import dataclass
 from typing import Protocol
 
 
-class LogEntry(Protocol):
-    seq: int
-    event: str
-    step: str
+class LogEntry(Protocol):  # read-only: a model's row or a frozen Entry
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def event(self) -> str: ...
+
+    @property
+    def step(self) -> str: ...
 
 
 class StepSpec(Protocol):  # read-only: a definition's Step is a frozen dataclass

@@ -180,8 +180,9 @@ def test_a_compensation_that_always_fails_leaves_the_saga_stuck_and_retryable(se
 
 def test_a_saga_held_by_another_coordinator_is_not_advanced():
     saga = services.start_trip(customer="gus")
-    with coordinator.saga_lock(saga.pk) as got:
-        assert got
+    with coordinator.hold(saga.pk) as held:
+        assert held is not None
+        assert [e.event for e in held.log] == ["SAGA_START"]
         # same process, other thread = other session: the lock is per session
         import threading
 
