@@ -11,6 +11,8 @@ from typing import Any, Generic, Protocol, TypeVar
 import psycopg
 from django_q.conf import logger
 
+from pgbroker.cluster.lines import first_line
+
 
 class Batch(Protocol):
     """What a flush writes (writer.Outcome, or a Redis source's)."""
@@ -100,7 +102,7 @@ class Flusher(Generic[B]):
                     self.writer.flush(batch)
                     break
                 except self.errors as e:
-                    self.failure = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                    self.failure = first_line(e)
                     if self.failing_since is None:  # once per outage, not every try
                         self.failing_since = time.monotonic()
                         logger.error("writing %s finished job(s) failed, retrying: %s",

@@ -13,6 +13,7 @@ from django_q.conf import Conf, logger
 
 from pgbroker.cluster.claiming import Claiming, Phase
 from pgbroker.cluster.flusher import Flusher
+from pgbroker.cluster.lines import first_line, last_line
 from pgbroker.cluster.liveness import Fence, Sweeper
 from pgbroker.cluster.messages import Claimed, Done
 from pgbroker.cluster.session import DispatcherSession, OwnerKeyTaken
@@ -21,7 +22,6 @@ from pgbroker.cluster.sources import (
     PUBLISH_EVERY,
     JobSource,
     Workers,
-    last_line,
     save,
 )
 from pgbroker.cluster.worker import WorkerSetup
@@ -32,11 +32,6 @@ GAVE_UP = "gave up after {attempts} attempts; the last: {last}"
 NO_SLOT_WHY = "waited for a database connection slot, not counted as an attempt: {error}"
 NO_SLOT_WAIT = 1.0  # seconds a job refused a connection waits before it is tried again
 RUN_AGAIN_MAX = 60.0
-
-
-def _first_line(error: BaseException) -> str:
-    """An error as a status reason shows it: its first line, or its class."""
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def backoff(attempts: int) -> float:
@@ -251,7 +246,7 @@ class PostgresSource(JobSource):
         if self.down_since is None:
             self.down_since = time.monotonic()
             logger.error("lost the database: %s", str(error).strip() or type(error).__name__)
-        self.down_why = _first_line(error)
+        self.down_why = first_line(error)
         self.session.close()
 
     def _reconnect(self) -> None:
@@ -262,7 +257,7 @@ class PostgresSource(JobSource):
             self.session.connect(pid=self.pid)
         except (psycopg.Error, OwnerKeyTaken) as e:
             logger.debug("reconnect failed: %s", e)
-            self.down_why = _first_line(e)
+            self.down_why = first_line(e)
             return
         logger.warning("database back after %.1fs", down)
         self.down_since = None

@@ -36,13 +36,13 @@ from django_q.signing import BadSignature
 from pgbroker import history
 from pgbroker.broker import alias
 from pgbroker.cluster.flusher import Flusher
+from pgbroker.cluster.lines import first_line, last_line
 from pgbroker.cluster.liveness import Fence
 from pgbroker.cluster.messages import Claimed, Done
 from pgbroker.cluster.sources import (
     PUBLISH_EVERY,
     JobSource,
     Workers,
-    last_line,
     publish_stat,
     save,
 )
@@ -58,10 +58,6 @@ WRITER_NAME = "pgbroker redis-writer"  # its session's application_name
 # while the cluster lives. Seen unknown twice, this far apart, they go back to the queue.
 ORPHAN_CHECK = 2.0
 RETRY_AFTER = 1.0  # seconds between tries to take jobs while Redis is down
-
-
-def one_line(error: BaseException) -> str:
-    return f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
 
 
 @dataclass
@@ -170,7 +166,8 @@ class Keeper(threading.Thread):
             except redis.RedisError as e:
                 if self.down_since is None:  # once per outage
                     self.down_since = time.monotonic()
-                    logger.error("cannot renew this cluster's key in Redis: %s", one_line(e))
+                    logger.error("cannot renew this cluster's key in Redis: %s",
+                                 first_line(e, named=True))
                 continue
             if self.down_since is not None:
                 logger.warning("Redis back after %.1f s", time.monotonic() - self.down_since)
@@ -263,7 +260,7 @@ class RedisSource(JobSource):
                 logger.info("handed %s unfinished job(s) back to the queue", n)
         except redis.RedisError as e:
             logger.error("could not hand the unfinished jobs back (%s): another cluster will, "
-                         "once this cluster's key expires", one_line(e))
+                         "once this cluster's key expires", first_line(e, named=True))
 
     def settled(self) -> bool:
         return self.flusher.idle()
@@ -338,7 +335,7 @@ class RedisSource(JobSource):
         if self.down_since is None:
             self.down_since = now
             logger.error("cannot take jobs from Redis: %s; trying again every %.0f s",
-                         one_line(error), RETRY_AFTER)
+                         first_line(error, named=True), RETRY_AFTER)
 
     # --- outcomes -------------------------------------------------------------------------
 

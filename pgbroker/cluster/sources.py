@@ -22,6 +22,7 @@ from django_q.brokers import Broker
 from django_q.conf import Conf, logger
 from django_q.monitor import save_cached, save_task
 
+from pgbroker.cluster.lines import first_line, last_line
 from pgbroker.cluster.messages import Claimed, Done
 from pgbroker.cluster.pool import Slot
 from pgbroker.cluster.worker import WorkerSetup
@@ -36,11 +37,6 @@ def save(task: dict[str, Any], broker: Broker) -> None:
     """A finished task sent whole: saved as django-q2's monitor saves it (a cached result to
     the cache, with async_iter's and groups' bookkeeping; else the database; chains go on)."""
     (save_cached if task.get("cached") else save_task)(task, broker)
-
-
-def last_line(error: object) -> str:
-    """The line of a job's error worth a log line: a traceback's last (the exception)."""
-    return (str(error).strip().splitlines() or [""])[-1][:300]
 
 
 class Workers(Protocol):
@@ -164,8 +160,8 @@ class BrokerSource(JobSource):
             try:
                 tasks = self.broker.dequeue()
             except Exception as e:  # the broker is down (Redis stopped): say so, once a second
-                logger.warning("cannot take jobs from the broker: %s: %s; trying again in 1 s",
-                               type(e).__name__, (str(e).strip().splitlines() or [""])[0])
+                logger.warning("cannot take jobs from the broker: %s; trying again in 1 s",
+                               first_line(e, named=True))
                 time.sleep(1)
                 continue
             self.empty = not tasks
