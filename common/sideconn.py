@@ -18,6 +18,8 @@ import psycopg
 from common.db import connection_params, open_autocommit
 
 _local = threading.local()
+_opened: list[tuple[int, psycopg.Connection]] = []  # every thread's, for close_all()
+_opened_lock = threading.Lock()
 
 
 def _gone(conn: psycopg.Connection) -> bool:
@@ -44,6 +46,8 @@ def _connection() -> psycopg.Connection:
     if conn is None:
         conn = open_autocommit("side")
         _local.conn, _local.key = conn, key
+        with _opened_lock:
+            _opened[:] = [(p, c) for p, c in _opened if not c.closed] + [(os.getpid(), conn)]
     return conn
 
 
@@ -66,6 +70,17 @@ def side_pipeline() -> Iterator[psycopg.Connection]:
 def close() -> None:
     conn = getattr(_local, "conn", None)
     if conn is not None and _local.key[0] == os.getpid():
+        conn.close()
+    _local.conn = None
+
+
+def close_all() -> None:
+    """Close the side connections of every thread of this process (a test server's request
+    threads open their own): when nothing runs any more, before the database is dropped."""
+    with _opened_lock:
+        mine = [c for p, c in _opened if p == os.getpid()]
+        _opened.clear()
+    for conn in mine:
         conn.close()
     _local.conn = None
 

@@ -7,7 +7,7 @@ from django.conf import settings
 from common import sideconn
 from devtools import local_redis
 from jobs.queues import redis_queue
-from tests.helpers import Process
+from tests.helpers import Process, wait_until
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -44,9 +44,27 @@ def _no_faults_left_armed(request) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _close_side_connection(django_db_setup) -> Iterator[None]:
+def _close_side_connection(django_db_setup, django_db_blocker) -> Iterator[None]:
+    """Before pytest-django drops the test database: close every side connection of this
+    process (the live server's request threads opened some), and wait for the sessions of the
+    processes the tests stopped to end (a SIGKILLed client's backend takes a moment)."""
     yield
-    sideconn.close()  # before pytest-django drops the test database
+    sideconn.close_all()
+    from django.db import connection
+
+    connection.close()  # it may be broken (a test restarted the server): a fresh one
+
+    def others() -> int:
+        with connection.cursor() as cur:
+            cur.execute("SELECT count(*) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                        "AND backend_type = 'client backend'")
+            return int(cur.fetchone()[0])
+
+    with django_db_blocker.unblock():
+        wait_until(lambda: others() == 0, timeout=10,
+                   message=lambda: f"{others()} other session(s) on the test database to end")
+        connection.close()
 
 
 @pytest.fixture
