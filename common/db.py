@@ -36,9 +36,13 @@ def program_name(alias: str = "default") -> str:
 
 
 def open_autocommit(application_name: str) -> psycopg.Connection:
-    """An autocommit connection beside Django's, named "<program>: <application_name>"."""
+    """An autocommit connection beside Django's, named "<program>: <application_name>", READ
+    COMMITTED whatever the server's default (a statement after a lock wait must see what
+    was committed during the wait)."""
     name = f"{program_name()}: {application_name}".lstrip(": ")[:63]
-    return psycopg.connect(**connection_params(), autocommit=True, application_name=name)
+    conn = psycopg.connect(**connection_params(), autocommit=True, application_name=name)
+    conn.execute("SET default_transaction_isolation = 'read committed'")
+    return conn
 
 
 def db_now(using: str = "default") -> datetime:

@@ -59,9 +59,10 @@ def side_cursor() -> Iterator[psycopg.Cursor]:
 
 @contextlib.contextmanager
 def side_pipeline() -> Iterator[psycopg.Connection]:
-    """The side connection in pipeline mode: what is executed inside is sent at once, and run
-    in order, each statement with a snapshot of its own (autocommit): one round trip for all,
-    whose results are read after the block."""
+    """The side connection in pipeline mode: what is executed inside is sent at once and run
+    in order, as one implicit transaction (one Sync, at the end); each statement still takes
+    a snapshot of its own, since the side session is READ COMMITTED (common.db.open_autocommit).
+    One round trip for all; the results are read after the block."""
     conn = _connection()
     with conn.pipeline():
         yield conn

@@ -21,9 +21,11 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
+import psycopg
 from django.conf import settings
 from django.db import connection
 
+from common import sideconn
 from common.errors import OperationError
 from common.sideconn import side_cursor, side_pipeline
 from faults import services as faults
@@ -80,12 +82,17 @@ class Held:
 def hold(saga_id: int, *, wait: bool = False) -> Iterator[Held | None]:
     """Try (or, `wait`, wait for) the saga's advisory lock on the side session, and read the
     saga and its log: None when another holds it. The lock and the read are two statements
-    in one round trip (pipelined), the read's snapshot taken once the lock is ours, so it
-    sees every event the previous holder committed. The server releases the lock by itself
-    if this process dies. Saga.DoesNotExist if there is no such saga."""
-    with side_pipeline() as conn:
-        locked = conn.execute(_LOCK[wait], [LOCK_CLASS, saga_id])
-        loaded = conn.execute(_LOAD, [saga_id])
+    in one round trip (pipelined), the read's snapshot taken once the lock is ours (the side
+    session is READ COMMITTED), so it sees every event the previous holder committed. The
+    server releases the lock by itself if this process dies. Saga.DoesNotExist if there is
+    no such saga."""
+    try:
+        with side_pipeline() as conn:
+            locked = conn.execute(_LOCK[wait], [LOCK_CLASS, saga_id])
+            loaded = conn.execute(_LOAD, [saga_id])
+    except Exception:
+        _release(saga_id)  # the lock may have been taken before the read failed
+        raise
     row = locked.fetchone()
     got = row is not None and bool(row[-1])
     try:
@@ -103,8 +110,19 @@ def hold(saga_id: int, *, wait: bool = False) -> Iterator[Held | None]:
         yield Held(saga, log)
     finally:
         if got:
-            with side_cursor() as cur:
-                cur.execute(_UNLOCK, [LOCK_CLASS, saga_id])
+            _release(saga_id)
+
+
+def _release(saga_id: int) -> None:
+    """Unlock the saga on the side session (nothing if this session does not hold it); a
+    session that cannot say so is ended, which releases every lock it holds."""
+    try:
+        with side_cursor() as cur:
+            cur.execute(_UNLOCK, [LOCK_CLASS, saga_id])
+    except psycopg.Error as e:
+        logger.warning("saga %s: cannot unlock it (%s); ending the side session instead",
+                       saga_id, e)
+        sideconn.close()
 
 
 APPEND = """

@@ -46,24 +46,29 @@ def _no_faults_left_armed(request) -> Iterator[None]:
 @pytest.fixture(scope="session", autouse=True)
 def _close_side_connection(django_db_setup, django_db_blocker) -> Iterator[None]:
     """Before pytest-django drops the test database: close every side connection of this
-    process (the live server's request threads opened some), and wait for the sessions of the
-    processes the tests stopped to end (a SIGKILLed client's backend takes a moment)."""
+    process (the live server's request threads open some), then end any session still on
+    the database, as DROP DATABASE ... WITH (FORCE) would: the browser pass leaves one
+    Django connection of a live-server request thread open, and a SIGKILLed process's
+    backend may still be on its way out. Without this the drop fails ("being accessed by
+    other users") and the database is left behind."""
     yield
     sideconn.close_all()
     from django.db import connection
 
     connection.close()  # it may be broken (a test restarted the server): a fresh one
+    others = ("FROM pg_stat_activity WHERE datname = current_database() "
+              "AND pid <> pg_backend_pid() AND backend_type = 'client backend'")
 
-    def others() -> int:
+    def left() -> list[tuple]:
         with connection.cursor() as cur:
-            cur.execute("SELECT count(*) FROM pg_stat_activity "
-                        "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-                        "AND backend_type = 'client backend'")
-            return int(cur.fetchone()[0])
+            cur.execute(f"SELECT pid, application_name, left(query, 60) {others}")
+            return cur.fetchall()
 
     with django_db_blocker.unblock():
-        wait_until(lambda: others() == 0, timeout=10,
-                   message=lambda: f"{others()} other session(s) on the test database to end")
+        with connection.cursor() as cur:
+            cur.execute(f"SELECT pg_terminate_backend(pid) {others}")
+        wait_until(lambda: not left(), timeout=10,
+                   message=lambda: f"the sessions left on the test database to end: {left()}")
         connection.close()
 
 

@@ -164,19 +164,19 @@ class PostgresSource(JobSource):
         if self.slot_outage is not None:
             self._slots_again()
         attempts = job.attempts if job else 1
-        error, first_line = done.error, last_line(done.error)
+        error, line = done.error, last_line(done.error)
         if Conf.MAX_ATTEMPTS > 0 and attempts >= Conf.MAX_ATTEMPTS:
             self.outcome.park.append((done.job_id, GAVE_UP.format(attempts=attempts,
                                                                   last=error)))
             logger.error("job %s failed on attempt %s and is parked: %s", done.job_id,
-                         attempts, first_line)
+                         attempts, line)
         else:
             delay = backoff(attempts)
             again = time.strftime("%H:%M:%S", time.localtime(time.time() + delay))
             self.outcome.retry.append((done.job_id, delay, 0, f"attempt {attempts} failed, "
                                        f"runs again at {again}: {error}"))
             logger.warning("job %s failed on attempt %s, runs again at %s: %s", done.job_id,
-                           attempts, again, first_line)
+                           attempts, again, line)
 
     def died(self, job: Claimed, why: str) -> None:
         if Conf.MAX_ATTEMPTS > 0 and job.attempts >= Conf.MAX_ATTEMPTS:

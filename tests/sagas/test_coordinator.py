@@ -10,6 +10,7 @@ import time
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from psycopg.errors import DataError
 
 from common.validate import Invalid
 from faults import services as faults
@@ -192,6 +193,23 @@ def test_a_saga_held_by_another_coordinator_is_not_advanced():
         t.join()
     assert result["r"] is None, "another coordinator holds it"
     assert log_of(Saga.objects.get(pk=saga.pk)) == ["SAGA_START"]
+
+
+def test_a_read_that_fails_after_the_lock_lets_go_of_the_lock(monkeypatch):
+    """Found in review: the lock and the read are pipelined, so the read can fail once the
+    lock is taken; the lock must not outlive the failure (the saga would be held for good)."""
+    from django.db import connection
+
+    saga = services.start_trip(customer="ida")
+    monkeypatch.setattr(coordinator, "_LOAD", "SELECT 1 / (%s::int * 0)")
+    with pytest.raises(DataError, match="division by zero"):
+        coordinator.advance(saga_id=saga.pk)
+    with connection.cursor() as cur:
+        cur.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = %s"
+                    " AND objid = %s", [coordinator.LOCK_CLASS, saga.pk])
+        assert cur.fetchone()[0] == 0, "the saga's lock is still held"
+    monkeypatch.undo()
+    assert coordinator.advance(saga_id=saga.pk) == State.COMPLETED
 
 
 def test_a_booking_that_arrives_after_its_cancellation_is_refused():
