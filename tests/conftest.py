@@ -14,12 +14,16 @@ from tests.helpers import Process, wait_until
 def _test_redis() -> Iterator[None]:
     """The suite's own Redis database (15; TEST_REDIS_DB: `make test` runs the browser tests
     beside the ORM pass on 14) on the same server, so a demo's queue on 0 is left alone; the
-    cluster subprocesses get it through REDIS_URL (tests.helpers.subprocess_env)."""
+    cluster subprocesses get it through REDIS_URL (tests.helpers.subprocess_env). The
+    project-local server, if nothing had started it before the session, is stopped after."""
     settings.REDIS_URL = local_redis.with_db(settings.REDIS_URL,
                                              int(os.environ.get("TEST_REDIS_DB", "15")))
     redis_queue.cache_clear()
+    ours = not local_redis.external() and not local_redis.is_running(local_redis.server())
     yield
     redis_queue.cache_clear()
+    if ours:  # a bare `pytest` (no `make test`): the tests started it, so they stop it
+        local_redis.stop(quiet=True)
 
 
 @pytest.fixture(autouse=True)
