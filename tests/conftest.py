@@ -1,5 +1,6 @@
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -7,7 +8,7 @@ from django.conf import settings
 from common import sideconn
 from devtools import local_redis
 from jobs.queues import redis_queue
-from tests.helpers import Process, wait_until
+from tests.helpers import CHROMIUM, LAUNCH_ARGS, Process, wait_until
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -109,3 +110,21 @@ def redis_cluster(transactional_db, start_process) -> Process:
     """The second cluster, on Redis (Sidekiq's role): `Q_CLUSTER_NAME=redis manage.py qcluster`."""
     return start_process("qcluster", name="qcluster-redis", ready="running.",
                          Q_CLUSTER_NAME=settings.REDIS_CLUSTER)
+
+
+@pytest.fixture
+def page():
+    """A Chromium page (the browser tests), 1400 x 1000."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        yield context.new_page()
+        browser.close()
+
+
+@pytest.fixture
+def shots(tmp_path) -> Path:
+    """Where the browser tests' screenshots go: $SCREENSHOT_DIR (docs/), else tmp."""
+    return Path(os.environ.get("SCREENSHOT_DIR") or tmp_path)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +24,17 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 # killed worker's task comes back within seconds, and still no running task is redelivered.
 TEST_Q_TIMEOUT = 3
 T = TypeVar("T")
+# The browser tests: Debian's chromium, driven by Playwright (its own download does not work).
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on now (for a web server a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
@@ -116,3 +129,12 @@ def ensure_groups() -> None:
     if Group.objects.filter(name__in=[VIEWERS, OPERATORS]).count() != 2:
         groups = importlib.import_module("dashboard.migrations.0002_viewers_and_operators")
         groups.fill_groups(apps, connection.alias)
+
+
+def times_booked(saga_id: int) -> dict[str, int]:
+    """How many times each service booked this saga's step ({"hotel": 1, ...}; a service with
+    no booking row is left out)."""
+    from travel.services import MODELS
+
+    return {service: row.times_booked for service, model in MODELS.items()
+            if (row := model.objects.filter(saga_id=saga_id).first()) is not None}

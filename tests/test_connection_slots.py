@@ -16,7 +16,7 @@ from django_q.tasks import async_task
 from common.db import database_url
 from jobs.models import JobRun
 from pgbroker.models import Job
-from tests.helpers import wait_until
+from tests.helpers import free_port, wait_until
 from users import services
 from users.models import EmailSend, Mode, User
 
@@ -118,13 +118,10 @@ def test_the_relay_and_the_recoverer_say_so_once_and_go_on(limited_role, start_p
 
 def test_the_web_answers_503_with_retry_after_and_serves_again(limited_role, start_process,
                                                                client):
-    import socket
     import urllib.error
     import urllib.request
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     web = start_process("runserver", f"127.0.0.1:{port}", "--noreload", name="web",
                         ready="Quit the server", DATABASE_URL=limited_role)
     client.force_login(User.objects.create_superuser(username="root", password="pw"))

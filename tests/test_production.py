@@ -16,7 +16,6 @@ import math
 import os
 import re
 import secrets
-import socket
 import stat
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from django.core.management import find_commands
 from common import env
 from devtools import supervise
 from faults.models import Fault
-from tests.helpers import BASE_DIR, subprocess_env, wait_until
+from tests.helpers import BASE_DIR, free_port, subprocess_env, wait_until
 from users.models import User
 
 KEY = secrets.token_urlsafe(50)  # as docs/production.md makes one
@@ -397,12 +396,6 @@ def test_make_runs_web_program_follows_debug(tmp_path):
         parsed({"DEBUG": "0", "WEB_CONCURRENCY": "0"})
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(port: int, path: str, *, https: bool = True, method: str = "GET", body: str = "",
          headers: dict[str, str] | None = None) -> tuple[http.client.HTTPResponse, bytes]:
     """A request as a TLS-terminating proxy on this host passes it on (X-Forwarded-Proto)."""
@@ -428,7 +421,7 @@ def test_gunicorn_serves_the_admin_and_its_css(transactional_db, tmp_path):
     """`make run`'s web program with DEBUG=0, on the test database: collectstatic, gunicorn
     under supervisord, whitenoise for the CSS, HTTPS rules, a login, the access log."""
     User.objects.create_superuser(username="ops", email="ops@example.com", password="pw-" + KEY)
-    port = _free_port()
+    port = free_port()
     environ = _environ(subprocess_env(), **{**PRODUCTION, "ALLOWED_HOSTS": "127.0.0.1"},
                        TRUST_X_FORWARDED_PROTO="1", STATIC_ROOT=str(tmp_path / "static"),
                        WEB_CONCURRENCY="1")

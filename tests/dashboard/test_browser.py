@@ -7,16 +7,12 @@ Screenshots go to $SCREENSHOT_DIR (docs/*.png, the images of README.md and docs/
 
 import os
 import re
-import shutil
-import socket
-from pathlib import Path
 
 import pytest
 
-from tests.helpers import wait_until
+from tests.helpers import CHROMIUM, free_port, wait_until
 from users.models import User
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [
     pytest.mark.browser,
     # CI must run it: there, a missing chromium is a failure, not a skip.
@@ -29,14 +25,6 @@ os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 # The web server runs the product's settings: the suite's throwaway app (tests/settings.py)
 # must not show on the screenshots in docs/.
 PRODUCT = {"DJANGO_SETTINGS_MODULE": "project.settings"}
-LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -52,22 +40,6 @@ def live_stack(transactional_db, start_process):
                   ready="Quit the server", **env, **PRODUCT)
     User.objects.create_superuser(username="admin", password="s3cret-pass")
     return f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture
-def page(tmp_path):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        yield context.new_page()
-        browser.close()
-
-
-@pytest.fixture
-def shots(tmp_path) -> Path:
-    return Path(os.environ.get("SCREENSHOT_DIR") or tmp_path)
 
 
 def test_the_talk_from_the_dashboard(live_stack, page, shots):

@@ -3,11 +3,11 @@ form with saga style `both`, run to its end by real processes, and its page read
 
 import os
 import re
-from pathlib import Path
 
 import pytest
 
-from tests.dashboard.test_browser import CHROMIUM, LAUNCH_ARGS, PRODUCT, free_port, log_in
+from tests.dashboard.test_browser import PRODUCT, log_in
+from tests.helpers import CHROMIUM, free_port
 from users.models import User
 
 pytestmark = [
@@ -25,23 +25,6 @@ def web(transactional_db, start_process):
                   ready="Quit the server", **PRODUCT)
     User.objects.create_superuser(username="admin", password="s3cret-pass")
     return f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture
-def page():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        yield context.new_page()
-        browser.close()
-
-
-@pytest.fixture
-def shots(tmp_path) -> Path:
-    """Where the screenshot goes: $SCREENSHOT_DIR (docs/), else tmp."""
-    return Path(os.environ.get("SCREENSHOT_DIR") or tmp_path)
 
 
 def test_both_styles_side_by_side_on_the_experiment_page(web, page, shots):

@@ -77,18 +77,20 @@ def sent_again_within_2_s(users: list[User], *, killed: float, cluster, capsys) 
     reconciled_nothing(capsys)
 
 
-def first_send_delayed() -> None:
-    """The first job to send an email sleeps a minute in its worker (the jobs in hand)."""
+def cluster_holding_a_running_job(start_process, name: str):
+    """A one-worker Redis cluster given 5 relayed signups, whose first email job sleeps a
+    minute in its worker (the running job; the others in hand behind it)."""
+    users = relayed_signups(5)
     faults.arm(point="email.send", action="delay", times=1, delay_ms=60_000)
+    cluster = start_process("qcluster", name=name, ready="running.", Q_CLUSTER_NAME="redis",
+                            Q_WORKERS="1")
+    wait_until(lambda: Fault.objects.filter(point="email.send", fired__gte=1).exists(),
+               timeout=30, message="the first job to reach its delay")
+    return users, cluster
 
 
 def test_a_redis_worker_sigkilled_mid_job_its_jobs_run_again_within_2_s(start_process, capsys):
-    users = relayed_signups(5)
-    first_send_delayed()
-    cluster = start_process("qcluster", name="qcluster-redis", ready="running.",
-                            Q_CLUSTER_NAME="redis", Q_WORKERS="1")
-    wait_until(lambda: Fault.objects.filter(point="email.send", fired__gte=1).exists(),
-               timeout=30, message="the first job to reach its delay")
+    users, cluster = cluster_holding_a_running_job(start_process, "qcluster-redis")
     assert not EmailSend.objects.exists()
     [dispatcher] = cluster.children()
     [worker] = children(dispatcher)
@@ -99,12 +101,7 @@ def test_a_redis_worker_sigkilled_mid_job_its_jobs_run_again_within_2_s(start_pr
 
 def test_a_whole_redis_cluster_sigkilled_its_jobs_run_again_elsewhere_within_2_s(
         start_process, capsys):
-    users = relayed_signups(5)
-    first_send_delayed()
-    doomed = start_process("qcluster", name="qcluster-redis-1", ready="running.",
-                           Q_CLUSTER_NAME="redis", Q_WORKERS="1")
-    wait_until(lambda: Fault.objects.filter(point="email.send", fired__gte=1).exists(),
-               timeout=30, message="the first job to reach its delay")
+    users, doomed = cluster_holding_a_running_job(start_process, "qcluster-redis-1")
     queue = redis_queue()
     wait_until(lambda: len(queue.in_flight()) == 5 and not queue.connection.llen(queue.list_key),
                timeout=10, message="the doomed cluster to hold every job")

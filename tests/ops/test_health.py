@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -24,7 +23,7 @@ from devtools import local_postgres, local_redis
 from devtools.supervise import PROGRAMS
 from ops import programs
 from pgbroker.status import verdict
-from tests.helpers import BASE_DIR, subprocess_env, wait_until
+from tests.helpers import BASE_DIR, free_port, subprocess_env, wait_until
 
 OWN_PG = "var/ops-test-pg"
 
@@ -42,12 +41,6 @@ def stoppable_pg():
     assert migrated.returncode == 0, migrated.stderr
     yield url
     local_postgres.stop(OWN_PG, quiet=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def http(url: str) -> tuple[int, str]:

@@ -13,8 +13,8 @@ from outbox.models import OutboxMessage
 from sagas import choreography, services
 from sagas.definitions import TRIP
 from sagas.models import Saga, SagaLog, State, Style
-from tests.helpers import Process, wait_until
-from travel.services import MODELS, booking_states
+from tests.helpers import Process, times_booked, wait_until
+from travel.services import booking_states
 
 BOOKED = {"hotel": "booked", "car": "booked", "flight": "booked"}
 CANCELLED = {"hotel": "cancelled", "car": "cancelled", "flight": "cancelled"}
@@ -63,8 +63,7 @@ def outcomes(django_db_setup, django_db_blocker, tmp_path_factory):
             return {name: {"saga": Saga.objects.get(pk=s.pk), "log": log_of(s),
                            "entries": list(SagaLog.objects.filter(saga=s).order_by("seq")),
                            "bookings": booking_states(saga_id=s.pk),
-                           "times": {v: m.objects.get(saga_id=s.pk).times_booked
-                                     for v, m in MODELS.items() if m.objects.filter(saga_id=s.pk)},
+                           "times": times_booked(s.pk),
                            "events": list(OutboxMessage.objects.filter(
                                payload__saga_id=s.pk).order_by("created_at")
                                .values_list("topic", flat=True))}

@@ -12,7 +12,7 @@ from faults import services as faults
 from faults.models import Fault
 from sagas import coordinator, recovery, services
 from sagas.models import Saga, SagaLog, State
-from tests.helpers import Process, wait_until
+from tests.helpers import Process, times_booked, wait_until
 from travel.services import MODELS, booking_states
 
 SERVICES = ["hotel", "car", "flight"]
@@ -58,8 +58,7 @@ def crash_outcomes(django_db_setup, django_db_blocker, tmp_path_factory):
                     "state": Saga.objects.get(pk=s.pk).state,
                     "log": list(SagaLog.objects.filter(saga=s).order_by("seq")),
                     "bookings": booking_states(saga_id=s.pk),
-                    "times": {v: m.objects.get(saga_id=s.pk).times_booked
-                              for v, m in MODELS.items() if m.objects.filter(saga_id=s.pk)},
+                    "times": times_booked(s.pk),
                 }
                 for key, s in sagas.items()
             }
@@ -174,7 +173,7 @@ def test_a_coordinator_that_lost_its_lock_is_fenced_off_once_recovery_takes_over
     assert {e.pid for e in log[taken_over:]} == {recoverer.pid}, [
         (e.seq, e.event, e.step, e.pid) for e in log]
     assert booking_states(saga_id=saga.pk) == {s: "booked" for s in SERVICES}
-    assert {v: m.objects.get(saga_id=saga.pk).times_booked for v, m in MODELS.items()} == {
+    assert times_booked(saga.pk) == {
         "hotel": 1, "car": 1, "flight": 1}
 
 
