@@ -2,7 +2,7 @@
 
 Runs against a scratch database `reliable_bench` on the same PostgreSQL (dropped and created
 anew), with real `qcluster` / `relay_outbox` processes, and prints a Markdown table.
-Sizes: BENCH_N (default 1000) signups / messages / tasks, BENCH_SAGAS (default 200).
+Sizes: BENCH_N (default 1000) signups / messages / tasks, BENCH_SAGAS (default 2000).
 BENCH_ONLY=sagas,latency (names of the bench_* functions) runs only those, and `make bench`
 then skips the peers.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import secrets
 import statistics
 import subprocess
 import sys
@@ -25,15 +26,19 @@ from devtools.local_redis import default_redis_url, with_db  # noqa: E402
 from experiments.scratch import scratch_database  # noqa: E402
 
 N = int(os.environ.get("BENCH_N", "1000"))
-SAGAS = int(os.environ.get("BENCH_SAGAS", "200"))
+SAGAS = int(os.environ.get("BENCH_SAGAS", "2000"))
 LATENCY_SAMPLES = int(os.environ.get("BENCH_LATENCY", "100"))
 
 
 URL = scratch_database("reliable_bench")
 # Redis database 14 of the project-local server: a running demo's queue (0) is left alone.
 os.environ.setdefault("REDIS_URL", with_db(default_redis_url(), 14))
+# DEBUG off, as in production (with it on, Django keeps every query in memory); the
+# processes it starts (clusters, relays) inherit it
+os.environ.setdefault("SECRET_KEY", secrets.token_urlsafe(50))
+os.environ.setdefault("ALLOWED_HOSTS", "localhost")
 os.environ.update(DATABASE_URL=URL, DJANGO_SETTINGS_MODULE="project.settings",
-                  FAULTS_ENABLED="0", LOG_LEVEL="WARNING",
+                  FAULTS_ENABLED="0", LOG_LEVEL="WARNING", DEBUG="0",
                   EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend")
 
 import django  # noqa: E402

@@ -80,6 +80,32 @@ def publish(*, topic: str, payload: dict) -> OutboxMessage:
 
     The payload must be a JSON object PostgreSQL stores as given (common.validate.payload: no
     NaN or Infinity, no NUL, at most 64 KB): anything else is refused and nothing is written."""
+    _check(topic, payload)
+    message = OutboxMessage.objects.create(topic=topic, payload=payload)
+    _wake_relay()
+    return message
+
+
+PUBLISH_MANY = """
+INSERT INTO outbox_outboxmessage (id, topic, payload, attempts, last_error)
+SELECT gen_random_uuid(), topic, payload, 0, ''
+  FROM unnest(%s::text[], %s::jsonb[]) AS m(topic, payload)
+"""
+
+
+def publish_many(messages: list[tuple[str, dict]]) -> None:
+    """publish() for several (topic, payload) messages, in one statement and one wake-up;
+    all or nothing (the first bad one is refused, and nothing is written)."""
+    for topic, payload in messages:
+        _check(topic, payload)
+    if messages:
+        with connection.cursor() as cur:
+            cur.execute(PUBLISH_MANY, [[t for t, _ in messages],
+                                       [json.dumps(p) for _, p in messages]])
+        _wake_relay()
+
+
+def _check(topic: str, payload: dict) -> None:
     if not connection.in_atomic_block:
         raise OutboxError(NOT_IN_TRANSACTION)
     if not isinstance(topic, str) or topics.get(topic) is None:
@@ -89,11 +115,12 @@ def publish(*, topic: str, payload: dict) -> OutboxMessage:
         validate.payload(payload, what=f"the payload of {topic}")
     except validate.Invalid as e:
         raise OutboxError(str(e)) from None
-    message = OutboxMessage.objects.create(topic=topic, payload=payload)
+
+
+def _wake_relay() -> None:
     with connection.cursor() as cur:
         # Delivered at commit, dropped on rollback: wakes `relay_outbox --follow` at once.
         cur.execute("SELECT pg_notify(%s, '')", [CHANNEL])
-    return message
 
 
 def backoff(attempts: int) -> timedelta:
@@ -141,7 +168,7 @@ def relay_batch(*, batch: int) -> RelayResult:
                 if topic is None:
                     raise PermanentError(NO_TOPIC.format(topic=message.topic,
                                                          known=", ".join(topics.names())))
-                kwargs = topic.kwargs(message.payload)
+                kwargs = {**topic.kwargs(message.payload), **topic.options}
                 if topic.store == Store.REDIS:
                     redis.add(topic.task, **kwargs)
                     to_redis.append(message)

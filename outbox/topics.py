@@ -33,6 +33,13 @@ class Topic:
     # right now, started less than `older_than` seconds ago)?
     done: Callable[..., list[bool]] | None = None
     description: str = ""
+    # Keep a row of the job's success (django-q2's `save`)? A failure is always kept.
+    save: bool = True
+
+    @property
+    def options(self) -> dict:
+        """The job's django-q2 options (async_task keywords)."""
+        return {} if self.save else {"save": False}
 
 
 _TOPICS: dict[str, Topic] = {}

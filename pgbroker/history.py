@@ -87,7 +87,8 @@ def _open(path: Path) -> None:
 
 
 def start(job: str, **fields: Any) -> None:
-    record("start", job, ppid=os.getppid(), pgid=os.getpgid(0), **fields)
+    if directory():
+        record("start", job, ppid=os.getppid(), pgid=os.getpgid(0), **fields)
 
 
 def read(where: str | Path) -> list[dict[str, Any]]:

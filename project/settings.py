@@ -322,6 +322,10 @@ SAGA_STEP_DEADLINE_SECONDS = env.number("SAGA_STEP_DEADLINE_SECONDS", 5, low=0.1
 SAGA_MAX_COMP_ATTEMPTS = env.integer("SAGA_MAX_COMP_ATTEMPTS", 5, low=1, high=1000)
 SAGA_MAX_FORWARD_ATTEMPTS = env.integer("SAGA_MAX_FORWARD_ATTEMPTS", 3, low=1, high=1000)
 SAGA_COMP_BACKOFF_SECONDS = env.number("SAGA_COMP_BACKOFF_SECONDS", 1, low=0, high=3600)
+# A coordinator (or a choreographed service) advancing a batch of sagas runs a step that is not
+# idempotent (the flight) for at most this many sagas between two commits: a crash leaves at
+# most this many in doubt, each compensated (backward recovery). 1: one saga at a time.
+SAGA_IN_DOUBT_MAX = env.integer("SAGA_IN_DOUBT_MAX", 4, low=1, high=50)
 TASK_RESULTS_KEEP_DAYS = env.integer("TASK_RESULTS_KEEP_DAYS", 7, low=1, high=3650)
 
 # --- metrics and health probes (ops/, docs/metrics.md) -----------------------------------------

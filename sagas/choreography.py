@@ -23,16 +23,15 @@ for). A saga's state follows from its events, as an orchestrated one's.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-
-from django.conf import settings
-from django.db import transaction
 
 from common.errors import OperationError
 from outbox import topics
 from outbox.services import publish
 from sagas import decide as d
-from sagas.coordinator import GIVING_UP, Held, LogWriter, call_step, describe_error, hold
+from sagas.batch import Track, Work, decide, drive, hold_many
+from sagas.coordinator import bookkeeping, describe_error, do_works, open_work, work_of
 from sagas.definitions import DEFINITIONS, SagaDefinition
 from sagas.models import Event, Saga, State, Style
 
@@ -77,7 +76,7 @@ def register_topics() -> None:
         for sub in subscriptions(definition):
             topics.register(topics.Topic(
                 name=sub.topic, task=REACT_TASK, store=Store.POSTGRES,
-                kwargs=_kwargs(sub.service),
+                kwargs=_kwargs(sub.service), save=False,  # the saga log says what it did
                 description=f"choreographed {definition.kind} saga: the {sub.service} "
                             "service reacts"))
 
@@ -100,105 +99,114 @@ def react(*, saga_id: int, service: str) -> str:
     """`service` reacts to the event addressed to it: it does what the saga log says is its
     to do now (nothing if its work is already in the log: a duplicate), and hands over with
     the event of what it did. Returns what happened, in words."""
-    with hold(saga_id, wait=True) as held:
-        assert held is not None  # waited for
-        if held.saga.style != Style.CHOREOGRAPHED:
-            raise OperationError(NOT_CHOREOGRAPHED.format(id=saga_id, style=held.saga.style))
-        return _Reaction(held, service).run()
+    said = react_many(calls=[{"saga_id": saga_id, "service": service}])[0]
+    if isinstance(said, Exception):
+        raise said
+    return said
 
 
-class _Reaction:
-    def __init__(self, held: Held, service: str) -> None:
-        self.saga, self.service = held.saga, service
-        self.definition: SagaDefinition = DEFINITIONS[held.saga.kind]
-        self.writer = LogWriter(held.saga, held.log, takes_over=False)
-        self.log = self.writer.log
-        self.did: list[str] = []
+def react_many(*, calls: Sequence[dict]) -> list[str | Exception]:
+    """Several reactions at once ({"saga_id", "service"} each), sharing their commits
+    (sagas.batch): for each, what happened in words, or the error that stopped it (Retry: a
+    cancellation failed and the queue runs the reaction again). Two reactions to one saga
+    run one after the other, each with its own reading of the log."""
+    said: list[str | Exception | None] = [None] * len(calls)
+    left = list(enumerate(calls))
+    while left:  # one reaction per saga in each pass
+        seen: set[int] = set()
+        this, later = [], []
+        for n, call in left:
+            (later if call["saga_id"] in seen else this).append((n, call))
+            seen.add(call["saga_id"])
+        for n, outcome in zip([n for n, _ in this], _react_once([c for _, c in this]),
+                              strict=True):
+            said[n] = outcome
+        left = later
+    return said  # type: ignore[return-value]
 
-    def run(self) -> str:
+
+def _react_once(calls: list[dict]) -> list[str | Exception]:
+    """One reaction per saga, together."""
+    with hold_many([c["saga_id"] for c in calls], wait=True) as holding:
+        tracks: dict[int, Track] = {}
+        refused: dict[int, Exception] = {}
+        for c in calls:
+            held = holding.held.get(c["saga_id"])
+            if held is None:
+                continue  # no such saga
+            if held.saga.style != Style.CHOREOGRAPHED:
+                refused[c["saga_id"]] = OperationError(NOT_CHOREOGRAPHED.format(
+                    id=held.saga.pk, style=held.saga.style))
+                continue
+            tracks[held.saga.pk] = Track(held.saga, held.log, epoch=(held.saga.epoch,) * 2,
+                                         lease=0, service=c["service"])
+        drive(list(tracks.values()), Reacting())
+        for t in tracks.values():
+            if t.stuck:
+                Saga.objects.filter(pk=t.saga.pk).update(state=State.STUCK)
+    outcomes: list[str | Exception] = []
+    for c in calls:
+        i = c["saga_id"]
+        if i in holding.missing:
+            outcomes.append(Saga.DoesNotExist(f"no saga {i}"))
+        elif i in refused:
+            outcomes.append(refused[i])
+        else:
+            outcomes.append(tracks[i].outcome)  # type: ignore[arg-type]
+    return outcomes
+
+
+class Reacting:
+    """A choreographed service's Driver: its own step it books or cancels; another service's
+    turn it hands over to, with the event of what it did last (published with its closing log
+    events, in one transaction); the saga's ending it records."""
+
+    def next_work(self, t: Track) -> Work | None:
+        definition = DEFINITIONS[t.saga.kind]
         while True:
-            decision = d.decide(
-                self.log, self.definition.steps,
-                max_comp_attempts=settings.SAGA_MAX_COMP_ATTEMPTS,
-                max_forward_attempts=settings.SAGA_MAX_FORWARD_ATTEMPTS,
-                since_seq=self.saga.retry_from_seq)
+            decision = decide(t, definition)
+            if bookkeeping(t, decision):
+                continue
             match decision:
                 case d.Done(_):
-                    self._flush()
-                    return self._said() or f"nothing to do: saga {self.saga.pk} has ended"
-                case d.RunStep(step, recovery) if step == self.service:
-                    self._book(step, recovery)
-                case d.Compensate(step, attempt) if step == self.service:
-                    self._cancel(step, attempt)
+                    t.outcome = _said(t) or f"nothing to do: saga {t.saga.pk} has ended"
+                    return None
+                case d.RunStep(step) | d.Compensate(step) if step == t.service:
+                    return work_of(decision, definition)
                 case d.RunStep(step) | d.Compensate(step):  # another service's turn
-                    return self._hand_over(step)
-                case d.Complete():
-                    self._append(Event.SAGA_END, detail="completed", state=State.COMPLETED)
-                case d.Abort(reason):
-                    self._append(Event.SAGA_ABORT, detail=reason, state=State.COMPENSATING)
-                case d.FinishCompensated():
-                    self._append(Event.SAGA_END, detail="compensated", state=State.COMPENSATED)
+                    t.outcome = _hand_over(t, step)
+                    return None
                 case d.Stuck(step, tries):
-                    self._flush()
-                    Saga.objects.filter(pk=self.saga.pk).update(state=State.STUCK)
                     logger.error("saga %s is stuck: compensating %s failed %s times",
-                                 self.saga.pk, step, tries)
-                    return f"saga {self.saga.pk} is stuck"
+                                 t.saga.pk, step, tries)
+                    t.stuck, t.outcome = True, f"saga {t.saga.pk} is stuck"
+                    return None
+            raise AssertionError(decision)
 
-    # --- what a service does ----------------------------------------------------------------
+    def open(self, t: Track, w: Work) -> None:
+        open_work(t, w)
 
-    def _book(self, step: str, recovery: bool) -> None:
-        self._append(Event.STEP_START, step=step,
-                     detail="forward recovery: in doubt, idempotent, run again" if recovery
-                     else "")
-        try:
-            call_step(self.definition.step(step).action, self.saga, step,
-                       deadline=float(settings.SAGA_STEP_DEADLINE_SECONDS))
-        except Exception as e:
-            self._append(Event.STEP_FAIL, step=step, detail=describe_error(e))
-        else:
-            self._append(Event.STEP_END, step=step)
+    def run(self, group: list[tuple[Track, Work]]) -> None:
+        do_works(group, on_retry=self._retry)
 
-    def _cancel(self, step: str, attempt: int) -> None:
-        self._append(Event.COMP_START, step=step, detail=f"attempt {attempt}")
-        try:
-            call_step(self.definition.step(step).compensation, self.saga, step, deadline=None)
-        except Exception as e:
-            if attempt >= settings.SAGA_MAX_COMP_ATTEMPTS:
-                self._append(Event.COMP_FAIL, step=step,
-                             detail=f"{describe_error(e)}; {GIVING_UP.format(tries=attempt)}")
-                return  # the next decision is Stuck
-            self._append(Event.COMP_FAIL, step=step,
-                         detail=f"{describe_error(e)}; the queue runs this reaction again")
-            self._flush()
-            raise Retry(f"cancelling {step} of saga {self.saga.pk} failed (attempt "
-                        f"{attempt}): {describe_error(e)}") from e
-        self._append(Event.COMP_END, step=step)
+    @staticmethod
+    def _retry(t: Track, step: str, e: Exception, attempt: int) -> None:
+        t.add(Event.COMP_FAIL, step=step,
+              detail=f"{describe_error(e)}; the queue runs this reaction again")
+        t.outcome = Retry(f"cancelling {step} of saga {t.saga.pk} failed (attempt {attempt}): "
+                          f"{describe_error(e)}")
 
-    def _hand_over(self, next_step: str) -> str:
-        """The event of what this service did last, committed with its closing log event;
-        nothing when it did nothing (the event was a duplicate, or not for it yet)."""
-        if not self.did:
-            self._flush()
-            return (f"nothing to do for {self.service}: it is {next_step}'s turn "
-                    f"(saga {self.saga.pk})")
-        last = self.log[-1]
-        what = BOOKED if last.event == Event.STEP_END else CANCELLED
-        topic = f"{last.step}.{what}"
-        with transaction.atomic():
-            self._flush()
-            publish(topic=topic, payload={"saga_id": self.saga.pk})
-        return f"{self._said()}; published {topic} for {next_step}"
 
-    # --- the log --------------------------------------------------------------------------
+def _hand_over(t: Track, next_step: str) -> str:
+    """The event of what this service did last, published with its closing log events;
+    nothing when it did nothing (the event was a duplicate, or not for it yet)."""
+    if not t.did:
+        return f"nothing to do for {t.service}: it is {next_step}'s turn (saga {t.saga.pk})"
+    last = t.log[-1]
+    what = BOOKED if last.event == Event.STEP_END else CANCELLED
+    t.publish = f"{last.step}.{what}"
+    return f"{_said(t)}; published {t.publish} for {next_step}"
 
-    def _append(self, event: str, *, step: str = "", detail: str = "",
-                state: str | None = None) -> None:
-        self.writer.append(event, step=step, detail=detail, state=state)
-        self.did.append(f"{event} {step}".strip())
 
-    def _flush(self) -> None:
-        self.writer.flush()
-
-    def _said(self) -> str:
-        return f"{self.service}: " + ", ".join(self.did) if self.did else ""
+def _said(t: Track) -> str:
+    return f"{t.service}: " + ", ".join(t.did) if t.did else ""

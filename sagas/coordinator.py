@@ -1,10 +1,11 @@
-"""The saga execution coordinator (SEC): advance one saga by its log.
+"""The saga execution coordinator (SEC): advance sagas by their logs.
 
 Every log event is committed before what it announces happens, so the log tells what may
 have happened: a `STEP_START` commits before the step runs, a `COMP_START` before the
-compensation. An event that closes one (`STEP_END`, `STEP_FAIL`, `COMP_END`) commits with the
-event that opens the next, in one statement (one commit fewer per step, and nothing happens
-between the two). What to do next is decided from the log alone (sagas.decide).
+compensation. Every other event waits, and commits with the next event that opens work (one
+commit fewer per step, and nothing happens between the two). What to do next is decided from
+the log alone (sagas.decide). A coordinator advances a batch of sagas at once, sharing those
+commits between them (sagas.batch); a batch of one is a single saga.
 
 Two coordinators never advance one saga at once: advancing holds a PostgreSQL advisory lock on
 a separate session, which the server releases by itself when a coordinator dies. The lease
@@ -19,38 +20,35 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
-import psycopg
 from django.conf import settings
 from django.db import connection
 
-from common import sideconn
-from common.errors import OperationError
-from common.sideconn import side_cursor, side_pipeline
 from faults import services as faults
 from faults.points import POINTS
 from pgbroker import history
 from sagas import decide as d
+from sagas.batch import (
+    APPEND_MANY,
+    Held,
+    Pending,
+    SagaError,
+    Track,
+    Work,
+    decide,
+    drive,
+    hold_many,
+    refused_reason,
+)
 from sagas.definitions import DEFINITIONS, SagaDefinition
 from sagas.models import FINAL_STATES, Event, Saga, State
 
 logger = logging.getLogger(__name__)
 
 RUN_SAGA_TASK = "sagas.tasks.run_saga"
-LOCK_CLASS = 0x5A6A  # first key of the two-key advisory lock: "saga"
 ADVANCE_IN_TRANSACTION = "advance() must not run inside a transaction: each event commits"
-ALREADY_FINAL = "saga {id} is already final: {event} refused (a late coordinator?)"
 GIVING_UP = ("attempt {tries}, the last: no retry, the saga is stuck until a person retries it "
              "(admin: Sagas > Retry selected stuck sagas)")
-TAKEN_OVER = ("saga {id} was taken over by another coordinator (epoch {epoch}, ours {ours}): "
-              "{event} refused")
-
-
-class SagaError(OperationError):
-    """A saga request that cannot be honoured."""
-
-
 class StepTimeout(Exception):
     """The service did not answer within the step's deadline."""
 
@@ -59,105 +57,15 @@ def lease_seconds() -> float:
     return float(settings.SAGA_LEASE_SECONDS)
 
 
-_LOCK = {False: "SELECT pg_try_advisory_lock(%s, %s)",
-         True: "SELECT pg_advisory_lock(%s, %s), true"}
-_UNLOCK = "SELECT pg_advisory_unlock(%s, %s)"
-_SAGA_COLUMNS = [f.column for f in Saga._meta.concrete_fields]
-_LOAD = f"""
-SELECT {", ".join(f"s.{c}" for c in _SAGA_COLUMNS)}, l.seq, l.event, l.step
-  FROM sagas_saga s LEFT JOIN sagas_sagalog l ON l.saga_id = s.id
- WHERE s.id = %s
- ORDER BY l.seq"""
-
-
-@dataclass
-class Held:
-    """A saga whose lock we hold, and its log as it was once we held it."""
-
-    saga: Saga
-    log: list[d.Entry]
-
-
 @contextlib.contextmanager
 def hold(saga_id: int, *, wait: bool = False) -> Iterator[Held | None]:
-    """Try (or, `wait`, wait for) the saga's advisory lock on the side session, and read the
-    saga and its log: None when another holds it. The lock and the read are two statements
-    in one round trip (pipelined), the read's snapshot taken once the lock is ours (the side
-    session is READ COMMITTED), so it sees every event the previous holder committed. The
-    server releases the lock by itself if this process dies. Saga.DoesNotExist if there is
-    no such saga."""
-    try:
-        with side_pipeline() as conn:
-            locked = conn.execute(_LOCK[wait], [LOCK_CLASS, saga_id])
-            loaded = conn.execute(_LOAD, [saga_id])
-    except Exception:
-        _release(saga_id)  # the lock may have been taken before the read failed
-        raise
-    row = locked.fetchone()
-    got = row is not None and bool(row[-1])
-    try:
-        if not got:
-            yield None
-            return
-        rows = loaded.fetchall()
-        if not rows:
+    """Try (or, `wait`, wait for) the saga's advisory lock and read it and its log
+    (sagas.batch.hold_many): None when another holds it. Saga.DoesNotExist if there is no
+    such saga."""
+    with hold_many([saga_id], wait=wait) as holding:
+        if saga_id in holding.missing:
             raise Saga.DoesNotExist(f"no saga {saga_id}")
-        n = len(_SAGA_COLUMNS)
-        saga = Saga.from_db("default", [f.attname for f in Saga._meta.concrete_fields],
-                            rows[0][:n])
-        log = [d.Entry(seq, event, step) for seq, event, step in (r[n:] for r in rows)
-               if seq is not None]
-        yield Held(saga, log)
-    finally:
-        if got:
-            _release(saga_id)
-
-
-def _release(saga_id: int) -> None:
-    """Unlock the saga on the side session (nothing if this session does not hold it); a
-    session that cannot say so is ended, which releases every lock it holds."""
-    try:
-        with side_cursor() as cur:
-            cur.execute(_UNLOCK, [LOCK_CLASS, saga_id])
-    except psycopg.Error as e:
-        logger.warning("saga %s: cannot unlock it (%s); ending the side session instead",
-                       saga_id, e)
-        sideconn.close()
-
-
-APPEND = """
-WITH e AS (
-    SELECT * FROM unnest(%(events)s::text[], %(steps)s::text[], %(details)s::text[])
-           WITH ORDINALITY AS e(event, step, detail, n)),
-s AS (
-    UPDATE sagas_saga
-       SET last_seq = last_seq + (SELECT count(*) FROM e), state = coalesce(%(state)s, state),
-           updated_at = now(),
-           lease_until = clock_timestamp() + make_interval(secs => %(lease)s),
-           epoch = %(epoch)s
-     WHERE id = %(saga)s AND state <> ALL(%(final)s) AND epoch = %(expect)s
- RETURNING id, last_seq, state, lease_until),
-i AS (
-    INSERT INTO sagas_sagalog (saga_id, seq, event, step, detail, pid, at)
-    SELECT s.id, s.last_seq - (SELECT count(*) FROM e) + e.n, e.event, e.step, e.detail,
-           %(pid)s, clock_timestamp()
-      FROM s, e
- RETURNING seq)
-SELECT last_seq, state, lease_until FROM s
-"""
-
-# Events that close what the previous event opened: they wait for the next event and commit with
-# it (advance() writes one left waiting when it stops).
-CLOSING = frozenset({Event.STEP_END, Event.STEP_FAIL, Event.COMP_END})
-
-
-@dataclass(frozen=True)
-class Pending:
-    """An event to append: what `_append` writes."""
-
-    event: str
-    step: str = ""
-    detail: str = ""
+        yield holding.held.get(saga_id)
 
 
 def append_event(saga: Saga, event: str, *, step: str = "", detail: str = "",
@@ -172,19 +80,16 @@ def append_event(saga: Saga, event: str, *, step: str = "", detail: str = "",
     seconds = lease_seconds() if lease_for is None else lease_for
     rows = [*before, Pending(event, step, detail)]
     with connection.cursor() as cur:
-        cur.execute(APPEND, {"state": state, "lease": seconds, "saga": saga.pk,
-                             "expect": epoch[0], "epoch": epoch[1],
-                             "final": [str(s) for s in FINAL_STATES],
-                             "events": [r.event for r in rows], "steps": [r.step for r in rows],
-                             "details": [r.detail[:2000] for r in rows], "pid": os.getpid()})
+        cur.execute(APPEND_MANY, {
+            "of": [saga.pk] * len(rows), "events": [r.event for r in rows],
+            "steps": [r.step for r in rows], "details": [r.detail[:2000] for r in rows],
+            "sagas": [saga.pk], "states": [state], "leases": [float(seconds)],
+            "expect": [epoch[0]], "epochs": [epoch[1]], "final": [str(s) for s in FINAL_STATES],
+            "pid": os.getpid()})
         row = cur.fetchone()
     if row is None:
-        now = Saga.objects.filter(pk=saga.pk).values("state", "epoch").first() or {}
-        if now.get("state") in FINAL_STATES:
-            raise SagaError(ALREADY_FINAL.format(id=saga.pk, event=event))
-        raise SagaError(TAKEN_OVER.format(id=saga.pk, epoch=now.get("epoch"), ours=epoch[1],
-                                          event=event))
-    seq, saga.state, saga.lease_until = row
+        raise SagaError(refused_reason(saga.pk, event, ours=epoch[1]))
+    _, seq, saga.state, saga.lease_until = row
     saga.epoch = epoch[1]
     for n, r in enumerate(rows):
         logger.info("saga %s: %s %s %s", saga.pk, seq - len(rows) + 1 + n, r.event, r.step)
@@ -218,6 +123,28 @@ def call_step(call, saga: Saga, step: str, *, deadline: float | None) -> None:
         raise StepTimeout(f"no answer within {deadline:g}s (answered after {took:.1f}s)")
 
 
+def call_steps(call_many, sagas: list[Saga], step: str, *,
+               deadline: float) -> dict[int, Exception | None]:
+    """call_step() for one step of several sagas, in one call of the service (each saga's
+    faults still its own): {saga id: its error or None}. The call's time is each one's."""
+    started = time.monotonic()
+    jobs = {saga.pk: f"saga:{saga.pk}:{step}:book" for saga in sagas}
+    for job in jobs.values():
+        history.start(job)
+    errors: dict[int, Exception | None] = {saga.pk: None for saga in sagas}
+    try:
+        errors = call_many(saga_ids=list(jobs), step=step,
+                           scopes={saga.pk: saga.fault_scope for saga in sagas})
+    finally:
+        for saga_id, job in jobs.items():
+            history.record("end", job, ok=errors.get(saga_id) is None)
+    took = time.monotonic() - started
+    if took > deadline:
+        late = StepTimeout(f"no answer within {deadline:g}s (answered after {took:.1f}s)")
+        return {saga_id: error or late for saga_id, error in errors.items()}
+    return errors
+
+
 def describe_error(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
@@ -230,110 +157,156 @@ def comp_backoff(attempt: int) -> float:
 def advance(*, saga_id: int) -> State | None:
     """Advance one saga as far as it can go now. Returns the state it stopped in, or None when
     another coordinator holds it (that one advances it)."""
+    outcome = advance_many(saga_ids=[saga_id])[0]
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
+
+
+def advance_many(*, saga_ids: Sequence[int]) -> list[State | None | Exception]:
+    """Advance the sagas together (sagas.batch), each as far as it can go now: for each id,
+    the state it stopped in, None when another coordinator holds it, or the error that
+    stopped it (no such saga; refused: final already, or taken over)."""
     if connection.in_atomic_block:
         raise SagaError(ADVANCE_IN_TRANSACTION)
-    with hold(saga_id) as held:
-        if held is None:
-            return None
-        writer = LogWriter(held.saga, held.log, takes_over=True)
-        try:
-            while True:
-                outcome = _advance_once(held.saga, DEFINITIONS[held.saga.kind], writer)
-                if outcome is not None:
-                    return outcome
-        finally:
-            writer.flush()
-
-
-class LogWriter:
-    """The lock holder's copy of a saga's log, and the closing events waiting to be appended
-    with the next event (CLOSING: they commit with the event that opens what comes next).
-
-    `takes_over` (a coordinator): the first append bumps the saga's epoch, so a coordinator
-    taken over since is refused from then on, and every append extends the lease; without it
-    (a choreographed service's reaction, which has neither epoch nor lease) appends expect the
-    epoch as read and leave no lease."""
-
-    def __init__(self, saga: Saga, log: list[d.Entry], *, takes_over: bool) -> None:
-        self.saga, self.log = saga, log
-        self.waiting: list[Pending] = []
-        self.epoch = (saga.epoch, saga.epoch + 1) if takes_over else (saga.epoch, saga.epoch)
-        self.lease: float | None = None if takes_over else 0
-
-    def append(self, event: str, *, step: str = "", detail: str = "", state: str | None = None,
-               lease_for: float | None = None) -> None:
-        if event in CLOSING:
-            self.waiting.append(Pending(event, step, detail))
-            seq = self.log[-1].seq + 1  # only the lock holder appends: this is its number
+    with hold_many(saga_ids) as holding:
+        tracks = {i: Track(h.saga, h.log, epoch=(h.saga.epoch, h.saga.epoch + 1),
+                           lease=lease_seconds()) for i, h in holding.held.items()}
+        drive(list(tracks.values()), Coordinating())
+        for t in tracks.values():
+            if t.stuck:
+                Saga.objects.filter(pk=t.saga.pk, epoch=t.epoch[0]).update(
+                    state=State.STUCK, lease_until=None)
+    outcomes: list[State | None | Exception] = []
+    for i in saga_ids:
+        if i in holding.missing:
+            outcomes.append(Saga.DoesNotExist(f"no saga {i}"))
+        elif i not in tracks:
+            outcomes.append(None)
         else:
-            seq = append_event(self.saga, event, step=step, detail=detail, state=state,
-                               lease_for=self.lease if lease_for is None else lease_for,
-                               before=self.waiting, epoch=self.epoch)
-            self.waiting = []
-            self.epoch = (self.epoch[1], self.epoch[1])
-            at_boundary(self.saga, event, step)
-        self.log.append(d.Entry(seq, event, step))
-
-    def flush(self) -> None:
-        """Append the closing events left waiting (the holder stops here)."""
-        if self.waiting:
-            last, before = self.waiting[-1], self.waiting[:-1]
-            self.waiting = []
-            append_event(self.saga, last.event, step=last.step, detail=last.detail,
-                         before=before, lease_for=self.lease, epoch=self.epoch)
+            outcomes.append(tracks[i].outcome)
+    return outcomes
 
 
-def _advance_once(saga: Saga, definition: SagaDefinition,
-                  coordinator: LogWriter) -> State | None:
-    """Take one decision and act on it. Returns the state to stop at, or None to go on."""
-    if saga.state == State.STUCK:
-        return State(saga.state)
-    append, log = coordinator.append, coordinator.log
-    decision = d.decide(
-        log, definition.steps,
-        max_comp_attempts=settings.SAGA_MAX_COMP_ATTEMPTS,
-        max_forward_attempts=settings.SAGA_MAX_FORWARD_ATTEMPTS,
-        since_seq=saga.retry_from_seq,
-    )
-    match decision:
-        case d.Done(outcome):
-            return State(outcome)
+def open_work(t: Track, w: Work) -> None:
+    """The event that opens the work, waiting for the write that commits it."""
+    match w.decision:
         case d.RunStep(step, recovery):
-            append(Event.STEP_START, step=step,
-                    detail="forward recovery: in doubt, idempotent, run again" if recovery else "")
-            try:
-                call_step(definition.step(step).action, saga, step,
-                           deadline=float(settings.SAGA_STEP_DEADLINE_SECONDS))
-            except Exception as e:
-                append(Event.STEP_FAIL, step=step, detail=describe_error(e))
-            else:
-                append(Event.STEP_END, step=step)
-        case d.Complete():
-            append(Event.SAGA_END, detail="completed", state=State.COMPLETED)
-        case d.Abort(reason):
-            append(Event.SAGA_ABORT, detail=reason, state=State.COMPENSATING)
+            t.add(Event.STEP_START, step=step,
+                  detail="forward recovery: in doubt, idempotent, run again" if recovery else "")
         case d.Compensate(step, attempt):
-            append(Event.COMP_START, step=step, detail=f"attempt {attempt}")
+            t.add(Event.COMP_START, step=step, detail=f"attempt {attempt}")
+
+
+def do_work(t: Track, w: Work, *, on_retry) -> None:
+    """Once its opening event committed: the step (or its compensation), and the event that
+    closes it. A compensation that failed and will be tried again (not the last try) calls
+    `on_retry(track, step, error, attempt)`, which settles the saga for now."""
+    definition = DEFINITIONS[t.saga.kind]
+    match w.decision:
+        case d.RunStep(step):
+            at_boundary(t.saga, Event.STEP_START, step)
             try:
-                call_step(definition.step(step).compensation, saga, step, deadline=None)
+                call_step(definition.step(step).action, t.saga, step,
+                          deadline=float(settings.SAGA_STEP_DEADLINE_SECONDS))
+            except Exception as e:
+                t.add(Event.STEP_FAIL, step=step, detail=describe_error(e))
+            else:
+                t.add(Event.STEP_END, step=step)
+        case d.Compensate(step, attempt):
+            at_boundary(t.saga, Event.COMP_START, step)
+            try:
+                call_step(definition.step(step).compensation, t.saga, step, deadline=None)
             except Exception as e:
                 if attempt >= settings.SAGA_MAX_COMP_ATTEMPTS:
                     # The last try: nothing will retry it. The next decision is Stuck, now.
-                    append(Event.COMP_FAIL, step=step,
-                           detail=f"{describe_error(e)}; {GIVING_UP.format(tries=attempt)}")
-                    return None
-                wait = comp_backoff(attempt)
-                append(Event.COMP_FAIL, step=step, lease_for=wait,
-                        detail=f"{describe_error(e)}; retry in {wait:g}s")
-                # recovery retries it when the lease (the backoff) runs out
-                return State(saga.state)
-            append(Event.COMP_END, step=step)
+                    t.add(Event.COMP_FAIL, step=step,
+                          detail=f"{describe_error(e)}; {GIVING_UP.format(tries=attempt)}")
+                    return
+                on_retry(t, step, e, attempt)
+                t.settled = True
+                return
+            t.add(Event.COMP_END, step=step)
+
+
+def do_works(group: list[tuple[Track, Work]], *, on_retry) -> None:
+    """do_work() for a round: the sagas running a step their definition can run for many
+    at once (Step.action_many) run it in one call; the rest one at a time."""
+    many: dict[tuple[str, str], list[Track]] = {}
+    for t, w in group:
+        spec = DEFINITIONS[t.saga.kind].step(w.step)
+        if len(group) > 1 and isinstance(w.decision, d.RunStep) and spec.action_many:
+            many.setdefault((t.saga.kind, w.step), []).append(t)
+        else:
+            do_work(t, w, on_retry=on_retry)
+    for (kind, step), tracks in many.items():
+        for t in tracks:
+            at_boundary(t.saga, Event.STEP_START, step)
+        errors = call_steps(DEFINITIONS[kind].step(step).action_many, [t.saga for t in tracks],
+                            step, deadline=float(settings.SAGA_STEP_DEADLINE_SECONDS))
+        for t in tracks:
+            error = errors[t.saga.pk]
+            if error is None:
+                t.add(Event.STEP_END, step=step)
+            else:
+                t.add(Event.STEP_FAIL, step=step, detail=describe_error(error))
+
+
+def work_of(decision: d.RunStep | d.Compensate, definition: SagaDefinition) -> Work:
+    """Compensations and idempotent steps share rounds; the rest runs one saga at a time."""
+    return Work(decision, together=isinstance(decision, d.Compensate)
+                or definition.step(decision.step).idempotent)
+
+
+def bookkeeping(t: Track, decision: d.Decision) -> bool:
+    """Record a decision that needs no work (ending, aborting); False if it is not one."""
+    match decision:
+        case d.Complete():
+            t.add(Event.SAGA_END, detail="completed", state=State.COMPLETED)
+        case d.Abort(reason):
+            t.add(Event.SAGA_ABORT, detail=reason, state=State.COMPENSATING)
         case d.FinishCompensated():
-            append(Event.SAGA_END, detail="compensated", state=State.COMPENSATED)
-        case d.Stuck(step, tries):
-            Saga.objects.filter(pk=saga.pk, epoch=coordinator.epoch[0]).update(
-                state=State.STUCK, lease_until=None)
-            logger.error("saga %s is stuck: compensating %s failed %s times", saga.pk, step,
-                         tries)
-            return State.STUCK
-    return None
+            t.add(Event.SAGA_END, detail="compensated", state=State.COMPENSATED)
+        case _:
+            return False
+    return True
+
+
+class Coordinating:
+    """The coordinator's Driver: every step of every saga is its to run."""
+
+    def next_work(self, t: Track) -> Work | None:
+        definition = DEFINITIONS[t.saga.kind]
+        while True:
+            if t.saga.state == State.STUCK:
+                t.outcome = State.STUCK
+                return None
+            decision = decide(t, definition)
+            if bookkeeping(t, decision):
+                continue
+            match decision:
+                case d.Done(outcome):
+                    t.outcome = State(outcome)
+                    return None
+                case d.RunStep() | d.Compensate():
+                    return work_of(decision, definition)
+                case d.Stuck(step, tries):
+                    logger.error("saga %s is stuck: compensating %s failed %s times",
+                                 t.saga.pk, step, tries)
+                    t.stuck, t.outcome = True, State.STUCK
+                    return None
+            raise AssertionError(decision)
+
+    def open(self, t: Track, w: Work) -> None:
+        open_work(t, w)
+
+    def run(self, group: list[tuple[Track, Work]]) -> None:
+        do_works(group, on_retry=self._retry_later)
+
+    @staticmethod
+    def _retry_later(t: Track, step: str, e: Exception, attempt: int) -> None:
+        wait = comp_backoff(attempt)
+        t.add(Event.COMP_FAIL, step=step, lease_for=wait,
+              detail=f"{describe_error(e)}; retry in {wait:g}s")
+        # recovery retries it when the lease (the backoff) runs out
+        t.outcome = State(t.saga.state)

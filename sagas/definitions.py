@@ -18,6 +18,9 @@ class Step:
     action: Call
     compensation: Call
     idempotent: bool
+    # The action for several sagas at once (saga_ids=, step=, scopes=: each saga's fault
+    # scope), returning {saga id: its error or None}; None: called one saga at a time.
+    action_many: Callable[..., dict[int, Exception | None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ def _service_step(service: str) -> Step:
         action=partial(travel.book, service=service),
         compensation=partial(travel.cancel, service=service),
         idempotent=travel.IDEMPOTENT[service],
+        action_many=partial(travel.book_many, service=service),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.db import connection, transaction
 from django.utils import timezone
 
-from faults.services import fire
+from faults.services import fire, scoped
 from travel.models import Booking, CarBooking, FlightBooking, HotelBooking, Status
 
 MODELS: dict[str, type[HotelBooking] | type[CarBooking] | type[FlightBooking]] = {
@@ -60,6 +60,40 @@ def book(*, service: str, saga_id: int, step: str) -> Booking:
                 row.save(update_fields=["times_booked", "booked_at"])
     fire(f"saga.{service}.book")
     return row
+
+
+FIRST_BOOKINGS = """
+INSERT INTO {table} (saga_id, step, status, times_booked, booked_at)
+SELECT saga_id, %s, %s, 1, %s FROM unnest(%s::bigint[]) AS saga_id
+ON CONFLICT (saga_id, step) DO NOTHING
+RETURNING saga_id
+"""
+
+
+def book_many(*, service: str, saga_ids: list[int], step: str,
+              scopes: dict[int, str]) -> dict[int, Exception | None]:
+    """book() for one step of several sagas: every first booking of its key in one statement,
+    a key seen before by book()'s locked path. Each saga's fault point fires after its booking
+    committed, with the faults armed for it (`scopes`: saga id -> fault scope). Returns each
+    saga's error, None where it is booked."""
+    model = MODELS[service]
+    with connection.cursor() as cur:
+        cur.execute(FIRST_BOOKINGS.format(table=model._meta.db_table),
+                    [step, Status.BOOKED, timezone.now(), saga_ids])
+        first = {row[0] for row in cur.fetchall()}
+    errors: dict[int, Exception | None] = {}
+    for saga_id in saga_ids:
+        try:
+            with scoped(scopes.get(saga_id)):
+                if saga_id in first:
+                    fire(f"saga.{service}.book")
+                else:
+                    book(service=service, saga_id=saga_id, step=step)
+        except Exception as e:
+            errors[saga_id] = e
+        else:
+            errors[saga_id] = None
+    return errors
 
 
 def cancel(*, service: str, saga_id: int, step: str) -> Booking:

@@ -41,6 +41,7 @@ from pgbroker.cluster.messages import (
     KeyLost,
     NoSlotForKey,
     RunJob,
+    Started,
     WorkerMessage,
     WorkerTimer,
 )
@@ -245,10 +246,11 @@ class Dispatcher:
             while slot.jobs:
                 self.source.hand_back(slot.jobs.popleft(), give_back=1)
         elif slot.jobs:
-            running = slot.jobs.popleft()
-            history.record("died", f"pg:{running.id}" if self.source.setup.owner else "",
-                           worker=slot.process.pid, how=how)
-            self.source.died(running, WORKER_DIED.format(pid=slot.process.pid, how=how))
+            for _ in range(max(1, min(slot.batch_left, len(slot.jobs)))):  # what was running
+                running = slot.jobs.popleft()
+                history.record("died", f"pg:{running.id}" if self.source.setup.owner else "",
+                               worker=slot.process.pid, how=how)
+                self.source.died(running, WORKER_DIED.format(pid=slot.process.pid, how=how))
             while slot.jobs:  # queued behind it, never started
                 self.source.hand_back(slot.jobs.popleft(), give_back=1)
             logger.critical("reincarnated worker %s after death (%s)", slot.process.name, how)
@@ -269,11 +271,21 @@ class Dispatcher:
         if isinstance(message, KeyLost):  # it exits without starting: _replace hands back
             slot.lost = True
             return
+        if isinstance(message, Started):  # several jobs run at once, in one call
+            slot.batch_left, slot.batch_size = len(message.job_ids), message.size
+            slot.batch_took = 0.0
+            return
         job = None
         if slot.jobs and slot.jobs[0].id == message.job_id:
             job = slot.jobs.popleft()
             now = time.time()
-            slot.recent.append(now - slot.since)
+            if slot.batch_left:  # the batch's time, shared by its jobs
+                slot.batch_took = slot.batch_took or (now - slot.since)
+                slot.recent.append(slot.batch_took / slot.batch_size)
+                slot.batch_left -= 1
+            else:
+                slot.recent.append(now - slot.since)
+                slot.batch_size = 0
             slot.since = now  # the next one in its pipe starts now
         if isinstance(message, BadPackage):
             self.source.bad_package(message.job_id, message.error)

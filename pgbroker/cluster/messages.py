@@ -4,7 +4,8 @@ dispatcher -> worker: `RunJob`, one per job (several in a list), or `STOP` (djan
 worker ends on it).
 worker -> dispatcher: `Done` for every job it ran (several in a list: the results of fast jobs
 travel together); `BadPackage` for a job it could not read;
-`NoSlotForKey` and `KeyLost` for a job it did not start (pgbroker.cluster.workerkey).
+`NoSlotForKey` and `KeyLost` for a job it did not start (pgbroker.cluster.workerkey);
+`Started` before it runs several jobs in one call (pgbroker.batching).
 
 A worker also writes a shared number, its timer, which the worker loop (runner.py) maintains and
 the dispatcher reads without a lock: `WorkerTimer`.
@@ -84,5 +85,13 @@ class KeyLost(NamedTuple):
     job_id: int | str
 
 
-WorkerMessage = Done | BadPackage | NoSlotForKey | KeyLost
+class Started(NamedTuple):
+    """The worker runs these jobs (the first ones in its pipe) together, in one call: all of
+    them are running. `size`: the most the function takes at once."""
+
+    job_ids: tuple[int | str, ...]
+    size: int
+
+
+WorkerMessage = Done | BadPackage | NoSlotForKey | KeyLost | Started
 # Several jobs for one worker travel as a list of RunJob; several results as a list of Done.

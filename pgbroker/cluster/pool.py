@@ -63,6 +63,11 @@ class Slot:
     lost: bool = False  # the worker lost the cluster's key: none of its jobs started
     fenced: bool = False  # killed by the fence (the database stopped answering)
     recent: deque[float] = field(default_factory=lambda: deque(maxlen=2))  # last durations
+    # The jobs at the front started together (pgbroker.batching): how many are left running,
+    # the most their function takes at once, and the time the batch took.
+    batch_left: int = 0
+    batch_size: int = 0
+    batch_took: float = 0.0
 
     @property
     def room(self) -> int:
@@ -71,6 +76,8 @@ class Slot:
         slowest = max(self.recent) if len(self.recent) == 2 else FAST_JOB
         depth = (PIPELINE_FASTEST if slowest < FASTEST_JOB
                  else PIPELINE_FAST if slowest < FAST_JOB else PIPELINE)
+        if self.batch_size and slowest < FAST_JOB:  # a whole batch waits behind the running one
+            depth = max(depth, 2 * self.batch_size)
         return max(0, depth - len(self.jobs))
 
     def kill(self) -> None:

@@ -15,6 +15,10 @@ worker's time. This loop keeps everything a task or a project can observe:
 - stale database connections closed before each task (not for `sync` tasks);
 - the same log lines ("processing", "ready for work", "stopped doing work"), built only when
   INFO is on.
+
+A job of a batched function (pgbroker.batching) takes the jobs of the same function waiting
+behind it in the pipe into one call of its batch form: each job still gets its own signals,
+result and `stopped`, and the call runs under the first job's timeout.
 """
 
 from __future__ import annotations
@@ -36,11 +40,14 @@ from django_q.exceptions import TimeoutException
 from django_q.signals import post_execute_in_worker, post_spawn, pre_execute
 from django_q.worker import rss_check
 
+from pgbroker.batching import WRONG_COUNT, Batch, batch_of, failure
 from pgbroker.cluster.messages import STOP, WorkerTimer
 
 
 class Tasks(Protocol):
     def get(self) -> dict[str, Any] | str: ...
+
+    def more(self, first: dict[str, Any], limit: int) -> list[dict[str, Any]]: ...
 
 
 class Results(Protocol):
@@ -80,18 +87,25 @@ def run(tasks: Tasks, results: Results, timer: Synchronized[float],
     while (task := tasks.get()) != STOP:
         assert isinstance(task, dict)
         raw.value = WorkerTimer.IDLE
-        count += 1
         func: Callable[..., Any] | None = task["func"]
-        if logger.isEnabledFor(logging.INFO):
-            logger.info("%s processing %s '%s'%s", name, task["name"],
-                        task.get("func_name") or func,
-                        f" [{task['group']}]" if "group" in task else "")
         if not callable(func):
             func = pydoc.locate(str(func))  # type: ignore[assignment]
+        spec = batch_of(func)
+        batch = [task]
+        if spec is not None and not task["args"]:
+            batch += tasks.more(task, spec.size - 1)
+        count += len(batch)
+        for one in batch:
+            if logger.isEnabledFor(logging.INFO):
+                logger.info("%s processing %s '%s'%s", name, one["name"],
+                            one.get("func_name") or func,
+                            f" [{one['group']}]" if "group" in one else "")
         if not task.get("sync", False):
             db.close_old_connections()
         limit = task.pop("timeout", default)
-        pre_execute.send(sender="django_q", func=func, task=task)
+        for one in batch:
+            one.pop("timeout", None)
+            pre_execute.send(sender="django_q", func=func, task=one)
         raw.value = limit if limit == -1 else limit + 3
         timed_out = False
         try:
@@ -100,27 +114,46 @@ def run(tasks: Tasks, results: Results, timer: Synchronized[float],
             if limit != -1:
                 alarm.set(limit)
             try:
-                value = func(*task["args"], **task["kwargs"])
+                if len(batch) == 1:
+                    task["result"], task["success"] = func(*task["args"], **task["kwargs"]), True
+                else:
+                    _run_batch(spec, batch, func)
             finally:
                 if limit != -1:
                     alarm.clear()
-            task["result"], task["success"] = value, True
         except (Exception, TimeoutException) as e:
             timed_out = isinstance(e, TimeoutException)
-            task["result"], task["success"] = f"{e} : {traceback.format_exc()}", False
+            for one in batch:
+                one["result"], one["success"] = f"{e} : {traceback.format_exc()}", False
             if error_reporter:
                 error_reporter.report()
             if task.get("sync", False):
                 post_execute_in_worker.send(sender="django_q", func=func, task=task)
                 raise
-        task["stopped"] = timezone.now()
-        post_execute_in_worker.send(sender="django_q", func=func, task=task)
-        results.put(task)
+        stopped = timezone.now()
+        for one in batch:
+            one["stopped"] = stopped
+            post_execute_in_worker.send(sender="django_q", func=func, task=one)
+            results.put(one)
         if timed_out:
             raw.value = WorkerTimer.TIMED_OUT
             break
         raw.value = WorkerTimer.IDLE
-        if count == Conf.RECYCLE or rss_check():
+        if count >= Conf.RECYCLE > 0 or rss_check():
             raw.value = WorkerTimer.RECYCLED
             break
     logger.info("%s stopped doing work", name)
+
+
+def _run_batch(spec: Batch | None, batch: list[dict[str, Any]], func: Callable[..., Any]) -> None:
+    """One call for the jobs of a batched function: one result each (an exception: failed)."""
+    assert spec is not None
+    values = list(spec.many([one["kwargs"] for one in batch]))
+    if len(values) != len(batch):
+        raise ValueError(WRONG_COUNT.format(func=getattr(func, "__name__", func),
+                                            got=len(values), asked=len(batch)))
+    for one, value in zip(batch, values, strict=True):
+        if isinstance(value, BaseException):
+            one["result"], one["success"] = failure(value), False
+        else:
+            one["result"], one["success"] = value, True

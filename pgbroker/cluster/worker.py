@@ -40,6 +40,7 @@ from pgbroker.cluster.messages import (
     KeyLost,
     NoSlotForKey,
     RunJob,
+    Started,
 )
 from pgbroker.cluster.workerkey import WorkerKey
 from pgbroker.cluster.writer import result_line
@@ -125,6 +126,8 @@ class TaskPipe:
         self.recording = bool(history.directory())
         self.packages = PackageReader()
         self.running = ""  # the history's name of the job started last
+        self.peeked: tuple[int | str, dict[str, Any]] | None = None
+        self.attempt = 0  # of the job started last
 
     def check_after_stop(self) -> None:
         """After SIGCONT, with a lease-kept source (Redis): if the cluster has not proved
@@ -162,20 +165,74 @@ class TaskPipe:
                 self.results.send(KeyLost(job.job_id))
                 return STOP  # a new worker takes the next job with a key of its own
             try:
-                task: dict[str, Any] = self.packages.loads(job.package)
+                task: dict[str, Any] = self._read(job)
             except (TypeError, BadSignature) as e:
                 self.results.send(BadPackage(job.job_id, BAD_PACKAGE.format(error=e)))
                 continue
-            task["cluster"] = Conf.CLUSTER_NAME
-            task["ack_id"] = job.job_id
-            self.running = self.setup.history_name(job.job_id, task)
-            if self.recording:
-                self._record_start(task, job)
-            func = task["func"]
-            if isinstance(func, str):  # django-q2's worker would import it for every task
-                task["func_name"] = func
-                task["func"] = self.functions.get(func) or self._locate(func)
-            return task
+            return self._started(task, job)
+
+    def more(self, first: dict[str, Any], limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` jobs of `first`'s function (keyword arguments only) waiting next in
+        this pipe, started now with it (pgbroker.batching); anything else stays for get().
+        A job tried before runs alone: one that kills its worker (a poison job) then takes no
+        neighbour down with it again."""
+        found: list[dict[str, Any]] = []
+        name = first.get("func_name")
+        if self.attempt > 1:
+            return found  # tried before, maybe in a batch whose worker died: alone this time
+        self._receive_waiting()
+        while self.waiting and len(found) < limit and name:
+            job = self.waiting[0]
+            if not isinstance(job, RunJob) or job.attempt > 1:
+                break  # STOP; or a job tried before, which runs alone
+            try:
+                task = self._read(job)
+                if task["func"] != name or task.get("args"):
+                    break
+                held = self.key is None or self.key.holds_for(int(job.job_id))
+            except (TypeError, BadSignature, NoSlot):
+                break  # get() says so, when its turn comes
+            if not held or not self.setup.alive():
+                break
+            self.waiting.popleft()
+            found.append(self._started(task, job))
+        if found:  # the dispatcher charges them all if this worker dies now
+            self.results.send(Started((first["ack_id"], *(t["ack_id"] for t in found)), limit + 1))
+        return found
+
+    def _receive_waiting(self) -> None:
+        """What the dispatcher already sent, without waiting for more."""
+        try:
+            while self.conn.poll():
+                message = self.conn.recv()
+                if isinstance(message, list):
+                    self.waiting.extend(message)
+                else:
+                    self.waiting.append(message)
+        except (EOFError, OSError):
+            self.waiting.append(STOP)
+
+    def _read(self, job: RunJob) -> dict[str, Any]:
+        """The job's package (read once, even when looked at twice)."""
+        if self.peeked is not None and self.peeked[0] == job.job_id:
+            return self.peeked[1]
+        task: dict[str, Any] = self.packages.loads(job.package)
+        self.peeked = (job.job_id, task)
+        return task
+
+    def _started(self, task: dict[str, Any], job: RunJob) -> dict[str, Any]:
+        self.peeked = None
+        self.attempt = job.attempt
+        task["cluster"] = Conf.CLUSTER_NAME
+        task["ack_id"] = job.job_id
+        self.running = self.setup.history_name(job.job_id, task)
+        if self.recording:
+            self._record_start(task, job)
+        func = task["func"]
+        if isinstance(func, str):  # django-q2's worker would import it for every task
+            task["func_name"] = func
+            task["func"] = self.functions.get(func) or self._locate(func)
+        return task
 
     def _record_start(self, task: dict[str, Any], job: RunJob) -> None:
         waited = job.waited

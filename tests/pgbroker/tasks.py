@@ -8,6 +8,8 @@ import fcntl
 import os
 import time
 
+from pgbroker.batching import batched
+
 
 def _append(path: str, line: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -66,3 +68,23 @@ def started(path: str, key: str) -> str:
     _append(path, f"start {key} {os.environ.get('HOST_NAME') or '-'} {os.getpid()} "
                   f"{time.time()}")
     return key
+
+
+def _batch_line(path: str, size: int, key: str) -> None:
+    _append(path, f"batch {size} {key} {os.getpid()} {time.time()}")
+
+
+def run_batch(calls: list[dict]) -> list[object]:
+    """The batch form of batch_job: one line per job with the batch's size; "bad..." fails
+    its own job, "die" kills the worker with the whole batch in hand."""
+    for call in calls:
+        _batch_line(call["path"], len(calls), call["key"])
+    if any(call["key"] == "die" for call in calls):
+        os._exit(70)
+    return [ValueError(f"{call['key']} refused") if call["key"].startswith("bad")
+            else call["key"] for call in calls]
+
+
+@batched(run_batch, size=10)
+def batch_job(*, path: str, key: str) -> str:
+    return run_batch([{"path": path, "key": key}])[0]  # type: ignore[return-value]

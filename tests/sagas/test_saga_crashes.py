@@ -10,7 +10,7 @@ from django.test import override_settings
 
 from faults import services as faults
 from faults.models import Fault
-from sagas import coordinator, recovery, services
+from sagas import batch, recovery, services
 from sagas.models import Saga, SagaLog, State
 from tests.helpers import Process, times_booked, wait_until
 from travel.services import MODELS, booking_states
@@ -159,7 +159,7 @@ def test_a_coordinator_that_lost_its_lock_is_fenced_off_once_recovery_takes_over
                timeout=30, message="the first coordinator to be inside the hotel call")
     with connection.cursor() as cur:  # end the session holding the saga's advisory lock
         cur.execute("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
-                    " AND classid = %s AND objid = %s", [coordinator.LOCK_CLASS, saga.pk])
+                    " AND classid = %s AND objid = %s", [batch.LOCK_CLASS, saga.pk])
         assert cur.fetchone()[0]
     faults.arm(point="saga.car.book", action="delay", times=1, delay_ms=8000)
     wait_until(lambda: recovery.any_due(), timeout=10, message="the lease to run out")
