@@ -30,7 +30,7 @@ import logging
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import psycopg
 from django.conf import settings
@@ -214,7 +214,7 @@ def write(tracks: Iterable[Track]) -> list[Track]:
             events.append(p.event)
             steps.append(p.step)
             details.append(p.detail)
-    params = {
+    params: dict[str, Any] = {
         "of": of, "events": events, "steps": steps, "details": details,
         "sagas": [t.saga.pk for t in tracks], "states": [t.state for t in tracks],
         "leases": [float(t.lease if t.lease_for is None else t.lease_for) for t in tracks],

@@ -114,7 +114,8 @@ def react_many(*, calls: Sequence[dict]) -> list[str | Exception]:
     left = list(enumerate(calls))
     while left:  # one reaction per saga in each pass
         seen: set[int] = set()
-        this, later = [], []
+        this: list[tuple[int, dict]] = []
+        later: list[tuple[int, dict]] = []
         for n, call in left:
             (later if call["saga_id"] in seen else this).append((n, call))
             seen.add(call["saga_id"])

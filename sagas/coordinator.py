@@ -20,6 +20,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
+from typing import cast
 
 from django.conf import settings
 from django.db import connection
@@ -184,7 +185,7 @@ def advance_many(*, saga_ids: Sequence[int]) -> list[State | None | Exception]:
         elif i not in tracks:
             outcomes.append(None)
         else:
-            outcomes.append(tracks[i].outcome)
+            outcomes.append(cast("State | Exception | None", tracks[i].outcome))
     return outcomes
 
 

@@ -121,7 +121,7 @@ class TaskPipe:
         self.setup = setup
         self.key = key
         self.results = results
-        self.waiting: deque[RunJob] = deque()  # sent together, not started yet
+        self.waiting: deque[RunJob | str] = deque()  # sent together, not started yet (or STOP)
         self.functions: dict[str, object] = {}
         self.recording = bool(history.directory())
         self.packages = PackageReader()
