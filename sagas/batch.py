@@ -170,7 +170,7 @@ def _release(ids: list[int]) -> None:
         sideconn.close()
 
 
-@dataclass
+@dataclass(eq=False)  # each track is itself: compared by identity
 class Track:
     """One held saga in a batch: its log (with the events not yet written), what the next
     write sets, and what became of it."""
@@ -293,7 +293,7 @@ def drive(tracks: list[Track], driver: Driver) -> None:
 
 
 def _drive(tracks: list[Track], driver: Driver) -> None:
-    """Rounds of work that may share a commit, then the rest one saga at a time; whatever
+    """Rounds of work that may share a commit, then the rest a few sagas at a time; whatever
     waits is written at the end (also when a failure stops the batch, so what happened
     stays in the log)."""
     work: dict[int, tuple[Track, Work]] = {}
