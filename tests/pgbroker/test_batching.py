@@ -90,3 +90,17 @@ def test_a_batch_size_must_be_a_whole_number_from_2():
     for size in (1, 0, 1001, 2.5, "10"):
         with pytest.raises(ValueError, match="a batch size is a whole number from 2 to 1000"):
             batched(lambda calls: calls, size=size)  # type: ignore[arg-type]
+
+
+def test_a_batch_form_that_answers_for_the_wrong_number_of_jobs_fails_them_all():
+    from pgbroker.batching import Batch
+    from pgbroker.cluster.runner import _run_batch
+
+    def one_short(calls: list[dict]) -> list[object]:
+        return [c["key"] for c in calls][:-1]
+
+    batch = [{"kwargs": {"key": k}} for k in "abc"]
+    wrong = "the batch form of one_short returned 2 results for 3 jobs"
+    with pytest.raises(ValueError, match=wrong):
+        _run_batch(Batch(one_short, 10), batch, one_short)
+    assert not any("success" in job for job in batch), "no job was given a result"
