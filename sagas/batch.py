@@ -28,8 +28,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import psycopg
@@ -200,32 +201,57 @@ class Track:
             self.lease_for = lease_for
 
 
+@dataclass(frozen=True)
+class Append:
+    """One saga's part of an APPEND_MANY: its events, and what its row becomes."""
+
+    saga_id: int
+    events: Sequence[Pending]
+    state: str | None  # None: as it is
+    lease: float  # seconds from now
+    epoch: tuple[int, int]  # (the epoch its row must have, the one it gets)
+
+
+def append_many(appends: Sequence[Append]) -> dict[int, tuple[int, str, datetime]]:
+    """Append the events of each saga in one statement (it commits on its own unless the
+    caller holds a transaction): {saga id: (its last seq, state, lease_until)} for each saga
+    whose row took them; a saga missing from it refused (final, or taken over), and nothing
+    of its was written."""
+    params: dict[str, Any] = {
+        "of": [a.saga_id for a in appends for _ in a.events],
+        "events": [p.event for a in appends for p in a.events],
+        "steps": [p.step for a in appends for p in a.events],
+        "details": [p.detail[:2000] for a in appends for p in a.events],
+        "sagas": [a.saga_id for a in appends], "states": [a.state for a in appends],
+        "leases": [float(a.lease) for a in appends],
+        "expect": [a.epoch[0] for a in appends], "epochs": [a.epoch[1] for a in appends],
+        "final": [str(s) for s in FINAL_STATES], "pid": os.getpid(),
+    }
+    with connection.cursor() as cur:
+        cur.execute(APPEND_MANY, params)
+        rows = {row[0]: tuple(row[1:]) for row in cur.fetchall()}
+    if logger.isEnabledFor(logging.INFO):
+        for a in appends:
+            if a.saga_id in rows:
+                last = rows[a.saga_id][0]
+                for n, p in enumerate(a.events):
+                    logger.info("saga %s: %s %s %s", a.saga_id, last - len(a.events) + 1 + n,
+                                p.event, p.step)
+    return rows
+
+
 def write(tracks: Iterable[Track]) -> list[Track]:
     """Append the waiting events of `tracks` in one statement (and publish the events they hand
     over with, in the same transaction). Returns the tracks whose saga refused (final, or taken
-    over): their events are not written, and they are settled with the reason."""
+    over): their events are not written, and they are settled with the reason (SagaError)."""
     tracks = [t for t in tracks if t.waiting]
     if not tracks:
         return []
-    of, events, steps, details = [], [], [], []
-    for t in tracks:
-        for p in t.waiting:
-            of.append(t.saga.pk)
-            events.append(p.event)
-            steps.append(p.step)
-            details.append(p.detail)
-    params: dict[str, Any] = {
-        "of": of, "events": events, "steps": steps, "details": details,
-        "sagas": [t.saga.pk for t in tracks], "states": [t.state for t in tracks],
-        "leases": [float(t.lease if t.lease_for is None else t.lease_for) for t in tracks],
-        "expect": [t.epoch[0] for t in tracks], "epochs": [t.epoch[1] for t in tracks],
-        "final": [str(s) for s in FINAL_STATES], "pid": os.getpid(),
-    }
     publishing = [t for t in tracks if t.publish]
     with transaction.atomic() if publishing else contextlib.nullcontext():
-        with connection.cursor() as cur:
-            cur.execute(APPEND_MANY, params)
-            rows = {row[0]: row[1:] for row in cur.fetchall()}
+        rows = append_many([
+            Append(t.saga.pk, t.waiting, t.state,
+                   t.lease if t.lease_for is None else t.lease_for, t.epoch) for t in tracks])
         if publishing:
             publish_many([(t.publish, {"saga_id": t.saga.pk}) for t in publishing
                           if t.saga.pk in rows])
@@ -237,13 +263,9 @@ def write(tracks: Iterable[Track]) -> list[Track]:
             t.settled, t.outcome = True, SagaError(_why_refused(t))
             t.waiting, t.publish = [], ""
             continue
-        last_seq, t.saga.state, t.saga.lease_until = row
+        _, t.saga.state, t.saga.lease_until = row
         t.saga.epoch = t.epoch[1]
         t.epoch = (t.epoch[1], t.epoch[1])
-        if logger.isEnabledFor(logging.INFO):
-            for n, p in enumerate(t.waiting):
-                logger.info("saga %s: %s %s %s", t.saga.pk, last_seq - len(t.waiting) + 1 + n,
-                            p.event, p.step)
         t.waiting, t.state, t.lease_for, t.publish = [], None, None, ""
     return refused
 

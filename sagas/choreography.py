@@ -31,7 +31,7 @@ from outbox import topics
 from outbox.services import publish
 from sagas import decide as d
 from sagas.batch import Track, Work, decide, drive, hold_many
-from sagas.coordinator import bookkeeping, describe_error, do_works, open_work, work_of
+from sagas.coordinator import Driving, bookkeeping, describe_error, work_of
 from sagas.definitions import DEFINITIONS, SagaDefinition
 from sagas.models import Event, Saga, State, Style
 
@@ -157,7 +157,7 @@ def _react_once(calls: list[dict]) -> list[str | Exception]:
     return outcomes
 
 
-class Reacting:
+class Reacting(Driving):
     """A choreographed service's Driver: its own step it books or cancels; another service's
     turn it hands over to, with the event of what it did last (published with its closing log
     events, in one transaction); the saga's ending it records."""
@@ -178,20 +178,11 @@ class Reacting:
                     t.outcome = _hand_over(t, step)
                     return None
                 case d.Stuck(step, tries):
-                    logger.error("saga %s is stuck: compensating %s failed %s times",
-                                 t.saga.pk, step, tries)
-                    t.stuck, t.outcome = True, f"saga {t.saga.pk} is stuck"
+                    self.stuck(t, step, tries, f"saga {t.saga.pk} is stuck")
                     return None
             raise AssertionError(decision)
 
-    def open(self, t: Track, w: Work) -> None:
-        open_work(t, w)
-
-    def run(self, group: list[tuple[Track, Work]]) -> None:
-        do_works(group, on_retry=self._retry)
-
-    @staticmethod
-    def _retry(t: Track, step: str, e: Exception, attempt: int) -> None:
+    def retry_later(self, t: Track, step: str, e: Exception, attempt: int) -> None:
         t.add(Event.COMP_FAIL, step=step,
               detail=f"{describe_error(e)}; the queue runs this reaction again")
         t.outcome = Retry(f"cancelling {step} of saga {t.saga.pk} failed (attempt {attempt}): "

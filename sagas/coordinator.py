@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Iterator, Sequence
 from typing import cast
@@ -30,19 +29,20 @@ from faults.points import POINTS
 from pgbroker import history
 from sagas import decide as d
 from sagas.batch import (
-    APPEND_MANY,
+    Append,
     Held,
     Pending,
     SagaError,
     Track,
     Work,
+    append_many,
     decide,
     drive,
     hold_many,
     refused_reason,
 )
 from sagas.definitions import DEFINITIONS, SagaDefinition
-from sagas.models import FINAL_STATES, Event, Saga, State
+from sagas.models import Event, Saga, State
 
 logger = logging.getLogger(__name__)
 
@@ -79,21 +79,12 @@ def append_event(saga: Saga, event: str, *, step: str = "", detail: str = "",
     on) is refused from then on, as is any append to a saga already final.
     Returns the seq of the last event."""
     seconds = lease_seconds() if lease_for is None else lease_for
-    rows = [*before, Pending(event, step, detail)]
-    with connection.cursor() as cur:
-        cur.execute(APPEND_MANY, {
-            "of": [saga.pk] * len(rows), "events": [r.event for r in rows],
-            "steps": [r.step for r in rows], "details": [r.detail[:2000] for r in rows],
-            "sagas": [saga.pk], "states": [state], "leases": [float(seconds)],
-            "expect": [epoch[0]], "epochs": [epoch[1]], "final": [str(s) for s in FINAL_STATES],
-            "pid": os.getpid()})
-        row = cur.fetchone()
-    if row is None:
+    rows = append_many([Append(saga.pk, [*before, Pending(event, step, detail)], state,
+                               seconds, epoch)])
+    if saga.pk not in rows:
         raise SagaError(refused_reason(saga.pk, event, ours=epoch[1]))
-    _, seq, saga.state, saga.lease_until = row
+    seq, saga.state, saga.lease_until = rows[saga.pk]
     saga.epoch = epoch[1]
-    for n, r in enumerate(rows):
-        logger.info("saga %s: %s %s %s", saga.pk, seq - len(rows) + 1 + n, r.event, r.step)
     return seq
 
 
@@ -121,7 +112,7 @@ def call_step(call, saga: Saga, step: str, *, deadline: float | None) -> None:
         history.record("end", job, ok=ok)
     took = time.monotonic() - started
     if deadline is not None and took > deadline:
-        raise StepTimeout(f"no answer within {deadline:g}s (answered after {took:.1f}s)")
+        raise late(deadline, took)
 
 
 def call_steps(call_many, sagas: list[Saga], step: str, *,
@@ -141,9 +132,12 @@ def call_steps(call_many, sagas: list[Saga], step: str, *,
             history.record("end", job, ok=errors.get(saga_id) is None)
     took = time.monotonic() - started
     if took > deadline:
-        late = StepTimeout(f"no answer within {deadline:g}s (answered after {took:.1f}s)")
-        return {saga_id: error or late for saga_id, error in errors.items()}
+        return {saga_id: error or late(deadline, took) for saga_id, error in errors.items()}
     return errors
+
+
+def late(deadline: float, took: float) -> StepTimeout:
+    return StepTimeout(f"no answer within {deadline:g}s (answered after {took:.1f}s)")
 
 
 def describe_error(e: BaseException) -> str:
@@ -273,7 +267,27 @@ def bookkeeping(t: Track, decision: d.Decision) -> bool:
     return True
 
 
-class Coordinating:
+class Driving:
+    """What both drivers do alike (sagas.batch.Driver): open work with its event, run a round
+    of it, and give up on a saga whose compensation keeps failing. A compensation that failed
+    and will be tried again is each one's own (`retry_later`)."""
+
+    def open(self, t: Track, w: Work) -> None:
+        open_work(t, w)
+
+    def run(self, group: list[tuple[Track, Work]]) -> None:
+        do_works(group, on_retry=self.retry_later)
+
+    def retry_later(self, t: Track, step: str, e: Exception, attempt: int) -> None:
+        raise NotImplementedError
+
+    @staticmethod
+    def stuck(t: Track, step: str, tries: int, outcome: object) -> None:
+        logger.error("saga %s is stuck: compensating %s failed %s times", t.saga.pk, step, tries)
+        t.stuck, t.outcome = True, outcome
+
+
+class Coordinating(Driving):
     """The coordinator's Driver: every step of every saga is its to run."""
 
     def next_work(self, t: Track) -> Work | None:
@@ -292,20 +306,11 @@ class Coordinating:
                 case d.RunStep() | d.Compensate():
                     return work_of(decision, definition)
                 case d.Stuck(step, tries):
-                    logger.error("saga %s is stuck: compensating %s failed %s times",
-                                 t.saga.pk, step, tries)
-                    t.stuck, t.outcome = True, State.STUCK
+                    self.stuck(t, step, tries, State.STUCK)
                     return None
             raise AssertionError(decision)
 
-    def open(self, t: Track, w: Work) -> None:
-        open_work(t, w)
-
-    def run(self, group: list[tuple[Track, Work]]) -> None:
-        do_works(group, on_retry=self._retry_later)
-
-    @staticmethod
-    def _retry_later(t: Track, step: str, e: Exception, attempt: int) -> None:
+    def retry_later(self, t: Track, step: str, e: Exception, attempt: int) -> None:
         wait = comp_backoff(attempt)
         t.add(Event.COMP_FAIL, step=step, lease_for=wait,
               detail=f"{describe_error(e)}; retry in {wait:g}s")
